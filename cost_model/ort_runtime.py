@@ -1,0 +1,631 @@
+"""ONNX Runtime measuring infrastructure: devices, sessions, inputs and timings.
+
+Everything here works on plain `onnx.ModelProto`s (or serialized bytes, or a path), independent
+of superopt's IR, so the cost model, the end-to-end A/B gate and the benchmarks share one way of
+building sessions and timing them.
+
+Measuring conventions (figures in `anchors.md`):
+- a session run has a fixed cost (about 17.5 µs on CUDA, a few µs on the CPU) that one-node
+  timings must subtract: `session_fixed_cost`;
+- on CUDA inputs live on the device and outputs are bound there (IO binding), so host/device
+  copies are not timed; on the CPU IO binding is used too, because it halves the per-run
+  overhead of `session.run` (about 4 µs instead of 8 µs on the 2-core development machines);
+- timings are repeated and summarized by their median; `Timing.spread` says how noisy they were.
+
+Example:
+    >>> device = resolve_device("auto")              # "cuda" only where CUDA really runs
+    >>> t = time_model(model, device, repeats=20)     # doctest: +SKIP
+    >>> t.median_s, t.spread                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from superopt.errors import DeviceError, ModelError, ShapeError
+
+ModelLike = onnx.ModelProto | bytes | str | os.PathLike
+
+DEVICES = ("auto", "cpu", "cuda")
+
+LEVELS: dict[str, ort.GraphOptimizationLevel] = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+PROVIDERS: dict[str, str] = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+# Serialized protobufs are limited to 2 GiB; bigger models go through a file with external data.
+_PROTOBUF_LIMIT = 2**31 - 1
+# IR 8 / opset 17 loads in every onnxruntime this project supports (>= 1.17); newer onnx versions
+# default to an IR version that older runtimes refuse, so tiny helper models pin theirs.
+_TINY_IR_VERSION = 8
+_TINY_OPSET = 17
+
+_probe_lock = threading.Lock()
+_cuda_probe: tuple[bool, str] | None = None  # (works, reason when it does not)
+_fixed_costs: dict[str, float] = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str) -> str:
+    """Turn a user's device choice ("auto", "cpu", "cuda") into the one used: "cpu" or "cuda".
+
+    "auto" picks CUDA only where a probe session really runs on the CUDAExecutionProvider
+    (`ort.get_available_providers()` lists it even where its libraries cannot load). "cuda"
+    where CUDA does not work raises `DeviceError` with the reason in one line. The probe runs
+    once per process.
+
+    Example:
+        >>> resolve_device("cpu")
+        'cpu'
+    """
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return "cpu"
+    works, reason = cuda_probe()
+    if works:
+        return "cuda"
+    if device == "cuda":
+        raise DeviceError(f"CUDA was requested but does not work here: {reason} (use --device cpu)")
+    return "cpu"
+
+
+def cuda_probe() -> tuple[bool, str]:
+    """Whether ONNX Runtime really runs on CUDA here, and if not, why (cached per process).
+
+    Example:
+        >>> works, reason = cuda_probe()
+    """
+    global _cuda_probe
+    with _probe_lock:
+        if _cuda_probe is None:
+            _cuda_probe = _probe_cuda()
+        return _cuda_probe
+
+
+def _probe_cuda() -> tuple[bool, str]:
+    if PROVIDERS["cuda"] not in ort.get_available_providers():
+        return (
+            False,
+            f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (install onnxruntime-gpu)",
+        )
+    # The CUDA provider reports missing libraries on the native stderr/stdout, bypassing both
+    # Python and the session's log level; capture it, so that "auto" stays quiet on CPU-only
+    # machines and "cuda" can say in one line what was missing.
+    with _captured_native_output() as captured:
+        try:
+            if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21: load the pip CUDA libraries
+                with contextlib.suppress(Exception):
+                    ort.preload_dlls()
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            session = ort.InferenceSession(
+                _identity_model().SerializeToString(),
+                options,
+                providers=[PROVIDERS["cuda"], PROVIDERS["cpu"]],
+            )
+            if session.get_providers()[0] != PROVIDERS["cuda"]:
+                ok, error = False, None
+            else:
+                out = session.run(None, {"x": np.ones(1, np.float32)})[0]
+                ok, error = bool(out[0] == 1.0), None
+        # ORT's errors derive from Exception directly, and a broken driver can fail anywhere.
+        except Exception as exc:  # noqa: BLE001
+            ok, error = False, exc
+    if ok:
+        return True, ""
+    if error is not None:
+        return False, _first_line(str(error))
+    return False, _native_reason(captured.text)
+
+
+@dataclass
+class _Captured:
+    text: str = ""
+
+
+@contextlib.contextmanager
+def _captured_native_output() -> Iterator[_Captured]:
+    """Redirect file descriptors 1 and 2 to a temporary file; the text is readable afterwards."""
+    captured = _Captured()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        sink = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed in the finally below)
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no usable descriptors (embedded interpreters): run without capturing
+        yield captured
+        return
+    try:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        yield captured
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        sink.seek(0)
+        captured.text = sink.read().decode("utf-8", "replace")
+        sink.close()
+
+
+def _native_reason(text: str) -> str:
+    """The most telling line of ONNX Runtime's CUDA loading messages, without colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    match = re.search(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object file", text)
+    needs = re.search(r"Require (cuDNN [0-9.*]+ and CUDA [0-9]+)", text)
+    if match:
+        needed = f" ({needs.group(1)} needed)" if needs else ""
+        return f"the CUDA provider could not load {match.group(1)}{needed}"
+    for line in text.splitlines():
+        if "Failed to create CUDAExecutionProvider" in line:
+            return (
+                "the CUDAExecutionProvider could not be created (no GPU, driver or CUDA libraries)"
+            )
+    return "the probe session fell back to the CPU (no usable GPU or CUDA libraries)"
+
+
+def _first_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "unknown error"
+
+
+def device_name(device: str) -> str:
+    """A human-readable name of the device, for reports and cost-cache keys.
+
+    Example:
+        >>> device_name("cpu")  # doctest: +SKIP
+        'AMD EPYC (2 cores)'
+    """
+    return _device_name(resolve_device(device))
+
+
+@cache
+def _device_name(device: str) -> str:
+    if device == "cuda":
+        try:
+            result = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+            names = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+            if names:
+                return names[0]
+        except (OSError, subprocess.SubprocessError):
+            pass
+        return "CUDA device"
+    return f"{_cpu_model()} ({_cpu_count()} cores)"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def _cpu_count() -> int:
+    # The cores this process may run on (containers and taskset limit them), not the host's.
+    with contextlib.suppress(AttributeError, OSError):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def runtime_fingerprint(device: str) -> dict[str, str]:
+    """What a measured cost depends on besides the op: provider, device name and ORT version.
+
+    Pass these parts into `cost_model.cache.make_key` so that costs measured on one machine or
+    runtime are never reused on another.
+
+    Example:
+        >>> runtime_fingerprint("cpu")["provider"]
+        'CPUExecutionProvider'
+    """
+    resolved = resolve_device(device)
+    return {
+        "provider": PROVIDERS[resolved],
+        "device": device_name(resolved),
+        "ort": ort.__version__,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Sessions
+# ---------------------------------------------------------------------------------------------
+
+
+def make_session(
+    model: ModelLike, device: str, level: str = "all", threads: int | None = None
+) -> ort.InferenceSession:
+    """Create an ONNX Runtime session for `model` on `device` at optimization `level`.
+
+    `level` is one of "disable", "basic", "extended", "all" (ORT's GraphOptimizationLevel);
+    `threads` sets the intra-op thread count (None: ORT's default, one per core). On the CPU
+    only the CPUExecutionProvider is used; on CUDA the CPU provider backs the ops CUDA lacks.
+    A model ORT cannot load raises `ModelError`; a model with a newer IR version than this ORT
+    accepts is retried once at the highest IR version it does accept.
+
+    Example:
+        >>> session = make_session(model, "cpu", level="disable")  # doctest: +SKIP
+    """
+    if level not in LEVELS:
+        raise ValueError(f"unknown optimization level {level!r}: choose one of {', '.join(LEVELS)}")
+    resolved = resolve_device(device)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = LEVELS[level]
+    # Warnings such as "some nodes were assigned to the CPU" are expected here; keep errors.
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    providers = [PROVIDERS["cpu"]] if resolved == "cpu" else [PROVIDERS["cuda"], PROVIDERS["cpu"]]
+    try:
+        return _create_session(model, options, providers)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"ONNX Runtime cannot load the model: {_first_line(str(exc))}") from exc
+
+
+def _create_session(
+    model: ModelLike, options: ort.SessionOptions, providers: list[str]
+) -> ort.InferenceSession:
+    if isinstance(model, (str, os.PathLike)):
+        try:
+            return ort.InferenceSession(os.fspath(model), options, providers=providers)
+        except Exception as exc:
+            max_ir = _max_ir_version(exc)
+            if max_ir is None:
+                raise
+            proto = onnx.load(os.fspath(model))
+            proto.ir_version = max_ir
+            return _create_session(proto, options, providers)
+    if isinstance(model, bytes):
+        try:
+            return ort.InferenceSession(model, options, providers=providers)
+        except Exception as exc:
+            max_ir = _max_ir_version(exc)
+            if max_ir is None:
+                raise
+            proto = onnx.ModelProto()
+            proto.ParseFromString(model)
+            proto.ir_version = max_ir
+            return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
+    if not isinstance(model, onnx.ModelProto):
+        raise TypeError(f"expected an onnx.ModelProto, bytes or a path, got {type(model).__name__}")
+    if model.ByteSize() > _PROTOBUF_LIMIT:
+        return _session_via_external_data(model, options, providers)
+    return _create_session(model.SerializeToString(), options, providers)
+
+
+def _max_ir_version(exc: Exception) -> int | None:
+    # ORT's message: "Unsupported model IR version: 14, max supported IR version: 13".
+    match = re.search(r"max supported IR version: (\d+)", str(exc))
+    return int(match.group(1)) if match else None
+
+
+def _session_via_external_data(
+    model: onnx.ModelProto, options: ort.SessionOptions, providers: list[str]
+) -> ort.InferenceSession:
+    # ORT reads all weights while the session is created, so the folder can go afterwards.
+    with tempfile.TemporaryDirectory(prefix="superopt-") as folder:
+        path = os.path.join(folder, "model.onnx")
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        onnx.save_model(copy, path, save_as_external_data=True, location="model.data")
+        return ort.InferenceSession(path, options, providers=providers)
+
+
+def _as_model_proto(model: ModelLike) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, bytes):
+        proto = onnx.ModelProto()
+        proto.ParseFromString(model)
+        return proto
+    # Only the graph's inputs are needed here: leave external weights on disk.
+    return onnx.load(os.fspath(model), load_external_data=False)
+
+
+def _identity_model() -> onnx.ModelProto:
+    """A one-node model y = Identity(x) on one float: the probe and the fixed-cost reference."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", _TINY_OPSET)], ir_version=_TINY_IR_VERSION
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def random_feeds(
+    model: ModelLike,
+    seed: int = 0,
+    overrides: Mapping[str, Sequence[int] | int] | None = None,
+    *,
+    int_range: tuple[int, int] = (0, 100),
+) -> dict[str, np.ndarray]:
+    """Random inputs for every graph input that is not an initializer.
+
+    Floats are normal(0, 1) in the declared type (float16/32/64), integers uniform in
+    `int_range` (default [0, 100), valid indices for most embeddings), booleans fair coins.
+    Symbolic or unknown dimensions are 1 unless `overrides` says otherwise: map an input name
+    to its whole shape (`{"input_ids": (1, 64)}`), or a symbolic dimension's name to its size
+    (`{"seq": 64}`). An override that does not fit the declared shape raises `ShapeError`.
+
+    Example:
+        >>> feeds = random_feeds(model, seed=0, overrides={"batch": 1})  # doctest: +SKIP
+        >>> {name: a.shape for name, a in feeds.items()}                  # doctest: +SKIP
+        {'input': (1, 3, 224, 224)}
+    """
+    proto = _as_model_proto(model)
+    overrides = dict(overrides or {})
+    rng = np.random.default_rng(seed)
+    constant = {init.name for init in proto.graph.initializer}
+    constant |= {sparse.values.name for sparse in proto.graph.sparse_initializer}
+    feeds: dict[str, np.ndarray] = {}
+    for value in proto.graph.input:
+        if value.name in constant:
+            continue
+        if not value.type.HasField("tensor_type"):
+            raise ModelError(f"input {value.name!r} is not a tensor; only tensor inputs can be fed")
+        dtype = _numpy_dtype(value.name, value.type.tensor_type.elem_type)
+        shape = _input_shape(value, overrides)
+        feeds[value.name] = _random_array(rng, dtype, shape, int_range)
+    return feeds
+
+
+def _numpy_dtype(name: str, elem_type: int) -> np.dtype:
+    if elem_type in (TensorProto.STRING, TensorProto.UNDEFINED):
+        raise ModelError(
+            f"input {name!r} has type {TensorProto.DataType.Name(elem_type)}; cannot feed it"
+        )
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception as exc:
+        raise ModelError(f"input {name!r}: no numpy type for ONNX type {elem_type}") from exc
+    if dtype.kind not in "fiub":  # bfloat16/float8 map to custom or void types numpy cannot draw
+        raise ModelError(
+            f"input {name!r} has type {TensorProto.DataType.Name(elem_type)}; cannot draw random values"
+        )
+    return dtype
+
+
+def _input_shape(value: onnx.ValueInfoProto, overrides: Mapping[str, object]) -> tuple[int, ...]:
+    name = value.name
+    tensor_type = value.type.tensor_type
+    declared = list(tensor_type.shape.dim) if tensor_type.HasField("shape") else None
+    given = overrides.get(name)
+    if given is not None and not isinstance(given, int):
+        shape = tuple(int(d) for d in given)  # type: ignore[union-attr]
+        if declared is not None:
+            _check_override(name, shape, declared)
+        return shape
+    if declared is None:
+        raise ShapeError(f"input {name!r} has no declared shape; give its shape as an override")
+    shape = []
+    for dim in declared:
+        if dim.HasField("dim_value"):
+            shape.append(dim.dim_value)
+        elif dim.HasField("dim_param") and isinstance(overrides.get(dim.dim_param), int):
+            shape.append(int(overrides[dim.dim_param]))  # type: ignore[arg-type]
+        else:
+            shape.append(1)  # symbolic or unknown: the smallest meaningful size
+    return tuple(shape)
+
+
+def _check_override(name: str, shape: tuple[int, ...], declared: list) -> None:
+    if len(shape) != len(declared):
+        raise ShapeError(
+            f"shape override for input {name!r} has {len(shape)} dims, the model declares "
+            f"{len(declared)}"
+        )
+    for axis, (size, dim) in enumerate(zip(shape, declared)):
+        if size < 0:
+            raise ShapeError(f"shape override for input {name!r}: dim {axis} is negative")
+        if dim.HasField("dim_value") and dim.dim_value != size:
+            raise ShapeError(
+                f"shape override for input {name!r}: dim {axis} is {size}, the model fixes it "
+                f"at {dim.dim_value}"
+            )
+
+
+def _random_array(
+    rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...], int_range: tuple[int, int]
+) -> np.ndarray:
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.random(shape) < 0.5
+    info = np.iinfo(dtype)
+    low, high = max(int_range[0], info.min), min(int_range[1], info.max + 1)
+    return rng.integers(low, high, size=shape, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------
+
+
+class Runner:
+    """One session bound to fixed inputs, timing one run at a time.
+
+    Inputs are bound once through IO binding (on CUDA: copied to the GPU once, outputs left
+    there), so a timed run measures the session's work and its fixed per-run cost, never host
+    copies. Feeds for inputs the session does not take are ignored (ORT may drop unused ones).
+
+    Example:
+        >>> runner = Runner(make_session(model, "cpu"), random_feeds(model))  # doctest: +SKIP
+        >>> runner.best_of(5)                                                 # doctest: +SKIP
+        0.0123
+    """
+
+    def __init__(self, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> None:
+        self.session = session
+        self.device = "cuda" if session.get_providers()[0] == PROVIDERS["cuda"] else "cpu"
+        self._binding = session.io_binding()
+        self._values: list[ort.OrtValue] = []  # keeps bound device memory alive
+        for node_arg in session.get_inputs():
+            if node_arg.name not in feeds:
+                raise ShapeError(f"no input given for {node_arg.name!r}")
+            array = np.ascontiguousarray(feeds[node_arg.name])
+            if self.device == "cuda":
+                value = ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
+            else:
+                value = ort.OrtValue.ortvalue_from_numpy(array)
+            self._values.append(value)
+            self._binding.bind_ortvalue_input(node_arg.name, value)
+        for node_arg in session.get_outputs():
+            if self.device == "cuda":
+                self._binding.bind_output(node_arg.name, "cuda", 0)
+            else:
+                self._binding.bind_output(node_arg.name)
+
+    def run(self) -> float:
+        """Run once; return the wall time in seconds (CUDA work included: the run synchronizes)."""
+        binding, session = self._binding, self.session
+        start = time.perf_counter()
+        session.run_with_iobinding(binding)
+        if self.device == "cuda":
+            binding.synchronize_outputs()
+        return time.perf_counter() - start
+
+    def times(self, n: int) -> list[float]:
+        """Run `n` times back to back; the wall time of each run in seconds."""
+        # A garbage collection inside a timed run would be charged to the model (timeit does too).
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return [self.run() for _ in range(n)]
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def best_of(self, n: int) -> float:
+        """The fastest of `n` runs, in seconds: the least noisy estimate of one run."""
+        return min(self.times(max(1, n)))
+
+    def outputs(self) -> list[np.ndarray]:
+        """The outputs of the last run, copied to host memory."""
+        return self._binding.copy_outputs_to_cpu()
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Repeated timings of one model: robust summaries and the raw samples (seconds).
+
+    `spread` is (p90 - p10) / median, a relative measure of the noise.
+    """
+
+    median_s: float
+    min_s: float
+    spread: float
+    samples: list[float] = field(repr=False)
+
+    @property
+    def max_s(self) -> float:
+        return max(self.samples)
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[float]) -> Timing:
+        """Summarize raw samples (at least one)."""
+        if not samples:
+            raise ValueError("no timing samples")
+        values = np.asarray(samples, dtype=np.float64)
+        median = float(np.median(values))
+        p10, p90 = np.percentile(values, [10, 90])
+        spread = float((p90 - p10) / median) if median > 0 else 0.0
+        return cls(median_s=median, min_s=float(values.min()), spread=spread, samples=list(samples))
+
+
+def time_model(
+    model: ModelLike,
+    device: str,
+    *,
+    level: str = "all",
+    warmup: int = 5,
+    repeats: int = 30,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    threads: int | None = None,
+    seed: int = 0,
+) -> Timing:
+    """Time whole runs of `model` on `device`: `warmup` untimed runs, then `repeats` timed ones.
+
+    Inputs are `feeds` or `random_feeds(model, seed)`. The timings include the session's fixed
+    per-run cost (see `session_fixed_cost`).
+
+    Example:
+        >>> t = time_model(model, "cpu", repeats=20)  # doctest: +SKIP
+        >>> t.min_s <= t.median_s
+        True
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+    runner = Runner(
+        make_session(model, device, level=level, threads=threads),
+        feeds if feeds is not None else random_feeds(model, seed),
+    )
+    runner.times(max(0, warmup))
+    return Timing.from_samples(runner.times(repeats))
+
+
+def session_fixed_cost(device: str) -> float:
+    """The fixed cost of one session run on `device`, in seconds (measured once per process).
+
+    It is the median run time of a one-element Identity model, the same way `Runner` times
+    everything else; the cost model subtracts it from one-node timings, whose sum would
+    otherwise count it once per node (anchors.md: about 17.5 µs on CUDA).
+
+    Example:
+        >>> 0 < session_fixed_cost("cpu") < 1e-3
+        True
+    """
+    resolved = resolve_device(device)
+    with _probe_lock:
+        cached = _fixed_costs.get(resolved)
+    if cached is not None:
+        return cached
+    runner = Runner(make_session(_identity_model(), resolved), {"x": np.ones(1, np.float32)})
+    runner.times(200)
+    cost = float(np.median(runner.times(2000)))
+    with _probe_lock:
+        _fixed_costs[resolved] = cost
+    return cost

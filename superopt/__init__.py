@@ -1,0 +1,25 @@
+"""superopt: a tensor-graph superoptimizer for ONNX models, in the line of TASO.
+
+Public API:
+    >>> import superopt
+    >>> g = superopt.load("model.onnx")           # doctest: +SKIP
+    >>> superopt.save(g, "copy.onnx")              # doctest: +SKIP
+
+`import superopt` never imports z3: only the verifier needs it.
+"""
+
+from superopt.errors import SuperoptError
+from superopt.ir import Graph, Node, TensorType, Value
+from superopt.onnx_io import load, save, to_onnx
+
+__version__ = "0.1.0"
+
+__all__ = ["Graph", "Node", "TensorType", "Value", "SuperoptError", "load", "save", "to_onnx",
+           "optimize", "__version__"]
+
+
+def optimize(*args, **kwargs):
+    """Optimize a model; see `superopt.optimizer.optimize` (imported lazily)."""
+    from superopt.optimizer import optimize as _optimize
+
+    return _optimize(*args, **kwargs)

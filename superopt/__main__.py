@@ -1,0 +1,5 @@
+import sys
+
+from superopt.cli import main
+
+sys.exit(main())

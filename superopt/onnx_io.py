@@ -1,0 +1,684 @@
+"""The ONNX boundary: `load` (ONNX -> Graph), `to_onnx` (Graph -> ONNX) and `save`.
+
+Import keeps everything export needs to reproduce the model: names, doc strings, metadata, opset
+imports, value_info, functions, initializer order. Nodes the registry does not model become
+opaque nodes carrying their NodeProto, so a model never fails to load because one op is unknown.
+What exporters write around weights and shapes is simplified on the way in: `Constant` nodes
+become constants, `Identity` of a weight becomes the weight, and integer shape computations
+(Shape -> Gather -> Unsqueeze -> Concat ...) are folded when the shapes they read are static.
+Export folds every remaining constant-only subexpression with numpy, so the written model never
+computes on weights at run time.
+
+Example:
+    >>> g = load("model.onnx", input_shapes={"input": (1, 3, 224, 224)})  # doctest: +SKIP
+    >>> save(g, "copy.onnx")                                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, helper
+from onnx import numpy_helper
+
+from superopt.errors import ModelError, OutputError, ShapeError
+from superopt.ir import Graph, ModelMeta, Node, TensorType, Value
+from superopt.registry import BY_ONNX_TYPE, WEIGHT_ONLY, _ensure_loaded, get_op
+
+MIN_OPSET = 13
+TWO_GB = 2**31 - 1
+# Integer shape computations on constants are folded at import whatever the op; float work on
+# weights is left for export, where registry ops fold with numpy semantics.
+_FOLD_SIZE_LIMIT = 1 << 16
+
+InputShapes = Mapping[str, Sequence[int | str]]
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def read_model(source: str | os.PathLike | ModelProto | bytes) -> tuple[ModelProto, str | None]:
+    """The ModelProto with external data loaded, and the folder it came from (or None)."""
+    if isinstance(source, ModelProto):
+        return source, None
+    if isinstance(source, bytes):
+        return _parse(source, "<bytes>"), None
+    path = Path(source)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a directory, not an ONNX file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read ({e.strerror})") from None
+    model = _parse(data, str(path))
+    if any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer):
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{path}: cannot load its external data ({e})") from None
+    return model, str(path.parent)
+
+
+def _parse(data: bytes, where: str) -> ModelProto:
+    model = ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise ModelError(f"{where}: not a valid ONNX model (truncated or corrupt protobuf: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not model.HasField("graph") or model.ir_version == 0 or (
+            not model.graph.node and not model.graph.output):
+        raise ModelError(f"{where}: not an ONNX model (no graph or IR version found)")
+    return model
+
+
+def _default_opset(model: ModelProto) -> int:
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return o.version
+    return 0
+
+
+def _upgrade_opset(model: ModelProto, where: str) -> ModelProto:
+    version = _default_opset(model)
+    if version >= MIN_OPSET or version == 0:
+        return model
+    try:
+        from onnx import version_converter
+
+        return version_converter.convert_version(model, MIN_OPSET)
+    except Exception as e:  # the converter raises many types
+        raise ModelError(f"{where}: opset {version} is below {MIN_OPSET} and cannot be "
+                         f"converted ({str(e).splitlines()[0][:120]})") from None
+
+
+def _apply_input_shapes(model: ModelProto, shapes: InputShapes, where: str) -> None:
+    inits = {t.name for t in model.graph.initializer}
+    inputs = {i.name: i for i in model.graph.input if i.name not in inits}
+    if len(shapes) == 1 and None in shapes and len(inputs) == 1:
+        shapes = {next(iter(inputs)): shapes[None]}
+    for name, shape in shapes.items():
+        if name not in inputs:
+            raise ShapeError(f"{where}: input shape given for {name!r}, but the model's inputs "
+                             f"are {', '.join(inputs) or '(none)'}")
+        t = inputs[name].type.tensor_type
+        if t.HasField("shape") and len(t.shape.dim) != len(shape):
+            raise ShapeError(f"{where}: input {name!r} has rank {len(t.shape.dim)}, "
+                             f"the override {tuple(shape)} has rank {len(shape)}")
+        for i, d in enumerate(shape):
+            if isinstance(d, int) and d <= 0:
+                raise ShapeError(f"{where}: input {name!r} dim {i} must be positive, got {d}")
+            if t.HasField("shape"):
+                old = t.shape.dim[i]
+                if old.HasField("dim_value") and isinstance(d, int) and old.dim_value != d:
+                    raise ShapeError(f"{where}: input {name!r} dim {i} is fixed at "
+                                     f"{old.dim_value} in the model; the override says {d}")
+        del t.shape.dim[:]
+        for d in shape:
+            dim = t.shape.dim.add()
+            if isinstance(d, int):
+                dim.dim_value = d
+            else:
+                dim.dim_param = str(d)
+
+
+def _check_structure(graph: GraphProto, where: str) -> list[NodeProto]:
+    """Nodes in a topological order; one clear error for duplicate names or cycles."""
+    producer: dict[str, str] = {}
+    for v in graph.input:
+        producer.setdefault(v.name, "graph input")
+    for t in graph.initializer:
+        producer[t.name] = "initializer"
+    for i, n in enumerate(graph.node):
+        for o in n.output:
+            if not o:
+                continue
+            if o in producer and producer[o] not in ("graph input", "initializer"):
+                raise ModelError(f"{where}: duplicate value name {o!r} (produced by "
+                                 f"{producer[o]} and node {n.name or n.op_type})")
+            if o in producer:
+                raise ModelError(f"{where}: duplicate value name {o!r} (node "
+                                 f"{n.name or n.op_type} overwrites a graph input or initializer)")
+            producer[o] = f"node {n.name or n.op_type}"
+    # Kahn's algorithm over explicit and implicit (subgraph) inputs.
+    deps = [set(i for i in _node_reads(n) if i and producer.get(i, "").startswith("node"))
+            for n in graph.node]
+    out_of = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+    waiting = [len({out_of[d] for d in ds}) for ds in deps]
+    users: dict[int, list[int]] = {}
+    for i, ds in enumerate(deps):
+        for j in {out_of[d] for d in ds}:
+            users.setdefault(j, []).append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    order: list[int] = []
+    while ready:
+        i = ready.pop()
+        order.append(i)
+        for u in users.get(i, []):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                ready.append(u)
+    if len(order) != len(graph.node):
+        stuck = next(graph.node[i] for i, w in enumerate(waiting) if w > 0)
+        raise ModelError(f"{where}: the graph has a cycle (through node "
+                         f"{stuck.name or stuck.op_type})")
+    for n in graph.node:
+        for i in n.input:
+            if i and i not in producer:
+                raise ModelError(f"{where}: node {n.name or n.op_type} reads {i!r}, which "
+                                 "nothing produces")
+    order.sort()  # keep the file's order where it is already topological
+    ok, seen = True, set(k for k, p in producer.items() if not p.startswith("node"))
+    for i in order:
+        if any(r and r not in seen and producer.get(r, "").startswith("node")
+               for r in _node_reads(graph.node[i])):
+            ok = False
+            break
+        seen.update(graph.node[i].output)
+    if ok:
+        return list(graph.node)
+    # Re-run Kahn in order to get a valid topological order.
+    waiting = [len({out_of[d] for d in ds}) for ds in deps]
+    import heapq
+
+    heap = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(heap)
+    order = []
+    while heap:
+        i = heapq.heappop(heap)
+        order.append(i)
+        for u in users.get(i, []):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(heap, u)
+    return [graph.node[i] for i in order]
+
+
+def _subgraph_free_names(g: GraphProto) -> set[str]:
+    """Names a subgraph reads from enclosing scopes."""
+    defined = {v.name for v in g.input} | {t.name for t in g.initializer}
+    free: set[str] = set()
+    for n in g.node:
+        for r in _node_reads(n):
+            if r and r not in defined:
+                free.add(r)
+        defined.update(n.output)
+    return free
+
+
+def _node_reads(n: NodeProto) -> list[str]:
+    names = list(n.input)
+    for a in n.attribute:
+        if a.type == AttributeProto.GRAPH:
+            names.extend(sorted(_subgraph_free_names(a.g)))
+        elif a.type == AttributeProto.GRAPHS:
+            for g in a.graphs:
+                names.extend(sorted(_subgraph_free_names(g)))
+    return names
+
+
+def _type_of(vi_type: onnx.TypeProto, name: str) -> TensorType:
+    if not vi_type.HasField("tensor_type"):
+        return TensorType(0, None)
+    tt = vi_type.tensor_type
+    if not tt.HasField("shape"):
+        return TensorType(tt.elem_type, None)
+    dims: list[int | str] = []
+    for i, d in enumerate(tt.shape.dim):
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(d.dim_param)
+        else:
+            dims.append(f"?{name}:{i}")
+    return TensorType(tt.elem_type, tuple(dims))
+
+
+def _constant_node_value(node: NodeProto) -> np.ndarray | None:
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        if a.name == "value":
+            return numpy_helper.to_array(v)
+        if a.name == "value_float":
+            return np.array(v, np.float32)
+        if a.name == "value_floats":
+            return np.array(v, np.float32)
+        if a.name == "value_int":
+            return np.array(v, np.int64)
+        if a.name == "value_ints":
+            return np.array(v, np.int64)
+    return None  # sparse or string constants stay opaque
+
+
+def _fold_foreign(node: NodeProto, arrays: list[np.ndarray | None]) -> list[np.ndarray] | None:
+    """Evaluate a non-registry node on constant inputs with ONNX's reference evaluator."""
+    try:
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {n: a for n, a in zip(node.input, arrays) if n}
+        return [np.asarray(r) for r in ReferenceEvaluator(node).run(None, feeds)]
+    except Exception:
+        return None
+
+
+_NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+               "Multinomial", "Bernoulli", "Dropout"}
+
+
+def load(source: str | os.PathLike | ModelProto | bytes,
+         input_shapes: InputShapes | None = None) -> Graph:
+    """Import an ONNX model (path, bytes or ModelProto) into a Graph.
+
+    `input_shapes` overrides input shapes (`{"input": (1, 3, 224, 224)}`; the key may be None
+    when the model has one input). Raises a `superopt.errors.SuperoptError` subclass with one
+    clear line for anything wrong with the file.
+    """
+    _ensure_loaded()
+    where = str(source) if isinstance(source, (str, os.PathLike)) else "model"
+    model, _ = read_model(source)
+    model = _upgrade_opset(model, where)
+    if input_shapes:
+        model = _copy(model)
+        _apply_input_shapes(model, input_shapes, where)
+    nodes = _check_structure(model.graph, where)
+    inferred = _infer_types(model, where, strict=bool(input_shapes))
+    return _build_graph(model, nodes, inferred, where)
+
+
+def _copy(model: ModelProto) -> ModelProto:
+    m = ModelProto()
+    m.CopyFrom(model)
+    return m
+
+
+def _infer_types(model: ModelProto, where: str, strict: bool) -> dict[str, TensorType]:
+    """Types of every value ONNX shape inference can find (data propagation on)."""
+    types: dict[str, TensorType] = {}
+    try:
+        if model.ByteSize() > TWO_GB:
+            raise ValueError("too large for in-memory shape inference")
+        inf = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=strict,
+                                                data_prop=True)
+    except onnx.shape_inference.InferenceError as e:
+        if strict:
+            raise ShapeError(f"{where}: the input shapes do not fit the model "
+                             f"({str(e).splitlines()[0][:200]})") from None
+        inf = model
+    except (ValueError, RuntimeError):
+        inf = _infer_without_weights(model)
+    g = inf.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        types[vi.name] = _type_of(vi.type, vi.name)
+    return types
+
+
+def _infer_without_weights(model: ModelProto) -> ModelProto:
+    """Shape inference for a >2 GB model: large initializers replaced by typed inputs."""
+    m = ModelProto()
+    m.CopyFrom(model)
+    keep = []
+    for t in m.graph.initializer:
+        if t.ByteSize() > _FOLD_SIZE_LIMIT:
+            m.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, t.dims))
+        else:
+            keep.append(t)
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(keep)
+    try:
+        return onnx.shape_inference.infer_shapes(m, check_type=False, data_prop=True)
+    except Exception:
+        return model
+
+
+def _build_graph(model: ModelProto, nodes: list[NodeProto], types: dict[str, TensorType],
+                 where: str) -> Graph:
+    g = model.graph
+    opset = _default_opset(model) or MIN_OPSET
+    values: dict[str, Value] = {}
+    inits = {t.name for t in g.initializer}
+    for t in g.initializer:
+        values[t.name] = Value.const(numpy_helper.to_array(t), name=t.name)
+    inputs = []
+    for vi in g.input:
+        if vi.name in inits:
+            continue
+        v = Value.input(vi.name, _type_of(vi.type, vi.name))
+        values[vi.name] = v
+        inputs.append(v)
+
+    for node in nodes:
+        _import_node(node, values, types, opset, model)
+
+    outputs = []
+    for vi in g.output:
+        if vi.name not in values:
+            raise ModelError(f"{where}: graph output {vi.name!r} is never produced")
+        outputs.append((vi.name, values[vi.name]))
+    meta = ModelMeta(
+        ir_version=model.ir_version,
+        opset_imports=tuple((o.domain, o.version) for o in model.opset_import),
+        producer_name=model.producer_name, producer_version=model.producer_version,
+        domain=model.domain, model_version=model.model_version, doc_string=model.doc_string,
+        graph_name=g.name, graph_doc_string=g.doc_string,
+        metadata_props=tuple((p.key, p.value) for p in model.metadata_props),
+        input_infos={vi.name: vi.SerializeToString() for vi in g.input if vi.name not in inits},
+        output_infos={vi.name: vi.SerializeToString() for vi in g.output},
+        value_infos=tuple((vi.name, vi.SerializeToString()) for vi in g.value_info),
+        functions=tuple(f.SerializeToString() for f in model.functions),
+        initializer_order=tuple(t.name for t in g.initializer),
+    )
+    return Graph(inputs, outputs, meta)
+
+
+def _import_node(node: NodeProto, values: dict[str, Value], types: dict[str, TensorType],
+                 opset: int, model: ModelProto) -> None:
+    ins = [values[n] if n else None for n in node.input]
+    default_domain = node.domain in ("", "ai.onnx")
+    if default_domain and node.op_type == "Constant":
+        arr = _constant_node_value(node)
+        if arr is not None:
+            values[node.output[0]] = Value.const(arr, name=node.output[0])
+            return
+    if default_domain and node.op_type == "Identity" and ins and ins[0] is not None \
+            and ins[0].is_const:
+        values[node.output[0]] = Value.const(ins[0].array, name=node.output[0])
+        return
+    folded = _try_fold_at_import(node, ins, default_domain)
+    if folded is not None:
+        for name, arr in zip(node.output, folded):
+            if name:
+                values[name] = Value.const(arr, name=name)
+        return
+
+    op = BY_ONNX_TYPE.get(node.op_type) if default_domain else None
+    if op is not None and op.from_onnx is not None:
+        in_types = [v.type if v is not None else None for v in ins]
+
+        def const(i: int) -> np.ndarray | None:
+            return ins[i].array if i < len(ins) and ins[i] is not None and ins[i].is_const \
+                else None
+
+        try:
+            mapped = op.from_onnx(node, in_types, const, opset)
+            if mapped is not None:
+                attrs, keep = mapped
+                attrs = op.canonical_attrs(attrs)
+                n = Node.make(op.name, attrs, [ins[i] for i in keep], name=node.name,
+                              output_names=list(node.output))
+                for o in n.outputs:
+                    values[o.name] = o
+                return
+        except (ValueError, IndexError, TypeError, KeyError, AttributeError):
+            pass  # shapes the registry cannot handle: keep the node opaque
+    _import_opaque(node, ins, values, types)
+
+
+def _try_fold_at_import(node: NodeProto, ins: list[Value | None],
+                        default_domain: bool) -> list[np.ndarray] | None:
+    """Fold Shape of a static shape, and integer computations on constants."""
+    if not default_domain or node.op_type in _NEVER_FOLD or any(
+            a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute):
+        return None
+    if node.op_type == "Shape" and ins and ins[0] is not None and ins[0].type.is_static:
+        a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+        shape = np.array(ins[0].type.shape, np.int64)
+        return [shape[a.get("start", 0):a.get("end", None)]]
+    if node.op_type == "Size" and ins and ins[0] is not None and ins[0].type.is_static:
+        return [np.array(ins[0].type.numel(), np.int64)]
+    present = [v for v in ins if v is not None]
+    if not present or not all(v.is_const for v in present):
+        return None
+    if any(v.array.size > _FOLD_SIZE_LIMIT for v in present):
+        return None
+    # Only shape-like (integer/bool) work is folded here; float work on weights is exported
+    # folded by numpy semantics, so an untouched model keeps its float nodes as they were.
+    if any(np.issubdtype(v.array.dtype, np.floating) for v in present) and \
+            node.op_type not in ("Shape", "Size", "ConstantOfShape", "Cast"):
+        return None
+    out = _fold_foreign(node, [v.array if v is not None else None for v in ins])
+    if out is None or any(o.dtype.kind == "f" and node.op_type != "ConstantOfShape"
+                          for o in out):
+        return None
+    if any(o.size > _FOLD_SIZE_LIMIT for o in out):
+        return None
+    return out
+
+
+def _import_opaque(node: NodeProto, ins: list[Value | None], values: dict[str, Value],
+                   types: dict[str, TensorType]) -> None:
+    implicit: list[str] = []
+    for a in node.attribute:
+        if a.type == AttributeProto.GRAPH:
+            implicit += sorted(_subgraph_free_names(a.g))
+        elif a.type == AttributeProto.GRAPHS:
+            for sg in a.graphs:
+                implicit += sorted(_subgraph_free_names(sg))
+    implicit = [n for n in dict.fromkeys(implicit) if n in values]
+    attrs = {"proto": node.SerializeToString(), "op_type": node.op_type,
+             "domain": node.domain, "n_explicit": len(ins), "implicit": tuple(implicit)}
+    out_types = [types.get(o, TensorType(0, None)) for o in node.output]
+    n = Node.make("Opaque", attrs, ins + [values[i] for i in implicit], name=node.name,
+                  output_names=list(node.output), output_types=out_types)
+    for o in n.outputs:
+        if o.name:
+            values[o.name] = o
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def fold_constants(graph: Graph) -> Graph:
+    """Replace every registry node whose inputs are all constants by its value (numpy)."""
+    mapping: dict[Value, Value] = {}
+    for node in graph.nodes:
+        if node.is_opaque:
+            continue
+        ins = [None if v is None else mapping.get(v, v) for v in node.inputs]
+        if not all(v is None or v.is_const for v in ins):
+            continue
+        op = get_op(node.op)
+        arrays = [v.array for v in ins if v is not None]
+        outs = op.compute(node.attr_dict, arrays)
+        for o, arr in zip(node.outputs, outs):
+            arr = np.asarray(arr).astype(o.type.numpy_dtype, copy=False) if o.type.elem_type \
+                else np.asarray(arr)
+            mapping[o] = Value.const(arr, name=o.name)
+    return graph.replace_values(mapping) if mapping else graph
+
+
+def to_onnx(graph: Graph) -> ModelProto:
+    """Export a Graph as an ONNX ModelProto (constant-only subexpressions folded)."""
+    graph = fold_constants(graph)
+    meta = graph.meta
+    opset = meta.opset("") or MIN_OPSET
+    names = _output_names(graph)
+
+    def name_of(v: Value | None) -> str:
+        return "" if v is None else names.get(v, v.name)
+
+    node_protos: list[NodeProto] = []
+    extra_inits: list[TensorProto] = []
+    for node in graph.nodes:
+        outs = [name_of(o) for o in node.outputs]
+        if node.is_opaque:
+            p = NodeProto()
+            p.ParseFromString(node.attr("proto"))
+            n_explicit = node.attr("n_explicit")
+            del p.input[:]
+            p.input.extend(name_of(v) for v in node.inputs[:n_explicit])
+            del p.output[:]
+            p.output.extend(outs)
+            # A subgraph reads outer values by name: keep those names alive.
+            for old, v in zip(node.attr("implicit"), node.inputs[n_explicit:]):
+                if name_of(v) != old:
+                    node_protos.append(helper.make_node("Identity", [name_of(v)], [old],
+                                                        name=f"{old}_alias"))
+            node_protos.append(p)
+            continue
+        op = get_op(node.op)
+        if op.has(WEIGHT_ONLY) or op.to_onnx is None:
+            raise ModelError(f"cannot export {node.op} node {node.name}: it computes on "
+                             "runtime tensors, but it is a weight-only helper")
+        protos, inits = op.to_onnx(node.attr_dict, [name_of(v) for v in node.inputs], outs,
+                                   node.name, opset)
+        node_protos.extend(protos)
+        extra_inits.extend(inits)
+
+    consts = graph.constants()
+    order = {n: i for i, n in enumerate(meta.initializer_order)}
+    consts.sort(key=lambda v: order.get(v.name, len(order)))
+    initializers = [numpy_helper.from_array(np.asarray(v.array), name_of(v)) for v in consts]
+    initializers += extra_inits
+
+    g = helper.make_graph(node_protos, meta.graph_name,
+                          [_input_info(v, meta) for v in graph.inputs],
+                          [_output_info(name, v, meta) for name, v in graph.outputs],
+                          initializers, doc_string=meta.graph_doc_string or None)
+    live = {name_of(o) for n in graph.nodes for o in n.outputs}
+    for name, blob in meta.value_infos:
+        if name in live:
+            vi = onnx.ValueInfoProto()
+            vi.ParseFromString(blob)
+            g.value_info.append(vi)
+    _alias_outputs(graph, g, name_of)
+    model = helper.make_model(
+        g, opset_imports=[helper.make_opsetid(d, v) for d, v in meta.opset_imports])
+    model.producer_name = meta.producer_name
+    model.producer_version = meta.producer_version
+    model.domain = meta.domain
+    model.model_version = meta.model_version
+    model.doc_string = meta.doc_string
+    model.ir_version = meta.ir_version
+    for k, v in meta.metadata_props:
+        model.metadata_props.add(key=k, value=v)
+    for blob in meta.functions:
+        f = onnx.FunctionProto()
+        f.ParseFromString(blob)
+        model.functions.append(f)
+    return model
+
+
+def _output_names(graph: Graph) -> dict[Value, str]:
+    """Node outputs that must carry a graph output's name (a rewrite gave them another)."""
+    names: dict[Value, str] = {}
+    for name, v in graph.outputs:
+        if v.name == name or v in names or v.kind == "input":
+            continue
+        if v.is_const or v.kind == "output":
+            names[v] = name
+    return names
+
+
+def _alias_outputs(graph: Graph, g: GraphProto, name_of) -> None:
+    """Outputs that share one value, or that are graph inputs, get an Identity node."""
+    for name, v in graph.outputs:
+        if name_of(v) != name:
+            g.node.append(helper.make_node("Identity", [name_of(v)], [name],
+                                           name=f"{name}_output"))
+
+
+def _input_info(v: Value, meta: ModelMeta) -> onnx.ValueInfoProto:
+    blob = meta.input_infos.get(v.name)
+    if blob is not None:
+        vi = onnx.ValueInfoProto()
+        vi.ParseFromString(blob)
+        return vi
+    return _make_info(v.name, v.type)
+
+
+def _output_info(name: str, v: Value, meta: ModelMeta) -> onnx.ValueInfoProto:
+    blob = meta.output_infos.get(name)
+    if blob is not None:
+        vi = onnx.ValueInfoProto()
+        vi.ParseFromString(blob)
+        return vi
+    return _make_info(name, v.type)
+
+
+def _make_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
+    shape = None if t.shape is None else [d if isinstance(d, int) else str(d) for d in t.shape]
+    return helper.make_tensor_value_info(name, t.elem_type, shape)
+
+
+def save(graph: Graph | ModelProto, path: str | os.PathLike, *,
+         external_data: bool | None = None) -> None:
+    """Write a Graph (or ModelProto) atomically; external data as `<path>.data` past 2 GB.
+
+    The model is written to a temporary file in the target folder and renamed into place, so an
+    interrupted run never leaves a half-written model.
+    """
+    model = to_onnx(graph) if isinstance(graph, Graph) else graph
+    write_model(model, path, external_data=external_data)
+
+
+def write_model(model: ModelProto, path: str | os.PathLike, *,
+                external_data: bool | None = None) -> None:
+    """Atomic write of a ModelProto (see `save`)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{path}: folder {folder} does not exist")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    if external_data is None:
+        external_data = model.ByteSize() > TWO_GB if _cheap_size_ok(model) else True
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror})") from None
+    try:
+        if external_data:
+            data_name = f"{path.name}.data"
+            tmp_data = folder / f".{data_name}.tmp"
+            m = _copy(model)
+            onnx.external_data_helper.convert_model_to_external_data(
+                m, all_tensors_to_one_file=True, location=tmp_data.name, size_threshold=1024)
+            onnx.save_model(m, tmp)
+            # The model names its data file: point it at the final name, then move both.
+            for t in onnx.external_data_helper._get_all_tensors(m):
+                for e in t.external_data:
+                    if e.key == "location":
+                        e.value = data_name
+            onnx.save_model(m, tmp, save_as_external_data=False)
+            os.replace(tmp_data, folder / data_name)
+        else:
+            with open(tmp, "wb") as f:
+                f.write(model.SerializeToString())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _cheap_size_ok(model: ModelProto) -> bool:
+    try:
+        model.ByteSize()
+        return True
+    except Exception:
+        return False
+
+
+def value_names(graph: Graph) -> Iterable[str]:
+    for v in graph.inputs:
+        yield v.name
+    for n in graph.nodes:
+        for o in n.outputs:
+            yield o.name
+
+
+def model_size_bytes(model: ModelProto) -> int:
+    return model.ByteSize()
+

@@ -1,0 +1,401 @@
+"""Patterns: the s-expression terms that rules are written in, parsed into one tree type.
+
+Syntax (in the spirit of egg's `"(+ ?a ?b)"`):
+
+    term   := ?name                           a variable (a tensor of the rule)
+            | (Op[.k] [attrs] term*)          output k (default 0) of a registry op
+    attrs  := [key=value, ...]
+    value  := int | float | 'str' | ?name     a parameter variable, bound by matching
+            | (value, ...)                    a tuple
+            | dim(?v, i)                      the size of dim i of tensor variable ?v
+
+Attributes a pattern does not list must be at their registry default when matching. Examples:
+
+    >>> p = parse("(MatMul (MatMul ?x ?a) ?b)")
+    >>> sorted(p.variables())
+    ['a', 'b', 'x']
+    >>> str(parse("(Split.1[axis=1, split=(dim(?a,1), dim(?b,1))] ?y)"))
+    '(Split.1[axis=1, split=(dim(?a,1), dim(?b,1))] ?y)'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Union
+
+import numpy as np
+
+from superopt.ir import Node, Value
+from superopt.registry import get_op
+
+
+class PatternError(ValueError):
+    """A pattern that does not parse or does not fit the registry."""
+
+
+@dataclass(frozen=True)
+class PVar:
+    """A tensor variable `?name`."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"?{self.name}"
+
+    def variables(self) -> set[str]:
+        return {self.name}
+
+    def params(self) -> set[str]:
+        return set()
+
+    def ops(self) -> Iterator[str]:
+        return iter(())
+
+    def size(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter variable in an attribute: `?name`."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"?{self.name}"
+
+
+@dataclass(frozen=True)
+class DimOf:
+    """`dim(?v, i)`: the size of dim i of tensor variable v (resolved when instantiating)."""
+
+    var: str
+    axis: int
+
+    def __str__(self) -> str:
+        return f"dim(?{self.var},{self.axis})"
+
+
+AttrValue = Union[int, float, str, Param, DimOf, tuple]
+
+
+@dataclass(frozen=True)
+class PNode:
+    """Output `out` of op `op` with attributes `attrs` applied to `args`."""
+
+    op: str
+    attrs: tuple[tuple[str, AttrValue], ...]
+    args: tuple["Pattern", ...]
+    out: int = 0
+
+    def __str__(self) -> str:
+        head = self.op + (f".{self.out}" if self.out else "")
+        if self.attrs:
+            head += "[" + ", ".join(f"{k}={_fmt(v)}" for k, v in self.attrs) + "]"
+        return "(" + " ".join([head] + [str(a) for a in self.args]) + ")"
+
+    def variables(self) -> set[str]:
+        out: set[str] = set()
+        for a in self.args:
+            out |= a.variables()
+        return out
+
+    def params(self) -> set[str]:
+        out: set[str] = set()
+        for _, v in self.attrs:
+            out |= _params_in(v)
+        for a in self.args:
+            out |= a.params()
+        return out
+
+    def dim_vars(self) -> set[str]:
+        out: set[str] = set()
+        for _, v in self.attrs:
+            out |= _dims_in(v)
+        for a in self.args:
+            if isinstance(a, PNode):
+                out |= a.dim_vars()
+        return out
+
+    def ops(self) -> Iterator[str]:
+        yield self.op
+        for a in self.args:
+            yield from a.ops()
+
+    def size(self) -> int:
+        return 1 + sum(a.size() for a in self.args)
+
+
+Pattern = Union[PVar, PNode]
+
+
+def _params_in(v: AttrValue) -> set[str]:
+    if isinstance(v, Param):
+        return {v.name}
+    if isinstance(v, tuple):
+        return set().union(*[_params_in(x) for x in v]) if v else set()
+    return set()
+
+
+def _dims_in(v: AttrValue) -> set[str]:
+    if isinstance(v, DimOf):
+        return {v.var}
+    if isinstance(v, tuple):
+        return set().union(*[_dims_in(x) for x in v]) if v else set()
+    return set()
+
+
+def _fmt(v: AttrValue) -> str:
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_fmt(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing
+
+_TOKEN = re.compile(r"\s*(?:(?P<punct>[()\[\],=])|(?P<atom>'[^']*'|[^\s()\[\],=]+))")
+
+
+def _tokens(text: str) -> list[str]:
+    pos, out = 0, []
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise PatternError(f"cannot read pattern at character {pos}: {text[pos:pos + 20]!r}")
+        out.append(m.group("punct") or m.group("atom"))
+        pos = m.end()
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return out
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.toks = _tokens(text)
+        self.i = 0
+
+    def peek(self) -> str | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def take(self, expect: str | None = None) -> str:
+        tok = self.peek()
+        if tok is None or (expect is not None and tok != expect):
+            raise PatternError(f"in {self.text!r}: expected {expect or 'more'}, got {tok!r}")
+        self.i += 1
+        return tok
+
+    def term(self) -> Pattern:
+        tok = self.take()
+        if tok.startswith("?"):
+            return PVar(tok[1:])
+        if tok != "(":
+            raise PatternError(f"in {self.text!r}: expected a term, got {tok!r}")
+        head = self.take()
+        op, _, out = head.partition(".")
+        attrs: list[tuple[str, AttrValue]] = []
+        if self.peek() == "[":
+            self.take("[")
+            while self.peek() != "]":
+                key = self.take()
+                self.take("=")
+                attrs.append((key, self.value()))
+                if self.peek() == ",":
+                    self.take(",")
+            self.take("]")
+        args = []
+        while self.peek() != ")":
+            args.append(self.term())
+        self.take(")")
+        return PNode(op, tuple(sorted(attrs)), tuple(args), int(out) if out else 0)
+
+    def value(self) -> AttrValue:
+        tok = self.take()
+        if tok == "(":
+            items = []
+            while self.peek() != ")":
+                items.append(self.value())
+                if self.peek() == ",":
+                    self.take(",")
+            self.take(")")
+            return tuple(items)
+        if tok.startswith("?"):
+            return Param(tok[1:])
+        if tok == "dim":
+            self.take("(")
+            var = self.take()
+            self.take(",")
+            axis = int(self.take())
+            self.take(")")
+            return DimOf(var.lstrip("?"), axis)
+        if tok.startswith("'"):
+            return tok[1:-1]
+        try:
+            return int(tok)
+        except ValueError:
+            try:
+                return float(tok)
+            except ValueError:
+                raise PatternError(f"in {self.text!r}: bad attribute value {tok!r}") from None
+
+
+def parse(text: str) -> Pattern:
+    """Parse one pattern; raises PatternError naming the problem."""
+    p = _Parser(text)
+    term = p.term()
+    if p.peek() is not None:
+        raise PatternError(f"in {text!r}: text after the pattern: {p.peek()!r}")
+    return term
+
+
+def check_ops(p: Pattern) -> None:
+    """Every op exists in the registry with a fitting number of inputs."""
+    if isinstance(p, PVar):
+        return
+    try:
+        op = get_op(p.op)
+    except KeyError as e:
+        raise PatternError(str(e.args[0])) from None
+    lo, hi = op.arity
+    if len(p.args) < lo or (hi >= 0 and len(p.args) > hi):
+        raise PatternError(f"{p.op} takes {lo}..{'n' if hi < 0 else hi} inputs, "
+                           f"pattern gives {len(p.args)}")
+    for key, _ in p.attrs:
+        if key not in op.defaults and key not in _REQUIRED_ATTRS.get(p.op, ()):
+            raise PatternError(f"{p.op} has no attribute {key!r}")
+    for a in p.args:
+        check_ops(a)
+
+
+# Attributes with no default (the registry's `defaults` lists the optional ones).
+_REQUIRED_ATTRS = {
+    "Concat": ("axis",), "Split": ("axis", "split"), "Transpose": ("perm",),
+    "Reshape": ("shape",), "MaxPool": ("kernel_shape",), "AveragePool": ("kernel_shape",),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# matching and building
+
+
+class Bindings:
+    """Tensor variables bound to IR values, parameters bound to attribute values."""
+
+    __slots__ = ("tensors", "params")
+
+    def __init__(self, tensors: dict[str, Value] | None = None,
+                 params: dict[str, Any] | None = None) -> None:
+        self.tensors = dict(tensors or {})
+        self.params = dict(params or {})
+
+    def copy(self) -> "Bindings":
+        return Bindings(self.tensors, self.params)
+
+
+def _match_attr(pv: AttrValue, actual: Any, b: Bindings) -> bool:
+    if isinstance(pv, Param):
+        if pv.name in b.params:
+            return b.params[pv.name] == actual
+        b.params[pv.name] = actual
+        return True
+    if isinstance(pv, DimOf):
+        v = b.tensors.get(pv.var)
+        return v is not None and v.shape is not None and v.shape[pv.axis] == actual
+    if isinstance(pv, tuple):
+        return (isinstance(actual, tuple) and len(actual) == len(pv)
+                and all(_match_attr(p, a, b) for p, a in zip(pv, actual)))
+    if isinstance(pv, float) or isinstance(actual, float):
+        return isinstance(actual, (int, float)) and float(pv) == float(actual)
+    return pv == actual
+
+
+def match(p: Pattern, v: Value, b: Bindings) -> bool:
+    """Match pattern p against value v, extending bindings b (which is mutated; copy first).
+
+    Attributes are compared after the tensor arguments so `dim(?w, 0)` can see its variable.
+    """
+    if isinstance(p, PVar):
+        bound = b.tensors.get(p.name)
+        if bound is not None:
+            return bound is v
+        b.tensors[p.name] = v
+        return True
+    node = v.node
+    if node is None or node.op != p.op or v.index != p.out or len(node.inputs) != len(p.args):
+        return False
+    for sub, arg in zip(p.args, node.inputs):
+        if arg is None or not match(sub, arg, b):
+            return False
+    op = get_op(p.op)
+    listed = dict(p.attrs)
+    for key, actual in node.attrs:
+        if key in listed:
+            if not _match_attr(listed[key], actual, b):
+                return False
+        elif key in op.defaults and op.defaults[key] != actual and not (
+                isinstance(actual, tuple) and tuple(op.defaults[key]) == actual):
+            return False
+    return all(k in node._attr_map for k in listed)
+
+
+def resolve_attr(v: AttrValue, b: Bindings) -> Any:
+    """The concrete attribute value of a pattern attribute under bindings."""
+    if isinstance(v, Param):
+        if v.name not in b.params:
+            raise PatternError(f"parameter ?{v.name} is not bound")
+        return b.params[v.name]
+    if isinstance(v, DimOf):
+        t = b.tensors[v.var]
+        d = t.shape[v.axis] if t.shape is not None else None
+        if not isinstance(d, int):
+            raise PatternError(f"dim {v.axis} of ?{v.var} is not static")
+        return d
+    if isinstance(v, tuple):
+        return tuple(resolve_attr(x, b) for x in v)
+    return v
+
+
+def build(p: Pattern, b: Bindings) -> Value:
+    """Instantiate a pattern over IR values (hash-consed nodes with derived names).
+
+    Raises ValueError (from shape inference) when the instantiation does not type-check.
+    """
+    if isinstance(p, PVar):
+        return b.tensors[p.name]
+    args = [build(a, b) for a in p.args]
+    op = get_op(p.op)
+    attrs = op.canonical_attrs({k: resolve_attr(v, b) for k, v in p.attrs})
+    return Node.make(p.op, attrs, args).outputs[p.out]
+
+
+def evaluate(p: Pattern, arrays: Mapping[str, np.ndarray],
+             params: Mapping[str, Any] | None = None,
+             memo: dict | None = None) -> np.ndarray:
+    """Evaluate a pattern with numpy reference semantics on concrete arrays.
+
+    >>> evaluate(parse("(Add ?a ?b)"), {"a": np.ones(2), "b": np.ones(2)}).tolist()
+    [2.0, 2.0]
+    """
+    memo = {} if memo is None else memo
+    if isinstance(p, PVar):
+        return arrays[p.name]
+    key = (p.op, p.attrs, p.args)
+    if key not in memo:
+
+        class _Shape:
+            def __init__(self, a: np.ndarray) -> None:
+                self.shape = a.shape
+
+        b = Bindings({k: _Shape(a) for k, a in arrays.items()}, dict(params or {}))  # type: ignore
+        op = get_op(p.op)
+        attrs = op.canonical_attrs({k: resolve_attr(v, b) for k, v in p.attrs})
+        ins = [evaluate(a, arrays, params, memo) for a in p.args]
+        memo[key] = op.compute(attrs, ins)
+    return memo[key][p.out]
