@@ -1,0 +1,168 @@
+"""The rule generator: enumerate small operator graphs, fingerprint them, propose and prune
+candidate rules (TASO's method; see DESIGN.md "Generator").
+
+    >>> result = generate(max_ops=2, ops=["MatMul", "Add"], workers=1)    # doctest: +SKIP
+    >>> result.stages["candidates written"]                                 # doctest: +SKIP
+
+`generate` returns unverified rules; `superopt generate` then proves them with the verifier.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from superopt.errors import UsageError
+from superopt.generator.candidates import Decoder, fingerprint_groups, propose
+from superopt.generator.enumeration import Enumerator, enumerate_graphs
+from superopt.generator.opset import Universe, default_universe
+from superopt.generator.prune import Checker, is_supergraph, renaming_key
+from superopt.rules import Rule
+
+__all__ = ["generate", "GenerateResult", "estimate_graphs", "candidate_rule"]
+
+# CPU seconds per enumerated graph, measured on the 2-core development machine (depth 3).
+SECONDS_PER_GRAPH = 16e-6
+
+
+@dataclass
+class GenerateResult:
+    """Rules (unverified), counts per stage, and file metadata (settings, time, memory)."""
+
+    rules: list[Rule]
+    stages: dict[str, int]
+    meta: dict
+    complete: bool = True
+    enumeration_counts: dict[str, int] = field(default_factory=dict)
+
+
+def estimate_graphs(universe: Universe, max_ops: int) -> int:
+    """Estimated number of graphs of up to `max_ops` nodes (extrapolated from depth 1 and 2,
+    which enumerate in about a second; the growth factor falls slowly with depth)."""
+    g1 = enumerate_graphs(universe, 1, workers=1).counts.graphs
+    if max_ops == 1:
+        return g1
+    g2 = enumerate_graphs(universe, 2, workers=1).counts.graphs
+    total, level, growth = g2, g2 - g1, (g2 - g1) / max(g1, 1)
+    for _ in range(3, max_ops + 1):
+        growth *= 0.85
+        level = level * growth
+        total += level
+    return int(total)
+
+
+def estimate_seconds(n_graphs: int, workers: int) -> float:
+    return n_graphs * SECONDS_PER_GRAPH / max(workers, 1)
+
+
+def _kernel_conditions(names: Sequence[str], universe: Universe) -> list[str]:
+    # A rule found over 3x3 kernels holds for 3x3 kernels: the pads in its patterns say so.
+    out = []
+    for name in sorted(names):
+        spec = next(s for s in universe.inputs if s.name == name)
+        if spec.kind == "weight" and len(spec.shape) == 4:
+            out.append(f"shape(?{name})[2:] == ({spec.shape[2]}, {spec.shape[3]})")
+    return out
+
+
+def candidate_rule(c, universe: Universe, settings: dict) -> Rule:
+    """The Rule for a candidate: variable kinds and example shapes from the inputs."""
+    specs = {s.name: s for s in universe.inputs}
+    names = sorted(c.src.variables)
+    return Rule.make(
+        c.src.patterns, c.dst.patterns, {n: specs[n].kind for n in names},
+        conditions=tuple(_kernel_conditions(names, universe)),
+        example={n: specs[n].shape for n in names},
+        provenance={**settings, "fingerprint": f"{c.src.fp & (2**64 - 1):016x}"},
+        proof={"result": "unverified"})
+
+
+def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 0,
+             seed: int = 0, max_outputs: int = 2,
+             progress: Callable[[str, int, int], None] | None = None) -> GenerateResult:
+    """Enumerate graphs of up to `max_ops` operators, fingerprint, propose, prune and check.
+
+    `progress(stage, done, total)` is called as work finishes. Ctrl-C during the enumeration
+    keeps what finished (the result says `complete=False`). Raises UsageError for bad settings.
+    """
+    if max_ops < 1:
+        raise UsageError(f"--max-ops must be at least 1, got {max_ops}")
+    universe = default_universe(ops, max_outputs)
+    workers = workers or os.cpu_count() or 1
+    settings = {"generator": "superopt.generator", "max_ops": max_ops,
+                "ops": universe.settings["ops"], "seed": seed, "max_outputs": max_outputs}
+    t0 = time.time()
+    stages: dict[str, int] = {}
+
+    def tick(stage: str) -> Callable[[int, int], None] | None:
+        return (lambda done, total: progress(stage, done, total)) if progress else None
+
+    enum = enumerate_graphs(universe, max_ops, seed, workers, tick("enumerate"))
+    t_enum = time.time() - t0
+    stages["graphs enumerated"] = enum.counts.graphs
+    stages["graphs fingerprinted"] = len(enum.fps)
+    groups = fingerprint_groups(enum.fps)
+    stages["fingerprint groups"] = len(groups)
+    stages["graphs in groups"] = int(sum(len(g) for g in groups))
+
+    decoder = Decoder(Enumerator(universe, seed, max_ops))
+    extra: dict[str, int] = {}
+    candidates = propose(groups, enum.fps, enum.graphs, decoder, extra)
+    stages["candidate pairs"] = len(candidates)
+    kinds = {s.name: s.kind for s in universe.inputs}
+
+    survivors = [c for c in candidates if any(kinds[v] == "tensor" for v in c.src.variables)]
+    stages["after weight-only pruning"] = len(survivors)
+    seen: set[str] = set()
+    unique = []
+    for c in survivors:
+        key = renaming_key(*c.texts(), kinds)
+        if key not in seen:
+            seen.add(key)
+            unique.append(c)
+    stages["after renaming pruning"] = len(unique)
+    unique = [c for c in unique if not is_supergraph(c, decoder.enum)]
+    stages["after common-supergraph pruning"] = len(unique)
+    checker = Checker(universe.inputs, seed)
+    rng = np.random.default_rng(seed + 104729)
+    kept = []
+    for i, c in enumerate(unique):
+        if not checker.abstracts(c, decoder.enum, rng):
+            kept.append(c)
+        if progress and i % 500 == 0:
+            progress("prune", i, len(unique))
+    stages["after common-subgraph pruning"] = len(kept)
+    rules: list[Rule] = []
+    false_matches = 0
+    for i, c in enumerate(kept):
+        if progress and i % 500 == 0:
+            progress("check", i, len(kept))
+        if not checker.check(c.src.patterns, c.dst.patterns):
+            false_matches += 1
+            continue
+        rules.append(candidate_rule(c, universe, settings))
+    stages["false matches (float64 check)"] = false_matches
+    stages["candidates written"] = len(rules)
+    for k, v in extra.items():
+        stages[f"skipped: {k.replace('_', ' ')}"] = v
+    usage_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    meta = {
+        "settings": {**settings, "workers": workers},
+        "stages": stages,
+        "enumeration": enum.counts.as_dict(),
+        "seconds": {"enumerate": round(t_enum, 1), "total": round(time.time() - t0, 1)},
+        "peak_memory_mb": round((usage_self + usage_children) / 1024, 1),
+        "versions": {"python": platform.python_version(), "numpy": np.__version__},
+        "inputs": {s.name: {"shape": list(s.shape), "kind": s.kind} for s in universe.inputs},
+    }
+    if not enum.complete:
+        meta["partial"] = (f"interrupted: {enum.roots_done} of {enum.roots_total} enumeration "
+                           "subtrees finished")
+    return GenerateResult(rules, stages, meta, enum.complete, enum.counts.as_dict())

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -95,10 +96,26 @@ def _upgrade_opset(model: ModelProto, where: str) -> ModelProto:
     try:
         from onnx import version_converter
 
-        return version_converter.convert_version(model, MIN_OPSET)
+        converted = version_converter.convert_version(model, MIN_OPSET)
     except Exception as e:  # the converter raises many types
-        raise ModelError(f"{where}: opset {version} is below {MIN_OPSET} and cannot be "
-                         f"converted ({str(e).splitlines()[0][:120]})") from None
+        # Its messages start with a C++ source location; the user needs the adapter's words.
+        reason = re.sub(r"^\S+\.(h|cc|cpp):\d+:\s*", "", str(e).splitlines()[0]) if str(e) \
+            else type(e).__name__
+        raise ModelError(f"{where}: opset {version} is below {MIN_OPSET} and the ONNX version "
+                         f"converter cannot upgrade it ({reason[:160]})") from None
+    # The converter passes ops removed in later opsets (e.g. Upsample) through unchanged.
+    for node in converted.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            schema = onnx.defs.get_schema(node.op_type, MIN_OPSET, "")
+        except onnx.defs.SchemaError:
+            continue  # unknown ops stay opaque
+        if schema.deprecated:
+            raise ModelError(f"{where}: opset {version} is below {MIN_OPSET} and cannot be "
+                             f"upgraded: it uses {node.op_type} (node {node.name or '?'}), which "
+                             f"opset {MIN_OPSET} no longer has")
+    return converted
 
 
 def _apply_input_shapes(model: ModelProto, shapes: InputShapes, where: str) -> None:
@@ -290,8 +307,15 @@ def load(source: str | os.PathLike | ModelProto | bytes,
         model = _copy(model)
         _apply_input_shapes(model, input_shapes, where)
     nodes = _check_structure(model.graph, where)
-    inferred = _infer_types(model, where, strict=bool(input_shapes))
-    return _build_graph(model, nodes, inferred, where)
+    inferred, non_tensor = _infer_types(model, where, strict=bool(input_shapes))
+    return _build_graph(model, nodes, inferred, where, non_tensor)
+
+
+def _non_tensor_names(model: ModelProto) -> set[str]:
+    """Values of a sequence, optional or map type: registry ops never model them."""
+    g = model.graph
+    return {vi.name for vi in list(g.input) + list(g.value_info) + list(g.output)
+            if vi.type.WhichOneof("value") not in (None, "tensor_type")}
 
 
 def _copy(model: ModelProto) -> ModelProto:
@@ -300,8 +324,10 @@ def _copy(model: ModelProto) -> ModelProto:
     return m
 
 
-def _infer_types(model: ModelProto, where: str, strict: bool) -> dict[str, TensorType]:
-    """Types of every value ONNX shape inference can find (data propagation on)."""
+def _infer_types(model: ModelProto, where: str,
+                 strict: bool) -> tuple[dict[str, TensorType], set[str]]:
+    """Types of every value ONNX shape inference can find (data propagation on), and the names
+    of values that are not tensors (sequences, optionals, maps)."""
     types: dict[str, TensorType] = {}
     try:
         if model.ByteSize() > TWO_GB:
@@ -318,7 +344,7 @@ def _infer_types(model: ModelProto, where: str, strict: bool) -> dict[str, Tenso
     g = inf.graph
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         types[vi.name] = _type_of(vi.type, vi.name)
-    return types
+    return types, _non_tensor_names(inf)
 
 
 def _infer_without_weights(model: ModelProto) -> ModelProto:
@@ -340,7 +366,7 @@ def _infer_without_weights(model: ModelProto) -> ModelProto:
 
 
 def _build_graph(model: ModelProto, nodes: list[NodeProto], types: dict[str, TensorType],
-                 where: str) -> Graph:
+                 where: str, non_tensor: set[str] = frozenset()) -> Graph:
     g = model.graph
     opset = _default_opset(model) or MIN_OPSET
     values: dict[str, Value] = {}
@@ -356,7 +382,7 @@ def _build_graph(model: ModelProto, nodes: list[NodeProto], types: dict[str, Ten
         inputs.append(v)
 
     for node in nodes:
-        _import_node(node, values, types, opset, model)
+        _import_node(node, values, types, opset, model, non_tensor)
 
     outputs = []
     for vi in g.output:
@@ -380,7 +406,7 @@ def _build_graph(model: ModelProto, nodes: list[NodeProto], types: dict[str, Ten
 
 
 def _import_node(node: NodeProto, values: dict[str, Value], types: dict[str, TensorType],
-                 opset: int, model: ModelProto) -> None:
+                 opset: int, model: ModelProto, non_tensor: set[str] = frozenset()) -> None:
     ins = [values[n] if n else None for n in node.input]
     default_domain = node.domain in ("", "ai.onnx")
     if default_domain and node.op_type == "Constant":
@@ -400,6 +426,8 @@ def _import_node(node: NodeProto, values: dict[str, Value], types: dict[str, Ten
         return
 
     op = BY_ONNX_TYPE.get(node.op_type) if default_domain else None
+    if any(n in non_tensor for n in list(node.input) + list(node.output)):
+        op = None  # e.g. Identity of a sequence: registry ops compute on tensors only
     if op is not None and op.from_onnx is not None:
         in_types = [v.type if v is not None else None for v in ins]
 

@@ -351,7 +351,9 @@ def _pool_compute(kind: str):
         ew = max((ow - 1) * s[1] + ke[1] - (X.shape[3] + p[1] + p[3]), 0)
         pad = ((0, 0), (0, 0), (p[0], p[2] + eh), (p[1], p[3] + ew))
         if kind == "max":
-            Xp = np.pad(X, pad, constant_values=-np.inf)
+            # Pads never win the max: -inf for floats, the smallest value for integer types.
+            low = np.iinfo(X.dtype).min if X.dtype.kind in "iu" else -np.inf
+            Xp = np.pad(X, pad, constant_values=low)
             y = _windows(Xp, k, s, d, (oh, ow)).max(axis=(4, 5))
         else:
             Xp = np.pad(X, pad)
@@ -736,3 +738,24 @@ register(OpDef(
     name="OnesLike", arity=(1, 1), infer=lambda a, t: [t[0]],
     compute=lambda a, x: [np.ones(x[0].shape, dtype=x[0].dtype)],
     props=frozenset({WEIGHT_ONLY}), doc="ones shaped like its input"))
+
+
+def _bn_factor(scale: np.ndarray, var: np.ndarray, eps: float) -> np.ndarray:
+    return scale / np.sqrt(var + eps)
+
+
+register(OpDef(
+    name="BatchNormFoldKernel", arity=(3, 3), infer=lambda a, t: [t[0]],
+    compute=lambda a, x: [x[0] * _bn_factor(x[1], x[2], a["epsilon"]).reshape(
+        (-1,) + (1,) * (x[0].ndim - 1))],
+    defaults={"epsilon": 1e-5}, props=frozenset({WEIGHT_ONLY}),
+    doc="kernel (O, ...) scaled per output channel by scale / sqrt(var + epsilon), the "
+        "BatchNormalization that follows the Conv folded in: inputs (kernel, scale, var)"))
+
+register(OpDef(
+    name="BatchNormFoldBias", arity=(4, 4), infer=lambda a, t: [t[1]],
+    compute=lambda a, x: [x[1] - x[2] * _bn_factor(x[0], x[3], a["epsilon"])],
+    defaults={"epsilon": 1e-5}, props=frozenset({WEIGHT_ONLY}),
+    doc="bias - mean * scale / sqrt(var + epsilon): the Conv bias of a folded "
+        "BatchNormalization; inputs (scale, bias, mean, var) in BatchNormalization's order"))
+

@@ -1,0 +1,49 @@
+# superopt — every target bootstraps .venv from nothing (python3 -m venv + pip install -e .[dev]).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+OUT    ?= out
+DEMO_MODEL ?= squeezenet
+
+.PHONY: install demo test test-all bench rules lint wheel-check clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# Build a zoo model, optimize it on the CPU, print the before/after table, write a report.
+demo: install
+	@mkdir -p $(OUT)
+	$(PY) -m superopt zoo build $(DEMO_MODEL) -o $(OUT)/$(DEMO_MODEL).onnx
+	$(PY) -m superopt optimize $(OUT)/$(DEMO_MODEL).onnx $(OUT)/$(DEMO_MODEL).opt.onnx \
+		--device cpu --report $(OUT)/report.html --json $(OUT)/report.json
+	@echo "report: $(OUT)/report.html"
+
+# The suite CI runs (slow tests excluded; `make test-all` runs them too).
+test: install
+	$(PY) -m pytest -q
+
+test-all: install
+	$(PY) -m pytest -q -m ''
+
+bench: install
+	$(PY) -m superopt bench --device cpu --out benchmarks/results/cpu.md
+
+# Regenerate and re-verify the shipped rule database.
+rules: install
+	$(PY) -m superopt generate -o rules_db/rules.json
+
+lint: install
+	$(PY) -m ruff check superopt generator verifier search cost_model tests benchmarks
+
+# Build a wheel and install it into a fresh venv outside the checkout; optimize a zoo model there.
+wheel-check: install
+	bash benchmarks/wheel_check.sh
+
+clean:
+	rm -rf $(OUT) build dist *.egg-info

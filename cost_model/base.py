@@ -1,0 +1,97 @@
+"""The cost interface: the cost of one node given its input types, and of a whole graph.
+
+`CostModel.node_cost(node)` is in seconds (a ranking, not a prediction: the end-to-end A/B gate
+decides). `graph_cost(graph)` sums the nodes that run: a node computing only on constants costs
+nothing (the exporter folds it with numpy), and weight-only helper ops cost nothing either.
+
+`NodeCount` is the trivial implementation for tests (egg's `AstSize`): every running node
+costs 1.
+
+Example:
+    >>> NodeCount().graph_cost(graph)     # doctest: +SKIP
+    3.0
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from superopt.ir import Graph, Node, Value
+from superopt.registry import WEIGHT_ONLY, get_op
+
+# progress(label, done, total): called while a cost model measures (total None: unknown).
+Progress = Callable[[str, int, "int | None"], None]
+
+
+def constant_values(graph: Graph) -> set[Value]:
+    """Values computed from constants only (folded at export): constants and the outputs of
+    registry nodes whose inputs are all such values."""
+    const: set[Value] = set()
+    for node in graph.nodes:
+        for v in node.inputs:
+            if v is not None and v.is_const:
+                const.add(v)
+        if node.is_opaque:
+            continue
+        if all(v is None or v in const for v in node.inputs):
+            const.update(node.outputs)
+    return const
+
+
+def runtime_nodes(graph: Graph) -> list[Node]:
+    """The nodes that run in the exported model (constant-only and weight-only ones fold)."""
+    const = constant_values(graph)
+    out = []
+    for node in graph.nodes:
+        if not node.is_opaque and (all(v is None or v in const for v in node.inputs)
+                                   or get_op(node.op).has(WEIGHT_ONLY)):
+            continue
+        out.append(node)
+    return out
+
+
+class CostModel(ABC):
+    """Estimated run time of nodes and graphs, in seconds."""
+
+    #: short name for reports ("analytic", "measured", ...)
+    name: str = "cost"
+
+    @abstractmethod
+    def node_cost(self, node: Node) -> float:
+        """Seconds to run `node` at its input types."""
+
+    def graph_cost(self, graph: Graph) -> float:
+        """Sum of `node_cost` over the nodes that run (see `runtime_nodes`)."""
+        return float(sum(self.node_cost(n) for n in runtime_nodes(graph)))
+
+    def describe(self) -> dict:
+        """What a report should say about this cost model."""
+        return {"name": self.name}
+
+
+class NodeCount(CostModel):
+    """Every running node costs 1 (the trivial model, for tests)."""
+
+    name = "node-count"
+
+    def node_cost(self, node: Node) -> float:
+        return 1.0
+
+
+class OpTableCost(CostModel):
+    """A fixed cost per op type (default 1.0 for ops not listed): a stub for tests.
+
+    Example:
+        >>> OpTableCost({"Split": 0.1}).node_cost(split_node)   # doctest: +SKIP
+        0.1
+    """
+
+    name = "op-table"
+
+    def __init__(self, costs: dict[str, float], default: float = 1.0) -> None:
+        self.costs = dict(costs)
+        self.default = default
+
+    def node_cost(self, node: Node) -> float:
+        return self.costs.get(node.op, self.default)

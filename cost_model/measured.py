@@ -1,0 +1,231 @@
+"""The measured cost model: every node timed as a one-node ONNX model in ONNX Runtime.
+
+Each distinct (op, attributes, input shapes, dtypes, which inputs are constants) is built as a
+one-node model (constant inputs as initializers, so ORT sees weights the way it will in the
+real model), timed on the chosen execution provider with the `ort_runtime` helpers (warm-up,
+repeated runs, median; IO binding, so host/device copies are not timed) and cached on disk in a
+`CostCache` keyed by the node's signature *and* the provider, device name and ORT version.
+
+Calibration (anchors.md):
+- the fixed cost of one session run (`session_fixed_cost`, ~17.5 µs on CUDA) is subtracted;
+- a per-kernel floor applies (4.4 µs on CUDA: no kernel is cheaper inside a graph; 1 µs on the
+  CPU);
+- ops ORT fuses into their producer are costed as the fused group: an element-wise op (Relu,
+  Sigmoid, Tanh, Add, ...) whose producer is a Conv (MatMul/Gemm: Add and Relu) and which is that
+  producer's only user adds nothing on top of its producer (chains like Conv+Add+Relu too).
+
+Opaque nodes are never rewritten, so they cost the same in every candidate; they get the
+analytic estimate instead of a measurement. A node ORT cannot run alone falls back to the
+analytic estimate too (counted in `failures`).
+
+Example:
+    >>> model = MeasuredCost("cpu")                     # doctest: +SKIP
+    >>> model.graph_cost(graph)                         # doctest: +SKIP
+    0.0123
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import helper
+from superopt.cost_model.analytic import AnalyticCost
+from superopt.cost_model.base import CostModel, Progress, constant_values, runtime_nodes
+from superopt.cost_model.cache import CostCache, make_key
+from superopt.cost_model.ort_runtime import (
+    Runner,
+    make_session,
+    resolve_device,
+    runtime_fingerprint,
+    session_fixed_cost,
+)
+
+from superopt.ir import Graph, Node, Value
+from superopt.registry import ELEMENTWISE, get_op
+
+#: per-kernel floor in seconds, by device
+KERNEL_FLOOR_S = {"cuda": 4.4e-6, "cpu": 1e-6}
+#: ops ORT fuses into a producer of the given op (when the producer has no other user)
+FUSES_INTO: dict[str, frozenset[str]] = {
+    "Conv": frozenset({"Relu", "Sigmoid", "Tanh", "Add"}),
+    "MatMul": frozenset({"Add"}),
+    "Gemm": frozenset({"Relu"}),
+}
+#: after a fused Add, ORT also takes a Relu into the group (Conv+Add+Relu)
+FUSES_AFTER_ADD = frozenset({"Relu"})
+# Version of how one-node timings are made; part of every key, bumped when the method changes.
+METHOD = "one-node/1"
+
+
+class MeasuredCost(CostModel):
+    """Costs measured with ONNX Runtime on `device` ("auto", "cpu" or "cuda")."""
+
+    name = "measured"
+
+    def __init__(self, device: str = "auto", *, cache: CostCache | None = None,
+                 warmup: int = 3, min_repeats: int = 5, max_repeats: int = 50,
+                 target_s: float = 0.05, progress: Progress | None = None,
+                 seed: int = 0) -> None:
+        self.device = resolve_device(device)
+        self.cache = cache if cache is not None else CostCache()
+        self.fingerprint = runtime_fingerprint(self.device)
+        self.warmup, self.min_repeats, self.max_repeats = warmup, min_repeats, max_repeats
+        self.target_s = target_s
+        self.progress = progress
+        self.floor_s = KERNEL_FLOOR_S[self.device]
+        self.analytic = AnalyticCost.for_device(self.device)
+        self.measured = 0  # timings made in this process (cache misses)
+        self.cache_hits = 0
+        self.failures = 0
+        self.measure_s = 0.0
+        self._fixed: float | None = None
+        self._rng = np.random.default_rng(seed)
+        self._memo: dict[tuple[Node, tuple[bool, ...]], float] = {}
+
+    # -- the interface -------------------------------------------------------------------------
+
+    def node_cost(self, node: Node, const_mask: Sequence[bool] | None = None) -> float:
+        """Seconds for `node`; `const_mask[i]` says whether input i is a constant (weight)."""
+        if const_mask is None:
+            const_mask = [v is not None and v.is_const for v in node.inputs]
+        mask = tuple(bool(c) for c in const_mask)
+        key = (node, mask)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = self._cost(node, mask)
+        return hit
+
+    def graph_cost(self, graph: Graph) -> float:
+        const = constant_values(graph)
+        fused = fused_nodes(graph)
+        total = 0.0
+        for node in runtime_nodes(graph):
+            if node in fused:
+                continue
+            total += self.node_cost(node, [v is not None and v in const for v in node.inputs])
+        return total
+
+    def describe(self) -> dict:
+        return {"name": self.name, "target": self.device, **self.fingerprint,
+                "floor_s": self.floor_s, "fixed_cost_s": self._fixed,
+                "measured": self.measured, "cache_hits": self.cache_hits,
+                "failures": self.failures, "measure_s": round(self.measure_s, 3),
+                "cache": str(self.cache.path) if self.cache.persistent else "memory"}
+
+    # -- measuring -----------------------------------------------------------------------------
+
+    def signature(self, node: Node, mask: tuple[bool, ...]) -> str:
+        """The cache key: op, attributes, input types, constant mask, runtime, method."""
+        attrs = {k: (v if not isinstance(v, bytes) else v.hex()) for k, v in node.attrs}
+        ins = [None if v is None else [v.type.elem_type, list(v.type.shape or ())]
+               for v in node.inputs]
+        return make_key(method=METHOD, op=node.op, attrs=attrs, inputs=ins, const=list(mask),
+                        **self.fingerprint)
+
+    def _cost(self, node: Node, mask: tuple[bool, ...]) -> float:
+        if node.is_opaque or not all(v is None or v.type.is_static for v in node.inputs):
+            return self.analytic.node_cost(node)
+        key = self.signature(node, mask)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.cache_hits += 1
+            return cached
+        label = f"{node.op} " + " ".join(
+            "x".join(map(str, v.type.shape)) for v in node.inputs if v is not None)
+        if self.progress is not None:
+            self.progress(label, self.measured, None)
+        start = time.perf_counter()
+        try:
+            seconds = self._time_one_node(node, mask)
+        except Exception:  # noqa: BLE001 - ORT cannot run it alone (or the export fails): estimate instead
+            self.failures += 1
+            return self.analytic.node_cost(node)
+        finally:
+            self.measure_s += time.perf_counter() - start
+        self.measured += 1
+        self.cache.put(key, seconds)
+        return seconds
+
+    def fixed_cost(self) -> float:
+        if self._fixed is None:
+            self._fixed = session_fixed_cost(self.device)
+        return self._fixed
+
+    def _time_one_node(self, node: Node, mask: tuple[bool, ...]) -> float:
+        model, feeds = self.one_node_model(node, mask)
+        runner = Runner(make_session(model, self.device, level="all"), feeds)
+        runner.times(self.warmup)
+        first = runner.best_of(2)
+        n = int(np.clip(self.target_s / max(first, 1e-7), self.min_repeats, self.max_repeats))
+        median = float(np.median(runner.times(n)))
+        return max(self.floor_s, median - self.fixed_cost())
+
+    def one_node_model(self, node: Node, mask: tuple[bool, ...]
+                       ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        """The node as an ONNX model (constants as random initializers) and random feeds."""
+        op = get_op(node.op)
+        if op.to_onnx is None:
+            raise ValueError(f"{node.op} has no ONNX form")
+        in_names, inputs, inits, feeds = [], [], [], {}
+        for i, (v, is_const) in enumerate(zip(node.inputs, mask)):
+            if v is None:
+                in_names.append("")
+                continue
+            name = f"in{i}"
+            in_names.append(name)
+            array = self._random(v)
+            if is_const:
+                inits.append(onnx.numpy_helper.from_array(array, name))
+            else:
+                inputs.append(helper.make_tensor_value_info(name, v.type.elem_type,
+                                                            list(v.type.shape)))
+                feeds[name] = array
+        out_names = [f"out{i}" for i in range(len(node.outputs))]
+        protos, extra = op.to_onnx(node.attr_dict, in_names, out_names, "node", 17)
+        outputs = [helper.make_tensor_value_info(n, o.type.elem_type, list(o.type.shape))
+                   for n, o in zip(out_names, node.outputs)]
+        graph = helper.make_graph(protos, "one_node", inputs, outputs, inits + list(extra))
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                  ir_version=8)
+        return model, feeds
+
+    def _random(self, v: Value) -> np.ndarray:
+        dtype = v.type.numpy_dtype
+        shape = tuple(v.type.shape)
+        if v.is_const and v.array is not None and v.array.size <= 1 << 22:
+            return np.ascontiguousarray(v.array)
+        if dtype.kind == "f":
+            return self._rng.standard_normal(shape).astype(dtype)
+        return np.ones(shape, dtype)
+
+
+def fused_nodes(graph: Graph) -> set[Node]:
+    """Nodes ORT runs inside their producer's kernel (see `FUSES_INTO`): they cost nothing
+    on top of it. A node qualifies when it reads the producer's output, is its only user, and
+    the producer's output is not a graph output."""
+    users = graph.users
+    outputs = set(graph.output_values)
+    fused: dict[Node, str] = {}  # fused node -> op at the root of its group
+    for node in graph.nodes:
+        if node.is_opaque or not get_op(node.op).has(ELEMENTWISE):
+            continue
+        for v in node.inputs:
+            if v is None or v.node is None or v.node.is_opaque or v in outputs:
+                continue
+            if len(users.get(v, ())) != 1:
+                continue
+            producer = v.node
+            if producer in fused:
+                root = fused[producer]
+                allowed = FUSES_AFTER_ADD if producer.op == "Add" and root == "Conv" \
+                    else frozenset()
+            else:
+                root = producer.op
+                allowed = FUSES_INTO.get(root, frozenset())
+            if node.op in allowed:
+                fused[node] = root
+                break
+    return set(fused)

@@ -1,0 +1,134 @@
+"""Pruning candidates as TASO does, and the float64 check every written candidate passes.
+
+Stages, in order (each counted by the caller):
+1. `weight_only`: no runtime variable (the exporter folds weight-only work anyway);
+2. `renaming`: equal to an earlier candidate up to renaming variables (of the same kind);
+3. `supergraph`: a smaller rule plus shared context: some output has the same root operator on
+   both sides with arguments equal by fingerprint, or is the very same term on both sides;
+4. `subgraph`: both sides share a subterm that can be abstracted into a fresh variable while the
+   rule still holds numerically (so the rule is the smaller one applied in a context);
+5. `check`: the float64 check at fresh random inputs and at a second set of shapes (larger
+   dims, kernels scaled to match); a candidate that fails is a false match.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import numpy as np
+
+from superopt.generator.candidates import Candidate
+from superopt.generator.enumeration import Enumerator
+from superopt.generator.opset import InputSpec
+from superopt.pattern import Pattern, PNode, PVar, evaluate
+
+_VAR = re.compile(r"\?(\w+)")
+RTOL = 1e-7
+
+
+def renaming_key(src: list[str], dst: list[str], kinds: Mapping[str, str]) -> str:
+    """The rule text with variables renamed in order of first appearance (kind kept).
+
+    >>> renaming_key(["(Relu ?y)"], ["(Relu ?y)"], {"y": "tensor"})
+    '(Relu ?tensor0) => (Relu ?tensor0)'
+    """
+    names: dict[str, str] = {}
+
+    def rename(m: re.Match) -> str:
+        v = m.group(1)
+        if v not in names:
+            kind = kinds.get(v, "tensor")
+            names[v] = f"{kind}{sum(1 for n in names.values() if n.startswith(kind))}"
+        return "?" + names[v]
+
+    return _VAR.sub(rename, " | ".join(src) + " => " + " | ".join(dst))
+
+
+def is_supergraph(c: Candidate, enum: Enumerator) -> bool:
+    """Some output is the same term on both sides, or has the same root op and attributes
+    on both sides over arguments with equal fingerprints (a smaller rule inside a context)."""
+    for ts, td in zip(c.src.outputs, c.dst.outputs):
+        if ts == td:
+            return True
+        ns, nd = enum.t_node[ts], enum.t_node[td]
+        if ns < 0 or nd < 0 or enum.t_out[ts] != enum.t_out[td]:
+            continue
+        if enum.n_inst[ns] != enum.n_inst[nd] or enum.n_pattrs[ns] != enum.n_pattrs[nd]:
+            continue
+        if all(enum.t_hash[a] == enum.t_hash[b] for a, b in zip(enum.n_args[ns], enum.n_args[nd])):
+            return True
+    return False
+
+
+def _subterms(p: Pattern, out: set) -> set:
+    if isinstance(p, PNode):
+        out.add(p)
+        for a in p.args:
+            _subterms(a, out)
+    return out
+
+
+def _replace(p: Pattern, old: Pattern, new: Pattern) -> Pattern:
+    if p == old:
+        return new
+    if isinstance(p, PNode):
+        return PNode(p.op, p.attrs, tuple(_replace(a, old, new) for a in p.args), p.out)
+    return p
+
+
+class Checker:
+    """Evaluates patterns on random inputs at the enumeration shapes or the second shape set."""
+
+    def __init__(self, inputs: list[InputSpec], seed: int) -> None:
+        self.specs = {s.name: s for s in inputs}
+        rng = np.random.default_rng(seed + 7919)
+        self.base = {s.name: s.sample(rng) for s in inputs}
+        self.alt = {s.name: s.sample(rng, alt=True) for s in inputs}
+
+    @staticmethod
+    def _close(a: np.ndarray, b: np.ndarray) -> bool:
+        if a.shape != b.shape:
+            return False
+        scale = max(float(np.max(np.abs(a))) if a.size else 0.0, 1.0)
+        return bool(np.all(np.abs(a - b) <= RTOL * scale))
+
+    def holds(self, src: list[Pattern], dst: list[Pattern],
+              extra: Mapping[str, np.ndarray] | None = None, alt: bool = False) -> bool:
+        """Every src output equals its dst output (float64, relative to the output's scale)."""
+        arrays = dict(self.alt if alt else self.base)
+        if extra:
+            arrays.update(extra)
+        try:
+            with np.errstate(all="ignore"):
+                ms, md = {}, {}
+                return all(self._close(np.asarray(evaluate(s, arrays, memo=ms)),
+                                       np.asarray(evaluate(d, arrays, memo=md)))
+                           for s, d in zip(src, dst))
+        except (ValueError, IndexError, KeyError, TypeError, ZeroDivisionError):
+            return False
+
+    def check(self, src: list[Pattern], dst: list[Pattern]) -> bool:
+        """The final check: fresh inputs at the enumeration shapes and at the second shapes."""
+        return self.holds(src, dst) and self.holds(src, dst, alt=True)
+
+    def abstracts(self, c: Candidate, enum: Enumerator, rng: np.random.Generator) -> bool:
+        """True if some subterm shared by both sides can become a fresh variable and the rule
+        still holds (then this candidate is that smaller rule in a context)."""
+        shared = set()
+        for p in c.src.patterns:
+            _subterms(p, shared)
+        dst_terms: set = set()
+        for p in c.dst.patterns:
+            _subterms(p, dst_terms)
+        shared &= dst_terms
+        if not shared:
+            return False
+        for term in sorted(shared, key=lambda t: -t.size()):
+            value = evaluate(term, self.base)
+            fresh = PVar("_shared")
+            src = [_replace(p, term, fresh) for p in c.src.patterns]
+            dst = [_replace(p, term, fresh) for p in c.dst.patterns]
+            if self.holds(src, dst, extra={"_shared": rng.standard_normal(np.shape(value))}):
+                return True
+        return False

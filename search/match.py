@@ -1,0 +1,350 @@
+"""Rule matching: find every site where a rule's source patterns match a Graph, and apply it.
+
+A rule with several source patterns (a multi-output rule, e.g. two MatMuls sharing `?x`) matches
+only where all of its patterns match jointly with consistent variable bindings. Matching never
+goes into opaque nodes (an opaque node's op is never a registry op) and only binds float tensors.
+
+Applying a match builds the target patterns with `superopt.pattern.build`, checks that each new
+value has exactly the type of the value it replaces, and swaps them in with
+`Graph.replace_values`; interior nodes still used elsewhere stay, dead ones disappear, graph
+outputs keep their names. Every refusal carries a reason, and `explain(graph, rule)` lists the
+reasons at every candidate site ("why didn't my rule fire?").
+
+Example:
+    >>> rule = Rule.make(["(Relu (Relu ?x))"], ["(Relu ?x)"], {"x": "tensor"})  # doctest: +SKIP
+    >>> for m in find_matches(graph, rule):                                      # doctest: +SKIP
+    ...     new_graph = apply_match(graph, m).graph
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from onnx import TensorProto
+
+from superopt.ir import Graph, Node, Value
+from superopt.pattern import Bindings, Pattern, PatternError, PNode, PVar, build, match
+from superopt.rules import Rule
+
+# Element types a rewrite may touch: rules are proved over reals, so only float tensors.
+FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16,
+                         TensorProto.BFLOAT16})
+
+
+@dataclass(frozen=True)
+class Match:
+    """One site where all source patterns of `rule` match.
+
+    `roots[i]` is the value matched by `rule.src[i]`; `matched_nodes` are the graph nodes the
+    source patterns cover (interior nodes included), in pattern order.
+    """
+
+    rule: Rule
+    bindings: Bindings
+    roots: tuple[Value, ...]
+    matched_nodes: tuple[Node, ...]
+
+    @property
+    def matched_names(self) -> tuple[str, ...]:
+        return tuple(n.name for n in self.matched_nodes)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The result of applying a match: the new graph and the nodes the target created."""
+
+    graph: Graph
+    match: Match
+    created_nodes: tuple[Node, ...]
+
+    @property
+    def created_names(self) -> tuple[str, ...]:
+        return tuple(n.name for n in self.created_nodes)
+
+
+class Refused(Exception):
+    """A match that cannot be applied; `str(e)` says why."""
+
+
+class RuleIndex:
+    """Rules indexed by the op at the root of each of their source patterns.
+
+    `candidates(op_counts)` yields only the rules whose root ops all occur in a graph, so a graph
+    without Conv never tries a Conv rule.
+
+    Example:
+        >>> index = RuleIndex(rules)                               # doctest: +SKIP
+        >>> list(index.candidates(graph.op_counts()))               # doctest: +SKIP
+    """
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules: list[Rule] = list(rules)
+        self.by_root: dict[str, list[Rule]] = {}
+        for r in self.rules:
+            self.by_root.setdefault(_root_op(r.src[0]), []).append(r)
+
+    def candidates(self, ops_present: Iterable[str]) -> Iterator[Rule]:
+        present = set(ops_present)
+        for op in sorted(present & set(self.by_root)):
+            for r in self.by_root[op]:
+                if all(_root_op(p) in present for p in r.src):
+                    yield r
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+
+def _root_op(p: Pattern) -> str:
+    assert isinstance(p, PNode)  # Rule.check guarantees operator roots
+    return p.op
+
+
+def nodes_by_op(graph: Graph) -> dict[str, list[Node]]:
+    """The graph's registry nodes grouped by op (opaque nodes are left out: never matched)."""
+    out: dict[str, list[Node]] = {}
+    for n in graph.nodes:
+        if not n.is_opaque:
+            out.setdefault(n.op, []).append(n)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# finding matches
+
+
+def find_matches(graph: Graph, rule: Rule, *, by_op: dict[str, list[Node]] | None = None,
+                 limit: int | None = None) -> list[Match]:
+    """Every site where all of `rule`'s source patterns match (kinds and conditions hold).
+
+    `by_op` is `nodes_by_op(graph)`, passed when many rules are matched against one graph.
+    """
+    by_op = nodes_by_op(graph) if by_op is None else by_op
+    out: list[Match] = []
+    for bindings, roots in _joint_matches(graph, rule.src, by_op, Bindings()):
+        if rule.holds(bindings) is not None or _non_float(bindings, roots) is not None:
+            continue
+        out.append(Match(rule, bindings, tuple(roots), tuple(_covered(rule.src, roots))))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def _candidate_values(graph: Graph, p: PNode, by_op: dict[str, list[Node]],
+                      b: Bindings) -> Iterator[Value]:
+    """Values that may match root pattern p: outputs of nodes with p's op; when an argument of
+    p is an already bound variable, only the users of that value (fast joint matching)."""
+    for arg in p.args:
+        if isinstance(arg, PVar) and arg.name in b.tensors:
+            for node, _ in graph.users.get(b.tensors[arg.name], ()):
+                if node.op == p.op and p.out < len(node.outputs):
+                    yield node.outputs[p.out]
+            return
+    for node in by_op.get(p.op, ()):
+        if p.out < len(node.outputs):
+            yield node.outputs[p.out]
+
+
+def _joint_matches(graph: Graph, patterns: Sequence[Pattern], by_op: dict[str, list[Node]],
+                   b: Bindings) -> Iterator[tuple[Bindings, list[Value]]]:
+    if not patterns:
+        yield b, []
+        return
+    head = patterns[0]
+    assert isinstance(head, PNode)
+    seen: set[Value] = set()
+    for v in _candidate_values(graph, head, by_op, b):
+        if v in seen:
+            continue
+        seen.add(v)
+        b2 = b.copy()
+        if not match(head, v, b2):
+            continue
+        for b3, rest in _joint_matches(graph, patterns[1:], by_op, b2):
+            if v in rest:
+                continue  # two source patterns on one value: not a multi-output site
+            yield b3, [v, *rest]
+
+
+def _covered(patterns: Sequence[Pattern], roots: Sequence[Value]) -> list[Node]:
+    """The graph nodes covered by the source patterns (after a successful match)."""
+    out: dict[Node, None] = {}
+
+    def walk(p: Pattern, v: Value) -> None:
+        if isinstance(p, PNode) and v.node is not None:
+            out.setdefault(v.node)
+            for sub, arg in zip(p.args, v.node.inputs):
+                if arg is not None:
+                    walk(sub, arg)
+
+    for p, v in zip(patterns, roots):
+        walk(p, v)
+    return list(out)
+
+
+def _non_float(b: Bindings, roots: Sequence[Value]) -> str | None:
+    for name, v in b.tensors.items():
+        if v.type.elem_type not in FLOAT_TYPES:
+            return f"?{name} is not a float tensor ({v.type})"
+    for v in roots:
+        if v.type.elem_type not in FLOAT_TYPES:
+            return f"{v.name} is not a float tensor ({v.type})"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# applying
+
+
+def apply_match(graph: Graph, m: Match) -> Applied:
+    """Apply one match; raises `Refused` (with the reason) when the rewrite cannot be made.
+
+    Refusals: a target that does not type-check at these shapes, a target value whose type
+    differs from the value it replaces, a multi-output site whose roots overlap another
+    pattern's matched nodes, or a target that would read a value downstream of a replaced one.
+    """
+    rule = m.rule
+    try:
+        dst_values = [build(p, m.bindings) for p in rule.dst]
+    except (ValueError, PatternError, KeyError, IndexError, TypeError, ZeroDivisionError) as e:
+        raise Refused(f"target does not build here: {_one_line(e)}") from None
+    mapping: dict[Value, Value] = {}
+    for i, (src_v, dst_v) in enumerate(zip(m.roots, dst_values)):
+        if src_v.type != dst_v.type:
+            raise Refused(f"target output {i} has type {dst_v.type}, the source {src_v.type}")
+        if src_v is not dst_v:
+            mapping[src_v] = dst_v
+    if not mapping:
+        raise Refused("the target is the source itself")
+    if len(m.roots) > 1:
+        _check_multi_output(graph, m, dst_values)
+    new_graph = graph.replace_values(mapping)
+    try:
+        new_nodes = new_graph.nodes
+    except ValueError as e:  # a cycle: impossible with immutable nodes, but never export one
+        raise Refused(f"the rewrite would create a cycle ({e})") from None
+    old = set(graph.nodes)
+    old_names = {n.name for n in old}  # rebuilt downstream nodes keep their names
+    created = tuple(n for n in new_nodes if n not in old and n.name not in old_names)
+    return Applied(new_graph, m, created)
+
+
+def _check_multi_output(graph: Graph, m: Match, dst_values: Sequence[Value]) -> None:
+    """Roots must be independent: no root inside another pattern's match, and no target may
+    read a value computed downstream of a replaced root (that would keep the old one alive, or
+    tie the new nodes into a loop through the old ones)."""
+    for i in range(len(m.rule.src)):
+        others = set(_covered([q for j, q in enumerate(m.rule.src) if j != i],
+                              [v for j, v in enumerate(m.roots) if j != i]))
+        if m.roots[i].node in others:
+            raise Refused(f"source output {i} lies inside another source pattern's match")
+    downstream = _downstream(graph, m.roots)
+    graph_nodes = set(graph.nodes)
+    for dv in dst_values:
+        for leaf in _reads(dv, graph_nodes):
+            if leaf in downstream:
+                raise Refused(f"the target reads {leaf.name}, which is computed from a "
+                              "replaced value")
+
+
+def _reads(v: Value, graph_nodes: set[Node]) -> Iterator[Value]:
+    """The values already in the graph that a freshly built target value reads."""
+    stack, seen = [v], set()
+    while stack:
+        x = stack.pop()
+        if x in seen:
+            continue
+        seen.add(x)
+        if x.node is None or x.node in graph_nodes:
+            yield x
+            continue
+        stack.extend(i for i in x.node.inputs if i is not None)
+
+
+def _downstream(graph: Graph, roots: Sequence[Value]) -> set[Value]:
+    users = graph.users
+    out: set[Value] = set(roots)
+    stack = list(roots)
+    while stack:
+        v = stack.pop()
+        for node, _ in users.get(v, ()):
+            for o in node.outputs:
+                if o not in out:
+                    out.add(o)
+                    stack.append(o)
+    return out
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e.args[0]) if e.args else type(e).__name__
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# explaining
+
+
+def explain(graph: Graph, rule: Rule, *, max_sites: int = 50) -> list[str]:
+    """Why `rule` did or did not fire on `graph`: one line per candidate site.
+
+    Candidate sites are the nodes whose op is the root op of the rule's first source pattern.
+
+    Example:
+        >>> explain(graph, rule)                                       # doctest: +SKIP
+        ['node mm1: fires', 'node mm2: ?a must be a constant weight']
+    """
+    lines: list[str] = []
+    by_op = nodes_by_op(graph)
+    head = rule.src[0]
+    assert isinstance(head, PNode)
+    sites = by_op.get(head.op, [])
+    if not sites:
+        return [f"no {head.op} node in the graph: the rule's root op never occurs"]
+    for node in sites[:max_sites]:
+        lines.append(f"node {node.name}: {_explain_site(graph, rule, node, by_op)}")
+    if len(sites) > max_sites:
+        lines.append(f"... {len(sites) - max_sites} more {head.op} nodes")
+    return lines
+
+
+def _explain_site(graph: Graph, rule: Rule, node: Node, by_op: dict[str, list[Node]]) -> str:
+    head = rule.src[0]
+    assert isinstance(head, PNode)
+    if head.out >= len(node.outputs):
+        return f"output {head.out} does not exist"
+    v = node.outputs[head.out]
+    b = Bindings()
+    if not match(head, v, b):
+        return f"source pattern {head} does not match here"
+    reasons: list[str] = []
+    found = False
+    for bindings, rest in _joint_matches(graph, rule.src[1:], by_op, b):
+        if v in rest:
+            continue
+        found = True
+        roots = [v, *rest]
+        why = rule.holds(bindings) or _non_float(bindings, roots)
+        if why is None:
+            m = Match(rule, bindings, tuple(roots), tuple(_covered(rule.src, roots)))
+            try:
+                apply_match(graph, m)
+                return "fires"
+            except Refused as e:
+                why = str(e)
+        reasons.append(why)
+    if not found:
+        return "the other source patterns find no partner sharing its variables"
+    return "; ".join(dict.fromkeys(reasons))
+
+
+def apply_all(graph: Graph, rule: Rule) -> Iterator[Applied]:
+    """Every graph one application of `rule` produces (refused sites skipped)."""
+    for m in find_matches(graph, rule):
+        try:
+            yield apply_match(graph, m)
+        except Refused:
+            continue
+
+
+__all__ = ["Applied", "Match", "Refused", "RuleIndex", "apply_all", "apply_match", "explain",
+           "find_matches", "nodes_by_op"]

@@ -1,0 +1,110 @@
+"""Region-by-region search for graphs too large to search whole within the time limit.
+
+The topologically ordered nodes are cut into overlapping windows of `window` nodes (each window
+starts `window - overlap` nodes after the previous one). For each window in turn, the
+backtracking search runs with every node outside the window frozen: a match is allowed only if
+each node it covers is in the window or was created by a rewrite in this region. The best graph
+of a region is kept and the next window starts from it, so improvements accumulate. Each region
+gets an equal share of the remaining time and expansion budget, and regions with no site of any
+rule are skipped at no cost. Rewrites across a window border are found by the overlap.
+
+Example:
+    >>> result = search_regions(bert_graph, rules, cost, SearchLimits(time_limit_s=30))  # doctest: +SKIP
+    >>> result.stats.regions                                                            # doctest: +SKIP
+    14
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+
+from superopt.cost_model.base import CostModel
+from superopt.search.backtrack import (
+    STOP_EXHAUSTED,
+    STOP_TIME,
+    SearchLimits,
+    SearchProgress,
+    SearchResult,
+    SearchStats,
+    search,
+)
+from superopt.search.match import Match, RuleIndex, find_matches, nodes_by_op
+
+from superopt.ir import Graph
+from superopt.rules import Rule
+
+#: graphs with more nodes than this are searched region by region by `search_auto`
+REGION_THRESHOLD = 150
+DEFAULT_WINDOW = 60
+DEFAULT_OVERLAP = 20
+
+
+def windows(graph: Graph, window: int = DEFAULT_WINDOW,
+            overlap: int = DEFAULT_OVERLAP) -> list[frozenset[str]]:
+    """Node-name windows over the topological order (overlapping by `overlap` nodes)."""
+    if window < 2 or not 0 <= overlap < window:
+        raise ValueError("need window >= 2 and 0 <= overlap < window")
+    names = [n.name for n in graph.nodes]
+    out, stride = [], window - overlap
+    for start in range(0, max(len(names) - overlap, 1), stride):
+        out.append(frozenset(names[start:start + window]))
+    return out
+
+
+def search_regions(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: CostModel,
+                   limits: SearchLimits | None = None, *, window: int = DEFAULT_WINDOW,
+                   overlap: int = DEFAULT_OVERLAP,
+                   progress: SearchProgress | None = None) -> SearchResult:
+    """Search window by window (see the module doc); steps carry their region number."""
+    limits = limits or SearchLimits()
+    index = rules if isinstance(rules, RuleIndex) else RuleIndex(rules)
+    start = time.perf_counter()
+    regions = windows(graph, window, overlap)
+    original_names = frozenset(n.name for n in graph.nodes)
+    stats = SearchStats(regions=len(regions))
+    stats.initial_cost = cost_model.graph_cost(graph)
+    current, steps = graph, []
+    stop = STOP_EXHAUSTED
+    budget_left = limits.budget
+    for i, region in enumerate(regions):
+        remaining = limits.time_limit_s - (time.perf_counter() - start)
+        if remaining <= 0 or budget_left <= 0:
+            stop = STOP_TIME if remaining <= 0 else "budget"
+            break
+        frozen = original_names - region
+
+        def inside(m: Match, frozen: frozenset[str] = frozen) -> bool:
+            return not any(n in frozen for n in m.matched_names)
+
+        if not _has_site(current, index, inside):
+            continue
+        share = len(regions) - i
+        sub = replace(limits, time_limit_s=max(remaining / share, 1e-3),
+                      budget=max(1, budget_left // share), keep_candidates=1)
+        result = search(current, index, cost_model, sub, match_filter=inside, region=i)
+        stats.merge(result.stats)
+        budget_left -= result.stats.expansions
+        steps.extend(result.steps)
+        current = result.best
+        if progress is not None:
+            progress(i + 1, len(regions), result.best_cost)
+    stats.best_cost = cost_model.graph_cost(current)
+    stats.elapsed_s = time.perf_counter() - start
+    return SearchResult(current, steps, stats, stop, [(stats.best_cost, current, steps)])
+
+
+def _has_site(graph: Graph, index: RuleIndex, inside) -> bool:
+    by_op = nodes_by_op(graph)
+    return any(inside(m) for r in index.candidates(by_op)
+               for m in find_matches(graph, r, by_op=by_op, limit=50))
+
+
+def search_auto(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: CostModel,
+                limits: SearchLimits | None = None, *, threshold: int = REGION_THRESHOLD,
+                progress: SearchProgress | None = None) -> SearchResult:
+    """Whole-graph search for small graphs, region by region above `threshold` nodes."""
+    if len(graph.nodes) > threshold:
+        return search_regions(graph, rules, cost_model, limits, progress=progress)
+    return search(graph, rules, cost_model, limits, progress=progress)

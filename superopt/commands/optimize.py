@@ -1,0 +1,185 @@
+"""`superopt optimize IN.onnx [OUT.onnx]`: search, gate, check and write an optimized model."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+from typing import ClassVar
+
+from superopt.cli import add_verbosity
+from superopt.errors import OutputError, UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "optimize", help="optimize an ONNX model with verified rewrites",
+        description="Search for a faster equivalent graph using proved rules, time it against "
+                    "the original end to end, check it numerically and write it.")
+    p.add_argument("input", help="the ONNX model to optimize")
+    p.add_argument("output", nargs="?", help="where to write (default: IN.opt.onnx)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--rules", help="rules file (default: the shipped database)")
+    p.add_argument("--alpha", type=float, default=1.05,
+                   help="search relaxation: keep graphs costing < alpha x best (default 1.05)")
+    p.add_argument("--budget", type=int, default=300, help="graphs expanded at most")
+    p.add_argument("--time-limit", type=float, default=30.0, help="search seconds at most")
+    p.add_argument("--cost", choices=("measured", "analytic"), default="measured")
+    p.add_argument("--overwrite-input-shape", action="append", default=[], metavar="NAME:DIMS",
+                   help="fix an input's shape, e.g. input:1,3,224,224 (repeatable; the name "
+                        "may be left out when the model has one input)")
+    p.add_argument("--skip-rules", nargs="+", default=[], metavar="ID")
+    p.add_argument("--no-check", action="store_true", help="skip the numerical check")
+    p.add_argument("--check-n", type=int, default=3, help="random inputs for the check")
+    p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--save-as-external-data", action="store_true", default=None)
+    p.add_argument("--json", metavar="FILE", help="write the run's report as JSON")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="write an HTML report (needs superopt.report)")
+    add_verbosity(p)
+    p.set_defaults(func=run)
+
+
+def parse_input_shapes(specs: list[str]) -> dict[str | None, tuple[int, ...]] | None:
+    """["x:1,3,224,224", "1,128"] -> {"x": (1, 3, 224, 224), None: (1, 128)}."""
+    if not specs:
+        return None
+    out: dict[str | None, tuple[int, ...]] = {}
+    for spec in specs:
+        name, _, dims = spec.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise UsageError(f"--overwrite-input-shape {spec!r}: expected NAME:1,3,224,224") \
+                from None
+        out[name or None] = shape
+    if None in out and len(out) > 1:
+        raise UsageError("--overwrite-input-shape: give names when fixing several inputs")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from superopt.optimizer import default_output_path, optimize
+
+    console = Console(stderr=True, quiet=args.quiet)
+    output = Path(args.output) if args.output else default_output_path(args.input)
+    for extra in (args.json, args.report):
+        if extra and not Path(extra).parent.is_dir() and str(Path(extra).parent):
+            raise OutputError(f"{extra}: folder {Path(extra).parent} does not exist")
+    writer = _report_writer() if args.report else None
+    if args.report and writer is None:
+        raise UsageError("--report needs superopt.report, which this installation lacks")
+
+    with _Progress(console, args.quiet) as progress:
+        result = optimize(
+            args.input, output, rules=args.rules, device=args.device, cost=args.cost,
+            alpha=args.alpha, budget=args.budget, time_limit=args.time_limit,
+            input_shapes=parse_input_shapes(args.overwrite_input_shape),
+            skip_rules=args.skip_rules, check=not args.no_check, check_n=args.check_n,
+            rtol=args.rtol, atol=args.atol, save_as_external_data=args.save_as_external_data,
+            progress=progress.update)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=1, default=str) + "\n")
+    if writer is not None:
+        writer(result, args.report)
+    if not args.quiet:
+        _print_summary(console, result, args.verbose)
+    return 0
+
+
+def _report_writer():
+    """`superopt.report.write_report(result, path)` when that module exists."""
+    try:
+        module = importlib.import_module("superopt.report")
+    except ModuleNotFoundError as e:
+        if e.name == "superopt.report":
+            return None
+        raise
+    return getattr(module, "write_report", None)
+
+
+class _Progress:
+    """One rich progress bar per pipeline phase."""
+
+    LABELS: ClassVar[dict[str, str]] = {"load": "Loading", "measure": "Measuring ops", "search": "Searching",
+                                         "gate": "Timing end to end",
+                                         "check": "Checking numerics", "write": "Writing"}
+
+    def __init__(self, console, quiet: bool) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = None if quiet else Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(), console=console, transient=True,
+            disable=not console.is_terminal)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> _Progress:  # noqa: PYI034
+        if self.progress is not None:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def update(self, phase: str, done: int, total: int | None, detail: str = "") -> None:
+        if self.progress is None:
+            return
+        if phase not in self.tasks:
+            self.tasks[phase] = self.progress.add_task(self.LABELS.get(phase, phase),
+                                                       total=total, detail=detail)
+        self.progress.update(self.tasks[phase], completed=done, total=total,
+                             detail=detail[:60])
+
+
+def _print_summary(console, result, verbose: bool) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"superopt optimize: {result.input_path}")
+    table.add_column("op type")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    ops = sorted(set(result.op_counts_before) | set(result.op_counts_after))
+    for op in ops:
+        b, a = result.op_counts_before.get(op, 0), result.op_counts_after.get(op, 0)
+        style = "green" if a < b else ("yellow" if a > b else "")
+        table.add_row(op, str(b), f"[{style}]{a}[/{style}]" if style else str(a))
+    table.add_section()
+    table.add_row("nodes", str(sum(result.op_counts_before.values())),
+                  str(sum(result.op_counts_after.values())))
+    table.add_row("model size", _mb(result.size_before), _mb(result.size_after))
+    if result.latency_before:
+        where = f" ({result.device}, {result.provider})"
+        table.add_row("latency" + where, _lat(result.latency_before),
+                      _lat(result.latency_after))
+    table.add_row("time taken", "", f"{sum(result.phase_s.values()):.1f} s")
+    table.add_row("rewrites applied", "", str(len(result.steps)))
+    console.print(table)
+    console.print(("[green]" if result.kept else "[yellow]") + result.kept_reason)
+    if result.check is not None:
+        console.print(f"check: passed on {result.check.n} random inputs (max abs error "
+                      f"{result.check.max_abs_error:.2g}, max rel error "
+                      f"{result.check.max_rel_error:.2g})")
+    for d in result.dropped_candidates:
+        console.print(f"[yellow]{d}")
+    if result.written:
+        console.print(f"wrote {result.output_path}")
+    if verbose:
+        for s in result.steps:
+            console.print(f"  {s.rule_name or s.rule_id}: {', '.join(s.matched_nodes)} -> "
+                          f"{', '.join(s.created_nodes)} (gain {s.gain * 1e6:.1f} µs)")
+        if result.ab_summary:
+            console.print(result.ab_summary)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def _lat(t: dict | None) -> str:
+    return "-" if not t else f"{t['median_s'] * 1e3:.3f} ms ±{t['spread']:.0%}"

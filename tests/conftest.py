@@ -1,0 +1,68 @@
+"""Shared fixtures: zoo models built once per session, the shared real models, ORT helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from superopt import zoo
+
+SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+
+
+@pytest.fixture(scope="session")
+def shared_models() -> Path:
+    """The folder of small real exporter models (`../shared/models`); skip where absent."""
+    if not SHARED_MODELS.is_dir():
+        pytest.skip(f"shared models folder {SHARED_MODELS} is absent (a clone outside this setup)")
+    return SHARED_MODELS
+
+
+@pytest.fixture(scope="session")
+def zoo_model_path(tmp_path_factory) -> Callable[[str], Path]:
+    """`zoo_model_path(name)`: the zoo model built with seed 0 and saved once per session."""
+    folder = tmp_path_factory.mktemp("zoo")
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            path = folder / f"{name}.onnx"
+            onnx.save(zoo.build(name, seed=0), str(path))
+            built[name] = path
+        return built[name]
+
+    return get
+
+
+def run_ort(model: onnx.ModelProto, feeds: dict[str, object]) -> list:
+    """Outputs of `model` in ONNX Runtime, CPU provider, graph optimizations disabled."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # 2-core CI
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    wanted = {i.name for i in session.get_inputs()}
+    return session.run(None, {k: v for k, v in feeds.items() if k in wanted})
+
+
+def assert_identical(actual: list, expected: list) -> None:
+    """Outputs equal bit for bit (NaN equal to NaN), sequences and optionals included."""
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        if isinstance(e, list):
+            assert isinstance(a, list) and len(a) == len(e)
+            assert_identical(a, e)
+        elif e is None:
+            assert a is None
+        else:
+            a, e = np.asarray(a), np.asarray(e)
+            assert a.dtype == e.dtype and a.shape == e.shape
+            assert np.array_equal(a, e, equal_nan=a.dtype.kind in "fc")

@@ -1,0 +1,147 @@
+"""Rule matching: joint multi-output matches, kinds, refusals with reasons, explain()."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto
+from superopt.search.match import Refused, RuleIndex, apply_match, explain, find_matches
+
+from superopt.ir import FLOAT, Graph, Node, TensorType, Value
+from superopt.rules import Rule
+
+PROVED = {"result": "proved"}
+ASSOC = Rule.make(
+    ["(MatMul (MatMul ?x ?a) ?b)"],
+    ["(MatMul ?x (MatMul ?a ?b))"],
+    {"x": "tensor", "a": "weight", "b": "weight"},
+    proof=PROVED,
+)
+PAIR = Rule.make(
+    ["(MatMul ?x ?a)", "(MatMul ?x ?b)"],
+    [
+        f"(Split.{i}[axis=-1, split=(dim(?a,1), dim(?b,1))] (MatMul ?x (Concat[axis=1] ?a ?b)))"
+        for i in range(2)
+    ],
+    {"x": "tensor", "a": "weight", "b": "weight"},
+    proof=PROVED,
+)
+RELU2 = Rule.make(["(Relu (Relu ?x))"], ["(Relu ?x)"], {"x": "tensor"}, proof=PROVED)
+
+
+def w(shape, name, seed=0):
+    return Value.const(np.random.default_rng(seed).standard_normal(shape).astype(np.float32), name)
+
+
+def test_single_pattern_matches_and_applies():
+    x = Value.input("x", TensorType(FLOAT, (2, 4)))
+    m1 = Node.make("MatMul", {}, [x, w((4, 4), "A")], name="mm1").outputs[0]
+    m2 = Node.make("MatMul", {}, [m1, w((4, 4), "B", 1)], name="mm2").outputs[0]
+    g = Graph([x], [("y", m2)])
+    [m] = find_matches(g, ASSOC)
+    assert m.matched_names == ("mm2", "mm1")
+    applied = apply_match(g, m)
+    assert [n for n, _ in applied.graph.outputs] == ["y"]
+    assert len(applied.created_nodes) == 2
+    assert "mm1" not in {n.name for n in applied.graph.nodes}  # dead interior node dropped
+
+
+def test_interior_node_used_elsewhere_stays():
+    x = Value.input("x", TensorType(FLOAT, (2, 4)))
+    m1 = Node.make("MatMul", {}, [x, w((4, 4), "A")], name="mm1").outputs[0]
+    m2 = Node.make("MatMul", {}, [m1, w((4, 4), "B", 1)], name="mm2").outputs[0]
+    g = Graph([x], [("y", m2), ("inner", m1)])
+    new = apply_match(g, find_matches(g, ASSOC)[0]).graph
+    assert "mm1" in {n.name for n in new.nodes}
+    assert [n for n, _ in new.outputs] == ["y", "inner"]
+
+
+def test_weight_kind_refuses_runtime_tensor_and_explain_says_why():
+    x = Value.input("x", TensorType(FLOAT, (2, 4)))
+    a = Value.input("a", TensorType(FLOAT, (4, 4)))
+    m1 = Node.make("MatMul", {}, [x, a], name="mm1").outputs[0]
+    m2 = Node.make("MatMul", {}, [m1, w((4, 4), "B")], name="mm2").outputs[0]
+    g = Graph([x, a], [("y", m2)])
+    assert find_matches(g, ASSOC) == []
+    lines = explain(g, ASSOC)
+    assert "node mm2: ?a must be a constant weight" in lines
+    assert any(line.startswith("node mm1: source pattern") for line in lines)
+    assert explain(Graph([x], [("x", x)]), ASSOC)[0].startswith("no MatMul node")
+
+
+def test_multi_output_match_is_joint_and_needs_distinct_roots():
+    x = Value.input("x", TensorType(FLOAT, (2, 4)))
+    y = Value.input("z", TensorType(FLOAT, (2, 4)))
+    q = Node.make("MatMul", {}, [x, w((4, 3), "Wq")], name="q").outputs[0]
+    k = Node.make("MatMul", {}, [x, w((4, 5), "Wk", 1)], name="k").outputs[0]
+    other = Node.make("MatMul", {}, [y, w((4, 4), "Wo", 2)], name="o").outputs[0]
+    g = Graph([x, y], [("q", q), ("k", k), ("o", other)])
+    matches = find_matches(g, PAIR)
+    assert sorted(m.matched_names for m in matches) == [("k", "q"), ("q", "k")]
+    applied = apply_match(g, matches[0])
+    types = [v.type for v in applied.graph.output_values]
+    assert [t.shape for t in types] == [(2, 3), (2, 5), (2, 4)]
+    assert applied.graph.op_counts() == {"MatMul": 2, "Concat": 1, "Split": 1}
+
+
+def test_multi_output_refuses_target_reading_downstream_of_a_root():
+    # ?x of the second MatMul is computed from the first MatMul's output: merging would read
+    # a value downstream of a replaced root.
+    x = Value.input("x", TensorType(FLOAT, (2, 4)))
+    r = Rule.make(
+        ["(MatMul ?x ?a)", "(Relu ?y)"],
+        ["(MatMul ?y ?a)", "(Relu ?x)"],
+        {"x": "tensor", "y": "tensor", "a": "weight"},
+        proof=PROVED,
+    )
+    m1 = Node.make("MatMul", {}, [x, w((4, 4), "A")], name="m1").outputs[0]
+    relu = Node.make("Relu", {}, [m1], name="relu").outputs[0]
+    g = Graph([x], [("a", m1), ("b", relu)])
+    refusals = []
+    for m in find_matches(g, r):
+        try:
+            apply_match(g, m)
+        except Refused as e:
+            refusals.append(str(e))
+    assert any("computed from a replaced value" in s or "inside another" in s for s in refusals), (
+        refusals
+    )
+
+
+def test_only_float_tensors_and_never_into_opaque_nodes():
+    xi = Value.input("x", TensorType(TensorProto.INT64, (2, 4)))
+    r1 = Node.make("Relu", {}, [Node.make("Relu", {}, [xi], name="a").outputs[0]], name="b")
+    assert find_matches(Graph([xi], [("y", r1.outputs[0])]), RELU2) == []
+    x = Value.input("x", TensorType(FLOAT, (2, 4)))
+    opaque = Node.make(
+        "Opaque",
+        {"op_type": "Relu", "domain": "custom", "proto": b"", "n_explicit": 1, "implicit": ()},
+        [x],
+        name="op",
+        output_types=[TensorType(FLOAT, (2, 4))],
+    )
+    top = Node.make("Relu", {}, [opaque.outputs[0]], name="top")
+    g = Graph([x], [("y", top.outputs[0])])
+    assert find_matches(g, RELU2) == []
+    # ...but around it: Relu(Relu(opaque)) matches with ?x bound to the opaque output.
+    top2 = Node.make("Relu", {}, [top.outputs[0]], name="top2")
+    [m] = find_matches(Graph([x], [("y", top2.outputs[0])]), RELU2)
+    assert m.bindings.tensors["x"] is opaque.outputs[0]
+
+
+def test_type_mismatch_is_refused_with_reason():
+    bad = Rule.make(["(Relu ?x)"], ["(Transpose[perm=(1, 0)] ?x)"], {"x": "tensor"})
+    x = Value.input("x", TensorType(FLOAT, (2, 4)))
+    g = Graph([x], [("y", Node.make("Relu", {}, [x], name="r").outputs[0])])
+    [m] = find_matches(g, bad)
+    try:
+        apply_match(g, m)
+        raise AssertionError("should refuse")
+    except Refused as e:
+        assert "type" in str(e)
+    assert explain(g, bad) == ["node r: target output 0 has type float[4×2], the source float[2×4]"]
+
+
+def test_rule_index_selects_rules_by_root_ops():
+    index = RuleIndex([ASSOC, PAIR, RELU2])
+    assert list(index.candidates({"Relu"})) == [RELU2]
+    assert {r.id for r in index.candidates({"MatMul", "Add"})} == {ASSOC.id, PAIR.id}

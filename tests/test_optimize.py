@@ -1,0 +1,231 @@
+"""End to end: optimize() and `superopt optimize` with hand-written rules and the analytic cost."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import superopt
+from superopt.cli import main
+from superopt.errors import CheckError, ShapeError
+from superopt.rules import Rule, save_rules
+
+SEED = 0
+PROVED = {"result": "proved"}
+ASSOC = Rule.make(
+    ["(MatMul (MatMul ?x ?a) ?b)"],
+    ["(MatMul ?x (MatMul ?a ?b))"],
+    {"x": "tensor", "a": "weight", "b": "weight"},
+    name="matmul-assoc",
+    proof=PROVED,
+)
+_SPLIT = "Split.{i}[axis=1, split=(dim(?w1,0), dim(?w2,0))]"
+MERGE_CONV = Rule.make(
+    ["(Conv[pads=(1, 1, 1, 1)] ?x ?w1)", "(Conv ?x ?w2)"],
+    [
+        f"({_SPLIT.format(i=i)} (Conv[pads=(1, 1, 1, 1)] ?x "
+        "(Concat[axis=0] ?w1 (EnlargeKernel ?w2 ?w1))))"
+        for i in range(2)
+    ],
+    {"x": "tensor", "w1": "weight", "w2": "weight"},
+    conditions=("dim(?w1, 2) == 3", "dim(?w2, 2) == 1"),
+    name="merge-conv",
+    proof=PROVED,
+)
+
+
+def matmul_model(path, n=64, k=512, batch="64"):
+    rng = np.random.default_rng(SEED)
+    dims = [batch if not batch.isdigit() else int(batch), k]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((k, k)).astype(np.float32) / 20, nm)
+        for nm in ("A", "B")
+    ]
+    g = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "A"], ["t"], name="mm1"),
+            helper.make_node("MatMul", ["t", "B"], ["y"], name="mm2"),
+        ],
+        "g",
+        [x],
+        [y],
+        inits,
+    )
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def conv_model(path):
+    """A 3x3 conv with few filters and a wide 1x1 on one input: merging them (enlarging the
+    1x1 to 3x3) multiplies the 1x1's arithmetic by 9, much slower on a CPU."""
+    rng = np.random.default_rng(SEED)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 28, 28])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y3", "y1")]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+        for n, s in (("W3", (8, 64, 3, 3)), ("W1", (256, 64, 1, 1)))
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "W3"], ["y3"], pads=[1, 1, 1, 1], name="c3"),
+        helper.make_node("Conv", ["x", "W1"], ["y1"], name="c1"),
+    ]
+    g = helper.make_graph(nodes, "g", [x], outs, inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+@pytest.fixture
+def rules_file(tmp_path):
+    path = tmp_path / "rules.json"
+    save_rules([ASSOC, MERGE_CONV], path)
+    return path
+
+
+def test_optimize_writes_a_checked_model(tmp_path, rules_file):
+    src = matmul_model(tmp_path / "mm.onnx")
+    out = tmp_path / "mm.opt.onnx"
+    r = superopt.optimize(src, out, rules=rules_file, device="cpu", cost="analytic")
+    assert out.exists() and r.written and r.check.passed
+    assert r.check.max_abs_error < 1e-3
+    written = [n.op_type for n in onnx.load(out).graph.node]
+    assert written == (["MatMul"] if r.kept else ["MatMul", "MatMul"]), r.kept_reason
+    assert r.latency_before is not None and len(r.candidate_steps) == 1
+    doc = r.to_json()
+    assert doc["format"] == "superopt-report/1" and doc["op_counts"]["before"] == {"MatMul": 2}
+    json.dumps(doc)
+
+
+def test_optimize_without_gate_writes_the_cheapest_candidate(tmp_path, rules_file):
+    src = matmul_model(tmp_path / "mm.onnx", k=32)
+    r = superopt.optimize(src, rules=rules_file, device="cpu", cost="analytic", gate=False)
+    out = tmp_path / "mm.opt.onnx"
+    assert r.kept and [n.op_type for n in onnx.load(out).graph.node] == ["MatMul"]
+    assert r.steps[0].rule_name == "matmul-assoc"
+    assert r.rules[ASSOC.id]["proof"]["result"] == "proved"
+
+
+def test_gate_rejects_a_slower_candidate_and_keeps_the_original(tmp_path, rules_file):
+    from superopt.cost_model.base import OpTableCost
+
+    src = conv_model(tmp_path / "conv.onnx")
+    out = tmp_path / "conv.opt.onnx"
+    r = superopt.optimize(
+        src, out, rules=rules_file, device="cpu", cost_model=OpTableCost({"Split": 0.1})
+    )
+    assert len(r.candidate_steps) == 1  # the stub cost model wanted the merge...
+    assert not r.kept and "kept the original" in r.kept_reason  # ...ORT timing said no
+    assert [n.op_type for n in onnx.load(out).graph.node] == ["Conv", "Conv"]
+    assert r.steps == [] and r.check.passed
+
+
+def test_check_failure_writes_nothing(tmp_path, rules_file):
+    wrong = Rule.make(
+        ["(MatMul (MatMul ?x ?a) ?b)"],
+        ["(MatMul ?x ?a)"],
+        {"x": "tensor", "a": "weight", "b": "weight"},
+        proof=PROVED,
+    )
+    src = matmul_model(tmp_path / "mm.onnx", k=16)
+    out = tmp_path / "out.onnx"
+    with pytest.raises(CheckError, match="nothing was written"):
+        superopt.optimize(src, out, rules=[wrong], device="cpu", cost="analytic", gate=False)
+    assert not out.exists()
+
+
+def test_dynamic_shapes_need_an_override(tmp_path, rules_file):
+    src = matmul_model(tmp_path / "dyn.onnx", k=16, batch="N")
+    with pytest.raises(ShapeError, match="overwrite-input-shape"):
+        superopt.optimize(src, rules=rules_file, device="cpu", cost="analytic")
+    r = superopt.optimize(
+        src,
+        rules=rules_file,
+        device="cpu",
+        cost="analytic",
+        gate=False,
+        input_shapes={"x": (4, 16)},
+    )
+    assert r.check.passed and r.kept
+
+
+def test_cli_optimize_prints_and_writes_json(tmp_path, rules_file, capsys):
+    src = matmul_model(tmp_path / "mm.onnx", k=32)
+    rc = main(
+        [
+            "optimize",
+            str(src),
+            "--rules",
+            str(rules_file),
+            "--device",
+            "cpu",
+            "--cost",
+            "analytic",
+            "--json",
+            str(tmp_path / "r.json"),
+        ]
+    )
+    assert rc == 0 and (tmp_path / "mm.opt.onnx").exists()
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["format"] == "superopt-report/1" and doc["check"]["passed"]
+    assert "rewrites applied" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "case", ["missing-rules", "corrupt-rules", "dynamic", "bad-shape", "unknown-skip"]
+)
+def test_cli_bad_inputs_exit_2_without_output(tmp_path, rules_file, capsys, case):
+    src = matmul_model(tmp_path / "m.onnx", k=16, batch="N" if case == "dynamic" else "4")
+    corrupt = tmp_path / "bad.json"
+    corrupt.write_text("{not json")
+    extra = {
+        "missing-rules": ["--rules", str(tmp_path / "nope.json")],
+        "corrupt-rules": ["--rules", str(corrupt)],
+        "dynamic": ["--rules", str(rules_file)],
+        "bad-shape": ["--rules", str(rules_file), "--overwrite-input-shape", "x:1,2,3"],
+        "unknown-skip": ["--rules", str(rules_file), "--skip-rules", "rdeadbeef"],
+    }[case]
+    rc = main(["optimize", str(src), "--device", "cpu", "--cost", "analytic", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "error:" in err, err
+    assert not (tmp_path / "m.opt.onnx").exists()
+
+
+def test_cli_cuda_where_cuda_does_not_work(tmp_path, rules_file, capsys):
+    from superopt.cost_model.ort_runtime import cuda_probe
+
+    if cuda_probe()[0]:
+        pytest.skip("CUDA works here")
+    src = matmul_model(tmp_path / "m.onnx", k=16)
+    rc = main(["optimize", str(src), "--device", "cuda", "--rules", str(rules_file)])
+    assert rc == 2 and "CUDA" in capsys.readouterr().err
+    assert not (tmp_path / "m.opt.onnx").exists()
+
+
+def test_ctrl_c_during_search_leaves_no_file(tmp_path, rules_file, monkeypatch, capsys):
+    import superopt.search as search_pkg
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search_pkg, "search_auto", interrupted)
+    src = matmul_model(tmp_path / "m.onnx", k=16)
+    rc = main(
+        ["optimize", str(src), "--device", "cpu", "--cost", "analytic", "--rules", str(rules_file)]
+    )
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "m.opt.onnx").exists()
+
+
+def test_a_candidate_ort_cannot_load_is_dropped(tmp_path, rules_file, monkeypatch):
+    import superopt.optimizer as opt
+
+    monkeypatch.setattr(opt, "_ort_loads", lambda proto: "ONNX Runtime cannot load it")
+    src = matmul_model(tmp_path / "mm.onnx", k=16)
+    r = superopt.optimize(src, rules=rules_file, device="cpu", cost="analytic")
+    assert not r.kept and r.dropped_candidates and r.check.passed
+    assert r.kept_reason == "every candidate failed to load in ONNX Runtime"

@@ -1,0 +1,216 @@
+"""Behaviour of the ONNX Runtime measuring layer: devices, sessions, inputs, timings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from superopt.cost_model import ort_runtime as rt
+
+from superopt.errors import DeviceError, ModelError, ShapeError
+
+CUDA_WORKS, CUDA_REASON = rt.cuda_probe()
+
+
+def make_model(nodes, inputs, outputs, initializers=(), ir_version: int = 8) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "test", inputs, outputs, list(initializers))
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=ir_version
+    )
+
+
+def matmul_chain(n: int, size: int = 64) -> onnx.ModelProto:
+    """y = x @ W0 @ W1 ... with constant weights."""
+    rng = np.random.default_rng(0)
+    nodes, weights, previous = [], [], "x"
+    for i in range(n):
+        weight = (rng.standard_normal((size, size)) / size**0.5).astype(np.float32)
+        weights.append(numpy_helper.from_array(weight, f"w{i}"))
+        output = "y" if i == n - 1 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [previous, f"w{i}"], [output]))
+        previous = output
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", size])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", size])
+    return make_model(nodes, [x], [y], weights)
+
+
+# -- devices ---------------------------------------------------------------------------------
+
+
+def test_cpu_is_always_cpu():
+    assert rt.resolve_device("cpu") == "cpu"
+
+
+def test_auto_follows_the_probe():
+    assert rt.resolve_device("auto") == ("cuda" if CUDA_WORKS else "cpu")
+
+
+@pytest.mark.skipif(CUDA_WORKS, reason="CUDA works on this machine")
+def test_cuda_where_it_does_not_work_is_one_clear_line():
+    with pytest.raises(DeviceError) as info:
+        rt.resolve_device("cuda")
+    message = str(info.value)
+    assert "CUDA" in message and "\n" not in message
+    assert CUDA_REASON in message
+
+
+@pytest.mark.skipif(not CUDA_WORKS, reason=f"no CUDA here: {CUDA_REASON}")
+def test_cuda_where_it_works():
+    assert rt.resolve_device("cuda") == "cuda"
+    assert rt.make_session(matmul_chain(1), "cuda").get_providers()[0] == "CUDAExecutionProvider"
+
+
+def test_unknown_device_is_refused():
+    with pytest.raises(DeviceError, match="unknown device"):
+        rt.resolve_device("tpu")
+
+
+def test_probe_runs_once_per_process():
+    assert rt.cuda_probe() is rt.cuda_probe()
+
+
+def test_device_name_and_fingerprint():
+    assert "cores" in rt.device_name("cpu")
+    parts = rt.runtime_fingerprint("cpu")
+    assert parts["provider"] == "CPUExecutionProvider"
+    assert parts["device"] == rt.device_name("cpu")
+    assert parts["ort"]
+
+
+# -- sessions --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", ["disable", "basic", "extended", "all"])
+def test_sessions_at_every_level_run_on_the_cpu_provider_only(level):
+    session = rt.make_session(matmul_chain(2), "cpu", level=level, threads=1)
+    assert session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_unknown_level_is_refused():
+    with pytest.raises(ValueError, match="optimization level"):
+        rt.make_session(matmul_chain(1), "cpu", level="max")
+
+
+def test_sessions_from_bytes_and_paths(tmp_path):
+    model = matmul_chain(1)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    for source in (model.SerializeToString(), path, str(path)):
+        assert rt.make_session(source, "cpu").get_inputs()[0].name == "x"
+
+
+def test_a_newer_ir_version_than_ort_accepts_is_retried():
+    model = matmul_chain(1)
+    model.ir_version = 99  # newer onnx releases write IR versions older runtimes refuse
+    assert rt.make_session(model, "cpu").get_outputs()[0].name == "y"
+
+
+def test_a_broken_model_is_a_model_error():
+    with pytest.raises(ModelError, match="cannot load"):
+        rt.make_session(b"not an onnx model", "cpu")
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+
+def test_random_feeds_follow_declared_types_and_shapes():
+    value = helper.make_tensor_value_info
+    inputs = [
+        value("f16", TensorProto.FLOAT16, [2, 3]),
+        value("f32", TensorProto.FLOAT, ["batch", 4]),
+        value("f64", TensorProto.DOUBLE, [None, 2]),
+        value("ids", TensorProto.INT64, ["batch", "seq"]),
+        value("i32", TensorProto.INT32, [5]),
+        value("mask", TensorProto.BOOL, [3]),
+        value("w", TensorProto.FLOAT, [2]),  # an initializer listed as input (IR < 4 style)
+    ]
+    nodes = [helper.make_node("Identity", [i.name], [f"{i.name}_out"]) for i in inputs]
+    outputs = [value(f"{i.name}_out", i.type.tensor_type.elem_type, None) for i in inputs]
+    weight = numpy_helper.from_array(np.ones(2, np.float32), "w")
+    model = make_model(nodes, inputs, outputs, [weight])
+
+    feeds = rt.random_feeds(model, seed=3, overrides={"seq": 7, "f32": (8, 4)})
+    assert set(feeds) == {"f16", "f32", "f64", "ids", "i32", "mask"}
+    assert feeds["f16"].dtype == np.float16 and feeds["f16"].shape == (2, 3)
+    assert feeds["f32"].dtype == np.float32 and feeds["f32"].shape == (8, 4)
+    assert feeds["f64"].dtype == np.float64 and feeds["f64"].shape == (1, 2)
+    assert feeds["ids"].dtype == np.int64 and feeds["ids"].shape == (1, 7)
+    assert feeds["mask"].dtype == np.bool_
+    for name in ("ids", "i32"):
+        assert 0 <= feeds[name].min() and feeds[name].max() < 100
+    again = rt.random_feeds(model, seed=3, overrides={"seq": 7, "f32": (8, 4)})
+    assert all(np.array_equal(feeds[name], again[name]) for name in feeds)
+    # The feeds are accepted by ONNX Runtime as they are.
+    rt.make_session(model, "cpu").run(None, feeds)
+
+
+def test_integer_range_can_be_set():
+    x = helper.make_tensor_value_info("x", TensorProto.INT64, [1000])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [1000])
+    model = make_model([helper.make_node("Identity", ["x"], ["y"])], [x], [y])
+    feeds = rt.random_feeds(model, int_range=(3, 5))
+    assert set(np.unique(feeds["x"]).tolist()) <= {3, 4}
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [((8, 64, 1), "has 3 dims"), ((8, 5), "fixes it at 64"), ((-1, 64), "negative")],
+)
+def test_overrides_that_do_not_fit_are_shape_errors(override, match):
+    with pytest.raises(ShapeError, match=match):
+        rt.random_feeds(matmul_chain(1), overrides={"x": override})
+
+
+def test_an_input_without_shape_needs_an_override():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, None)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = make_model([helper.make_node("Identity", ["x"], ["y"])], [x], [y])
+    with pytest.raises(ShapeError, match="no declared shape"):
+        rt.random_feeds(model)
+    assert rt.random_feeds(model, overrides={"x": (2, 3)})["x"].shape == (2, 3)
+
+
+# -- timing ----------------------------------------------------------------------------------
+
+
+def test_runner_computes_what_session_run_computes():
+    model = matmul_chain(3)
+    feeds = rt.random_feeds(model, seed=1, overrides={"x": (4, 64)})
+    session = rt.make_session(model, "cpu")
+    runner = rt.Runner(session, feeds)
+    assert runner.run() > 0
+    expected = session.run(None, feeds)[0]
+    np.testing.assert_allclose(runner.outputs()[0], expected, rtol=1e-6)
+
+
+def test_runner_names_a_missing_input():
+    with pytest.raises(ShapeError, match="'x'"):
+        rt.Runner(rt.make_session(matmul_chain(1), "cpu"), {})
+
+
+def test_time_model_summaries_are_consistent():
+    timing = rt.time_model(matmul_chain(4), "cpu", warmup=2, repeats=15)
+    assert len(timing.samples) == 15
+    assert all(sample > 0 for sample in timing.samples)
+    assert 0 < timing.min_s <= timing.median_s <= timing.max_s
+    assert timing.spread >= 0
+
+
+def test_session_fixed_cost_is_small_positive_and_cached():
+    cost = rt.session_fixed_cost("cpu")
+    assert 0 < cost < 5e-3  # generous: a one-element Identity run is microseconds
+    assert rt.session_fixed_cost("cpu") == cost
+
+
+def test_nothing_here_imports_z3():
+    code = (
+        "import sys\n"
+        "import superopt.cost_model.ort_runtime, superopt.cost_model.cache\n"
+        "import superopt.cost_model.ab_gate\n"
+        "assert 'z3' not in sys.modules, 'z3 was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -1,0 +1,241 @@
+"""The search reaches known optima on small graphs with hand-written rules (analytic cost)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from superopt.cost_model.analytic import AnalyticCost
+from superopt.cost_model.base import NodeCount, OpTableCost
+from superopt.search import SearchLimits, search, search_auto, search_regions
+from superopt.search.regions import windows
+
+import superopt
+from superopt.ir import FLOAT, Graph, Node, TensorType, Value
+from superopt.rules import Rule
+
+SEED = 0
+PROVED = {"result": "proved"}
+
+ASSOC = Rule.make(
+    ["(MatMul (MatMul ?x ?a) ?b)"],
+    ["(MatMul ?x (MatMul ?a ?b))"],
+    {"x": "tensor", "a": "weight", "b": "weight"},
+    name="matmul-assoc",
+    proof=PROVED,
+)
+QKV = Rule.make(
+    ["(MatMul ?x ?a)", "(MatMul ?x ?b)", "(MatMul ?x ?c)"],
+    [
+        f"(Split.{i}[axis=-1, split=(dim(?a,1), dim(?b,1), dim(?c,1))] "
+        "(MatMul ?x (Concat[axis=1] ?a ?b ?c)))"
+        for i in range(3)
+    ],
+    {"x": "tensor", "a": "weight", "b": "weight", "c": "weight"},
+    conditions=("rank(?a) == 2", "rank(?b) == 2", "rank(?c) == 2"),
+    name="merge-3-matmuls",
+    proof=PROVED,
+)
+_CONV = "Conv[strides=?s, pads=?p, dilations=?d, group=?g]"
+CONV_BN = Rule.make(
+    [f"(BatchNormalization[epsilon=?eps] ({_CONV} ?x ?w) ?scale ?bias ?mean ?var)"],
+    [
+        (f"({_CONV} ?x (BatchNormFoldKernel[epsilon=?eps] ?w ?scale ?var) "
+        "(BatchNormFoldBias[epsilon=?eps] ?scale ?bias ?mean ?var))")
+    ],
+    {k: "weight" for k in ("w", "scale", "bias", "mean", "var")} | {"x": "tensor"},
+    name="conv-bn-fold",
+    proof=PROVED,
+)
+_SPLIT = "Split.{i}[axis=1, split=(dim(?w1,0), dim(?w2,0))]"
+MERGE_CONV = Rule.make(
+    ["(Conv[pads=(1, 1, 1, 1)] ?x ?w1)", "(Conv ?x ?w2)"],
+    [
+        f"({_SPLIT.format(i=i)} (Conv[pads=(1, 1, 1, 1)] ?x "
+        "(Concat[axis=0] ?w1 (EnlargeKernel ?w2 ?w1))))"
+        for i in range(2)
+    ],
+    {"x": "tensor", "w1": "weight", "w2": "weight"},
+    conditions=("dim(?w1, 2) == 3", "dim(?w1, 3) == 3", "dim(?w2, 2) == 1", "dim(?w2, 3) == 1"),
+    name="merge-conv3x3-conv1x1",
+    proof=PROVED,
+)
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def matmul_chain(rng) -> Graph:
+    x = Value.input("x", TensorType(FLOAT, (8, 16)))
+    a, b = Value.const(rand(rng, 16, 16), "A"), Value.const(rand(rng, 16, 16), "B")
+    y = Node.make(
+        "MatMul", {}, [Node.make("MatMul", {}, [x, a], name="mm1").outputs[0], b], name="mm2"
+    ).outputs[0]
+    return Graph([x], [("y", y)])
+
+
+def qkv_graph(rng) -> Graph:
+    x = Value.input("x", TensorType(FLOAT, (1, 4, 8)))
+    outs = []
+    for k in "qkv":
+        w = Value.const(rand(rng, 8, 8), f"W{k}")
+        outs.append((k, Node.make("MatMul", {}, [x, w], name=f"mm_{k}").outputs[0]))
+    return Graph([x], outs)
+
+
+def conv_bn_graph(rng) -> Graph:
+    x = Value.input("x", TensorType(FLOAT, (1, 3, 8, 8)))
+    conv = Node.make(
+        "Conv",
+        {"strides": (1, 1), "pads": (1, 1, 1, 1), "dilations": (1, 1), "group": 1},
+        [x, Value.const(rand(rng, 4, 3, 3, 3), "W")],
+        name="conv",
+    )
+    bn_in = [Value.const(np.abs(rand(rng, 4)) + 0.5, n) for n in ("s", "b", "m", "v")]
+    bn = Node.make("BatchNormalization", {"epsilon": 1e-5}, [conv.outputs[0], *bn_in], name="bn")
+    return Graph([x], [("y", bn.outputs[0])])
+
+
+def two_convs(rng, c=4, o1=4, o2=4, hw=8) -> Graph:
+    x = Value.input("x", TensorType(FLOAT, (1, c, hw, hw)))
+    base = {"strides": (1, 1), "dilations": (1, 1), "group": 1}
+    c3 = Node.make(
+        "Conv",
+        {**base, "pads": (1, 1, 1, 1)},
+        [x, Value.const(rand(rng, o1, c, 3, 3), "W3")],
+        name="conv3",
+    )
+    c1 = Node.make(
+        "Conv",
+        {**base, "pads": (0, 0, 0, 0)},
+        [x, Value.const(rand(rng, o2, c, 1, 1), "W1")],
+        name="conv1",
+    )
+    return Graph([x], [("y3", c3.outputs[0]), ("y1", c1.outputs[0])])
+
+
+def run_numpy(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    from superopt.registry import get_op
+
+    vals: dict = {v: feeds[v.name] for v in graph.inputs}
+    for n in graph.nodes:
+        ins = [vals.get(v, v.array) for v in n.inputs]
+        for o, a in zip(n.outputs, get_op(n.op).compute(n.attr_dict, ins)):
+            vals[o] = a
+    return [vals.get(v, v.array) for v in graph.output_values]
+
+
+def assert_same_function(g1: Graph, g2: Graph, rng) -> None:
+    feeds = {v.name: rand(rng, *v.type.shape) for v in g1.inputs}
+    for a, b in zip(run_numpy(g1, feeds), run_numpy(g2, feeds)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+
+
+def exported_ops(graph: Graph) -> list[str]:
+    return [n.op_type for n in superopt.to_onnx(graph).graph.node]
+
+
+def test_matmul_chain_reassociates_and_folds():
+    print("seed", SEED)
+    rng = np.random.default_rng(SEED)
+    g = matmul_chain(rng)
+    r = search(g, [ASSOC], AnalyticCost.for_device("cpu"))
+    assert r.stop_reason == "queue empty"
+    assert exported_ops(r.best) == ["MatMul"]
+    assert len(r.steps) == 1 and r.steps[0].rule_name == "matmul-assoc"
+    assert set(r.steps[0].matched_nodes) == {"mm1", "mm2"}
+    assert len(r.steps[0].created_nodes) == 2 and r.steps[0].gain > 0
+    assert r.stats.best_cost == pytest.approx(r.stats.initial_cost / 2)
+    assert_same_function(g, r.best, rng)
+
+
+def test_qkv_matmuls_merge_into_one():
+    rng = np.random.default_rng(SEED)
+    g = qkv_graph(rng)
+    r = search(g, [QKV], AnalyticCost.for_device("cpu"))
+    ops = exported_ops(r.best)
+    assert ops.count("MatMul") == 1 and ops.count("Split") == 1, ops
+    assert [n for n, _ in r.best.outputs] == ["q", "k", "v"]
+    assert_same_function(g, r.best, rng)
+
+
+def test_conv_bn_folds_into_conv():
+    rng = np.random.default_rng(SEED)
+    g = conv_bn_graph(rng)
+    r = search(g, [CONV_BN], AnalyticCost.for_device("cpu"))
+    assert exported_ops(r.best) == ["Conv"]
+    assert_same_function(g, r.best, rng)
+
+
+def test_seed_conv_merge_only_when_the_cost_model_says_so():
+    rng = np.random.default_rng(SEED)
+    g = two_convs(rng)
+    # Kernel launches dominate (Split cheap): merging 2 convs into 1 conv + Split pays.
+    launches = search(g, [MERGE_CONV], OpTableCost({"Split": 0.1}))
+    ops = exported_ops(launches.best)
+    assert ops.count("Conv") == 1 and "Split" in ops
+    assert_same_function(g, launches.best, rng)
+    # Split expensive (a CPU copy): the original stays.
+    copies = search(g, [MERGE_CONV], OpTableCost({"Split": 5.0}))
+    assert copies.best is g and copies.steps == []
+    assert copies.stats.pruned_cost == 1
+
+
+def test_alpha_lets_the_search_pass_through_a_worse_graph():
+    rng = np.random.default_rng(SEED)
+    g = two_convs(rng)
+    # Merged = 1 conv + split = 2.02 > 2: worse; nothing beyond it, so best stays the original.
+    r = search(g, [MERGE_CONV], OpTableCost({"Split": 1.02}), SearchLimits(alpha=1.05))
+    assert r.best is g and r.stats.enqueued == 1 and r.stats.expansions == 2
+    strict = search(g, [MERGE_CONV], OpTableCost({"Split": 1.02}), SearchLimits(alpha=1.0))
+    assert strict.stats.enqueued == 0 and strict.stats.pruned_cost == 1
+
+
+def test_budget_and_growth_limits_stop_the_search():
+    rng = np.random.default_rng(SEED)
+    g = qkv_graph(rng)
+    r = search(g, [QKV], NodeCount(), SearchLimits(budget=1))
+    assert r.stop_reason == "budget" and r.stats.expansions == 1
+    # A rule that only grows the graph is cut by the growth cap.
+    grow = Rule.make(
+        ["(MatMul ?x ?a)"],
+        ["(MatMul (Relu (Relu ?x)) ?a)"],
+        {"x": "tensor", "a": "weight"},
+        proof=PROVED,
+    )
+    r = search(g, [grow], NodeCount(), SearchLimits(max_growth=1.0, growth_slack=0))
+    assert r.stats.pruned_growth == 3 and r.best is g
+
+
+def test_limits_reject_bad_values():
+    with pytest.raises(ValueError):
+        SearchLimits(alpha=0.9)
+    with pytest.raises(ValueError):
+        SearchLimits(budget=0)
+
+
+def test_region_search_finds_the_rewrites_of_a_long_chain():
+    rng = np.random.default_rng(SEED)
+    x = Value.input("x", TensorType(FLOAT, (4, 8)))
+    v = x
+    for i in range(40):  # 40 (x·A)·B pairs, each foldable: 80 MatMuls, interleaved with Relu
+        a, b = Value.const(rand(rng, 8, 8), f"A{i}"), Value.const(rand(rng, 8, 8), f"B{i}")
+        v = Node.make("MatMul", {}, [v, a], name=f"p{i}").outputs[0]
+        v = Node.make("MatMul", {}, [v, b], name=f"q{i}").outputs[0]
+        v = Node.make("Relu", {}, [v], name=f"r{i}").outputs[0]
+    g = Graph([x], [("y", v)])
+    assert len(windows(g, 30, 10)) == 6
+    r = search_regions(
+        g,
+        [ASSOC],
+        AnalyticCost.for_device("cpu"),
+        SearchLimits(time_limit_s=60),
+        window=30,
+        overlap=10,
+    )
+    assert exported_ops(r.best).count("MatMul") == 40
+    assert len(r.steps) == 40 and r.stats.regions == 6
+    assert {s.region for s in r.steps} <= set(range(6))
+    assert_same_function(g, r.best, rng)
+    auto = search_auto(g, [ASSOC], AnalyticCost.for_device("cpu"), threshold=1000)
+    assert exported_ops(auto.best).count("MatMul") == 40
