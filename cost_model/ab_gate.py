@@ -128,6 +128,7 @@ def compare_models(
     threads: int | None = None,
     min_margin: float = 0.01,
     budget_s: float = 4.0,
+    warmup_s: float | None = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> ABResult:
@@ -157,8 +158,10 @@ def compare_models(
     shared by all rounds. A missed gain costs little; writing a model that is not faster breaks
     superopt's promise.
 
-    `runs_per_round` None picks it from the warm-up timings so that the rounds fit in about
-    `budget_s` seconds altogether (at least one run per round: very slow models overrun it).
+    Before the rounds, every session runs once, then all keep running for `warmup_s` seconds
+    (default 1 s on CUDA, where clocks ramp up, 0.1 s on the CPU). `runs_per_round` None
+    picks it from a few timed runs so that the whole comparison takes about `budget_s` seconds
+    (at least one run per round: very slow models overrun it).
     Inputs are `feeds` or `random_feeds(baseline, seed)`, the same for every model. `progress`,
     if given, is called as progress(done, total) after each model's block of runs.
 
@@ -192,6 +195,16 @@ def compare_models(
     for model_runners in runners:
         for runner in model_runners:
             runner.run()
+    # Then keep the device busy a little longer: a GPU ramps its clocks up over a fraction of
+    # a second (on an H100 the first rounds ran 30% slower without this), a CPU core leaves its
+    # idle state.
+    if warmup_s is None:
+        warmup_s = 1.0 if resolved == "cuda" else 0.1
+    warm_until = time.perf_counter() + warmup_s
+    while time.perf_counter() < warm_until:
+        for model_runners in runners:
+            for runner in model_runners:
+                runner.run()
     if runs_per_round is None:
         # Rounds cost the mean run, not the best one: estimate with the mean of a few.
         estimate = sum(float(np.mean(model_runners[0].times(3))) for model_runners in runners)
