@@ -160,8 +160,9 @@ def compare_models(
 
     Before the rounds, every session runs once, then all keep running for `warmup_s` seconds
     (default 1 s on CUDA, where clocks ramp up, 0.1 s on the CPU). `runs_per_round` None
-    picks it from a few timed runs so that the whole comparison takes about `budget_s` seconds
-    (at least one run per round: very slow models overrun it).
+    picks it from a few timed runs so that warm-up and rounds take about `budget_s` seconds
+    (building the sessions comes on top; at least one run per round: very slow models overrun
+    it).
     Inputs are `feeds` or `random_feeds(baseline, seed)`, the same for every model. `progress`,
     if given, is called as progress(done, total) after each model's block of runs.
 
@@ -195,6 +196,9 @@ def compare_models(
     for model_runners in runners:
         for runner in model_runners:
             runner.run()
+    # The budget is for measuring: building sessions and their first runs (seconds for a big
+    # model on CUDA) must not squeeze the rounds down to one run each.
+    measuring_since = time.perf_counter()
     # Then keep the device busy a little longer: a GPU ramps its clocks up over a fraction of
     # a second (on an H100 the first rounds ran 30% slower without this), a CPU core leaves its
     # idle state.
@@ -208,7 +212,7 @@ def compare_models(
     if runs_per_round is None:
         # Rounds cost the mean run, not the best one: estimate with the mean of a few.
         estimate = sum(float(np.mean(model_runners[0].times(3))) for model_runners in runners)
-        remaining = budget_s - (time.perf_counter() - start)
+        remaining = budget_s - (time.perf_counter() - measuring_since)
         runs_per_round = _runs_per_round(remaining, rounds, estimate)
 
     per_round: list[list[float]] = [[] for _ in models]

@@ -13,16 +13,16 @@ import os
 import platform
 import resource
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
-
-from superopt.errors import UsageError
 from superopt.generator.candidates import Decoder, fingerprint_groups, propose
 from superopt.generator.enumeration import Enumerator, enumerate_graphs
 from superopt.generator.opset import Universe, default_universe
-from superopt.generator.prune import Checker, is_supergraph, renaming_key
+from superopt.generator.prune import Checker, is_decomposable, is_supergraph, renaming_key
+
+from superopt.errors import UsageError
 from superopt.rules import Rule
 
 __all__ = ["generate", "GenerateResult", "estimate_graphs", "candidate_rule"]
@@ -127,7 +127,8 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
             seen.add(key)
             unique.append(c)
     stages["after renaming pruning"] = len(unique)
-    unique = [c for c in unique if not is_supergraph(c, decoder.enum)]
+    unique = [c for c in unique
+              if not is_supergraph(c, decoder.enum) and not is_decomposable(c)]
     stages["after common-supergraph pruning"] = len(unique)
     checker = Checker(universe.inputs, seed)
     rng = np.random.default_rng(seed + 104729)

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from superopt.generator.enumeration import Enumerator
+
 from superopt.pattern import DimOf, Pattern, PNode, PVar
 
 HEAVY_OPS = frozenset({"Conv", "MatMul", "Gemm"})

@@ -14,6 +14,7 @@ Python objects), which the parent decodes only for graphs whose fingerprint matc
 
 Pruned on the way (counted): graphs that recompute a value the graph already holds (a node
 whose output equals, by fingerprint, another node's output other than its own arguments), graphs
+with an all-zero output, extensions of graphs that reproduce an input (T(T(x)) = x), graphs
 with more than `max_outputs` outputs, graphs whose outputs are all weights (rules on weights
 alone are useless: the exporter folds them), and disconnected graphs (they are sums of smaller
 graphs).
@@ -25,13 +26,13 @@ import itertools
 import multiprocessing
 import os
 from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
-
 from superopt.generator.fingerprint import outputs_hash, tensor_hash
 from superopt.generator.opset import Arg, SymShape, Universe
+
 from superopt.registry import get_op
 
 INPUT_LIMIT = 64  # packed graphs name inputs by one byte below this
@@ -49,8 +50,10 @@ class Counts:
     weight_only: int = 0
     too_many_outputs: int = 0
     invalid: int = 0  # applications that failed to evaluate
+    zero_output: int = 0  # pruned: an output is all zeros
+    input_copy: int = 0  # not extended: a node reproduces an input (recorded, not extended)
 
-    def add(self, other: "Counts") -> None:
+    def add(self, other: Counts) -> None:
         for k in self.__dataclass_fields__:
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
@@ -96,6 +99,7 @@ class Enumerator:
             self.t_val[i] = value
             self.t_hash[i] = tensor_hash(value)
         self.input_values = list(self.t_val)
+        self.input_hashes = set(self.t_hash)
         self.free = [i for i, s in enumerate(universe.inputs) if s.role == "free"]
         params = {s.name: i for i, s in enumerate(universe.inputs)}
         self.fixed = [tuple(params[n] for n in inst.fixed) for inst in universe.instances]
@@ -201,6 +205,18 @@ class Enumerator:
             if self.t_hash[t] is None:
                 self.t_hash[t] = tensor_hash(v)
         return True
+
+    def _special(self, outs: tuple[int, ...]) -> str | None:
+        """"zero" if an output is all zeros (x - x: rewriting to it needs no rule and computing
+        on it is waste); "input" if an output equals an input (T(T(x)) = x: worth recording
+        as a graph, but every extension of it has a cheaper twin that reads the input)."""
+        for t in outs:
+            if not self.t_val[t].any():
+                return "zero"
+        for t in outs:
+            if self.t_hash[t] in self.input_hashes:
+                return "input"
+        return None
 
     def _drop_values(self, nid: int) -> None:
         for t in self.n_outs[nid]:
@@ -334,7 +350,14 @@ class Enumerator:
             self.counts.invalid += 1
             return
         self.counts.graphs += 1
+        kind = self._special(self.n_outs[root])
+        if kind == "zero":
+            self.counts.zero_output += 1
+            return
         self._record([root], sink)
+        if kind == "input":
+            self.counts.input_copy += 1
+            return
         self._dfs([root], {root}, [root], {t: self.t_hash[t] for t in self.n_outs[root]}, sink)
 
     def _record(self, nodes: list[int], sink, connected: bool | None = None) -> None:
@@ -387,11 +410,18 @@ class Enumerator:
                     self.counts.duplicate_tensor += 1
                     continue
             child = nodes + [n]
+            kind = self._special(outs)
+            if kind == "zero":
+                self.counts.zero_output += 1
+                continue
             if leaf:
                 self._record(child, sink, connected=True)
                 self._drop_values(n)
                 continue
             self._record(child, sink)
+            if kind == "input":
+                self.counts.input_copy += 1
+                continue
             new_produced = dict(produced)
             for t in outs:
                 new_produced[t] = self.t_hash[t]

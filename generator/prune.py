@@ -4,7 +4,9 @@ Stages, in order (each counted by the caller):
 1. `weight_only`: no runtime variable (the exporter folds weight-only work anyway);
 2. `renaming`: equal to an earlier candidate up to renaming variables (of the same kind);
 3. `supergraph`: a smaller rule plus shared context: some output has the same root operator on
-   both sides with arguments equal by fingerprint, or is the very same term on both sides;
+   both sides with arguments equal by fingerprint, or is the very same term on both sides; or
+   a multi-output candidate whose outputs share no operator on either side (several
+   single-output rules side by side);
 4. `subgraph`: both sides share a subterm that can be abstracted into a fresh variable while the
    rule still holds numerically (so the rule is the smaller one applied in a context);
 5. `check`: the float64 check at fresh random inputs and at a second set of shapes (larger
@@ -14,13 +16,13 @@ Stages, in order (each counted by the caller):
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
-
 from superopt.generator.candidates import Candidate
 from superopt.generator.enumeration import Enumerator
 from superopt.generator.opset import InputSpec
+
 from superopt.pattern import Pattern, PNode, PVar, evaluate
 
 _VAR = re.compile(r"\?(\w+)")
@@ -59,6 +61,24 @@ def is_supergraph(c: Candidate, enum: Enumerator) -> bool:
         if all(enum.t_hash[a] == enum.t_hash[b] for a, b in zip(enum.n_args[ns], enum.n_args[nd])):
             return True
     return False
+
+
+def is_decomposable(c: Candidate) -> bool:
+    """A multi-output candidate whose outputs share no operator on either side is just several
+    single-output rules side by side."""
+    if len(c.src.patterns) < 2:
+        return False
+
+    def shares(patterns: list[Pattern]) -> bool:
+        seen: set = set()
+        for p in patterns:
+            terms = _subterms(p, set())
+            if seen & terms:
+                return True
+            seen |= terms
+        return False
+
+    return not shares(c.src.patterns) and not shares(c.dst.patterns)
 
 
 def _subterms(p: Pattern, out: set) -> set:

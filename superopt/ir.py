@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from onnx import TensorProto, helper
@@ -83,15 +84,24 @@ class Value:
     are created once by their node.
     """
 
-    __slots__ = ("kind", "name", "type", "node", "index", "array", "digest", "_hash",
-                 "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "_hash",
+        "array",
+        "digest",
+        "index",
+        "kind",
+        "name",
+        "node",
+        "type",
+    )
 
-    _cache: "weakref.WeakValueDictionary[tuple, Value]" = weakref.WeakValueDictionary()
+    _cache: weakref.WeakValueDictionary[tuple, Value] = weakref.WeakValueDictionary()
 
     kind: str
     name: str
     type: TensorType
-    node: "Node | None"
+    node: Node | None
     index: int
     array: np.ndarray | None
     digest: str | None
@@ -100,12 +110,12 @@ class Value:
         raise TypeError("use Value.input / Value.const")
 
     @classmethod
-    def _new(cls, key: tuple, **fields: Any) -> "Value":
+    def _new(cls, key: tuple, **fields: Any) -> Value:
         hit = cls._cache.get(key) if key is not None else None
         if hit is not None:
             return hit
         v = object.__new__(cls)
-        for k in cls.__slots__[:-2]:
+        for k in _VALUE_FIELDS:
             object.__setattr__(v, k, fields.get(k))
         object.__setattr__(v, "_hash", hash(key))
         if key is not None:
@@ -113,12 +123,12 @@ class Value:
         return v
 
     @classmethod
-    def input(cls, name: str, type: TensorType) -> "Value":
+    def input(cls, name: str, type: TensorType) -> Value:
         """A graph input (a runtime tensor)."""
         return cls._new(("input", name, type), kind="input", name=name, type=type, index=0)
 
     @classmethod
-    def const(cls, array: np.ndarray, name: str | None = None) -> "Value":
+    def const(cls, array: np.ndarray, name: str | None = None) -> Value:
         """A constant (weight). Without a name, one is derived from the content digest."""
         array = np.asarray(array)
         digest = array_digest(array)
@@ -153,6 +163,9 @@ class Value:
         return f"<{self.kind} {self.name}: {self.type}>"
 
 
+_VALUE_FIELDS = ("kind", "name", "type", "node", "index", "array", "digest")
+
+
 def _freeze(v: Any) -> Any:
     """Attribute values as hashable, comparable data (lists -> tuples, arrays -> bytes)."""
     if isinstance(v, (list, tuple)):
@@ -184,10 +197,18 @@ class Node:
     `inputs` may contain None for an omitted optional ONNX input.
     """
 
-    __slots__ = ("op", "attrs", "inputs", "name", "outputs", "_hash", "_attr_map",
-                 "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "_attr_map",
+        "_hash",
+        "attrs",
+        "inputs",
+        "name",
+        "op",
+        "outputs",
+    )
 
-    _cache: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
+    _cache: weakref.WeakValueDictionary[tuple, Node] = weakref.WeakValueDictionary()
 
     op: str
     attrs: tuple[tuple[str, Any], ...]
@@ -202,7 +223,7 @@ class Node:
     def make(cls, op: str, attrs: Mapping[str, Any] | Iterable[tuple[str, Any]],
              inputs: Sequence[Value | None], *, name: str | None = None,
              output_names: Sequence[str] | None = None,
-             output_types: Sequence[TensorType] | None = None) -> "Node":
+             output_types: Sequence[TensorType] | None = None) -> Node:
         """Build (or find) the node. Output types come from the registry's shape inference
         unless given (opaque nodes carry theirs)."""
         attrs_t = tuple(sorted((k, _freeze(v)) for k, v in dict(attrs).items()))
@@ -290,6 +311,9 @@ class ModelMeta:
     functions: tuple[bytes, ...] = ()
     # Initializer order of the original model, so an unchanged model exports identically.
     initializer_order: tuple[str, ...] = ()
+    # Names of the nodes the model came with. Export folds constant-only nodes made by rewrites
+    # but keeps these: ORT folds them itself with its own kernels, so round trips stay exact.
+    source_nodes: frozenset[str] = frozenset()
 
     def opset(self, domain: str = "") -> int | None:
         for d, v in self.opset_imports:
@@ -305,7 +329,7 @@ class Graph:
     users, stable). Two graphs with the same structure hash equal.
     """
 
-    __slots__ = ("inputs", "outputs", "meta", "_hash", "_nodes", "_users")
+    __slots__ = ("_hash", "_nodes", "_users", "inputs", "meta", "outputs")
 
     def __init__(self, inputs: Sequence[Value], outputs: Sequence[tuple[str, Value]],
                  meta: ModelMeta | None = None) -> None:
@@ -389,7 +413,7 @@ class Graph:
             counts[key] = counts.get(key, 0) + 1
         return counts
 
-    def replace_values(self, mapping: Mapping[Value, Value]) -> "Graph":
+    def replace_values(self, mapping: Mapping[Value, Value]) -> Graph:
         """A new graph with every use of each key value replaced by its mapped value.
 
         Only nodes downstream of a replaced value are rebuilt; the rest are shared. Rebuilt
@@ -418,7 +442,7 @@ class Graph:
         outs = [(name, memo.get(v, v)) for name, v in self.outputs]
         return Graph(self.inputs, outs, self.meta)
 
-    def with_outputs(self, outputs: Sequence[tuple[str, Value]]) -> "Graph":
+    def with_outputs(self, outputs: Sequence[tuple[str, Value]]) -> Graph:
         return Graph(self.inputs, outputs, self.meta)
 
     def __repr__(self) -> str:

@@ -19,14 +19,21 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, helper
-from onnx import numpy_helper
+from onnx import (
+    AttributeProto,
+    GraphProto,
+    ModelProto,
+    NodeProto,
+    TensorProto,
+    helper,
+    numpy_helper,
+)
 
 from superopt.errors import ModelError, OutputError, ShapeError
 from superopt.ir import Graph, ModelMeta, Node, TensorType, Value
@@ -401,6 +408,7 @@ def _build_graph(model: ModelProto, nodes: list[NodeProto], types: dict[str, Ten
         value_infos=tuple((vi.name, vi.SerializeToString()) for vi in g.value_info),
         functions=tuple(f.SerializeToString() for f in model.functions),
         initializer_order=tuple(t.name for t in g.initializer),
+        source_nodes=frozenset(n.name for n in g.node if n.name),
     )
     return Graph(inputs, outputs, meta)
 
@@ -506,15 +514,23 @@ def _import_opaque(node: NodeProto, ins: list[Value | None], values: dict[str, V
 
 
 def fold_constants(graph: Graph) -> Graph:
-    """Replace every registry node whose inputs are all constants by its value (numpy)."""
+    """Replace registry nodes whose inputs are all constants by their value (numpy).
+
+    Nodes the imported model already had are kept (see `ModelMeta.source_nodes`); those made by
+    rewrites, and weight-only helpers, are folded, so the written model never computes on
+    weights that superopt introduced.
+    """
     mapping: dict[Value, Value] = {}
+    keep = graph.meta.source_nodes
     for node in graph.nodes:
         if node.is_opaque:
+            continue
+        op = get_op(node.op)
+        if node.name in keep and not op.has(WEIGHT_ONLY):
             continue
         ins = [None if v is None else mapping.get(v, v) for v in node.inputs]
         if not all(v is None or v.is_const for v in ins):
             continue
-        op = get_op(node.op)
         arrays = [v.array for v in ins if v is not None]
         outs = op.compute(node.attr_dict, arrays)
         for o, arr in zip(node.outputs, outs):

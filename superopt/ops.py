@@ -8,11 +8,12 @@ evaluates in float64). 2-D convolutions and pools are modeled; other ranks stay 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from onnx import NodeProto, TensorProto, helper, numpy_helper
+from onnx import NodeProto, helper, numpy_helper
 
 from superopt.ir import Dim, Shape, TensorType
 from superopt.registry import (

@@ -21,8 +21,9 @@ Attributes a pattern does not list must be at their registry default when matchi
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -86,7 +87,7 @@ class PNode:
 
     op: str
     attrs: tuple[tuple[str, AttrValue], ...]
-    args: tuple["Pattern", ...]
+    args: tuple[Pattern, ...]
     out: int = 0
 
     def __str__(self) -> str:
@@ -288,14 +289,14 @@ _REQUIRED_ATTRS = {
 class Bindings:
     """Tensor variables bound to IR values, parameters bound to attribute values."""
 
-    __slots__ = ("tensors", "params")
+    __slots__ = ("params", "tensors")
 
     def __init__(self, tensors: dict[str, Value] | None = None,
                  params: dict[str, Any] | None = None) -> None:
         self.tensors = dict(tensors or {})
         self.params = dict(params or {})
 
-    def copy(self) -> "Bindings":
+    def copy(self) -> Bindings:
         return Bindings(self.tensors, self.params)
 
 

@@ -31,9 +31,10 @@ import ast
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from superopt.errors import RulesError
 from superopt.ir import Value
@@ -60,7 +61,7 @@ class Rule:
 
     @staticmethod
     def make(src: Sequence[str | Pattern], dst: Sequence[str | Pattern],
-             vars: Mapping[str, str], **kw: Any) -> "Rule":
+             vars: Mapping[str, str], **kw: Any) -> Rule:
         """Build and check a rule; its id is derived from its content."""
         s = tuple(parse(p) if isinstance(p, str) else p for p in src)
         d = tuple(parse(p) if isinstance(p, str) else p for p in dst)
@@ -79,7 +80,7 @@ class Rule:
     def label(self) -> str:
         return f"{self.id} ({self.name})" if self.name else self.id
 
-    def with_proof(self, proof: Mapping[str, Any]) -> "Rule":
+    def with_proof(self, proof: Mapping[str, Any]) -> Rule:
         return Rule(**{**self.__dict__, "proof": dict(proof)})
 
     def ops(self) -> set[str]:
@@ -157,7 +158,7 @@ class Rule:
         return d
 
     @staticmethod
-    def from_json(d: Mapping[str, Any]) -> "Rule":
+    def from_json(d: Mapping[str, Any]) -> Rule:
         if not isinstance(d, Mapping):
             raise PatternError("a rule must be a JSON object")
         for key in ("src", "dst", "vars"):
@@ -233,7 +234,7 @@ def _eval_condition(text: str, b: Bindings) -> bool:
         "is_const": lambda v: val(v).is_const,
         "__builtins__": {},
     })
-    return bool(eval(code, env))  # noqa: S307 - checked by _compile_condition
+    return bool(eval(code, env))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import z3
@@ -168,7 +169,7 @@ class Symbolic:
 class Concrete:
     """Exact interpretation over numpy object arrays of Z3 reals (bounded checks)."""
 
-    def __init__(self, ctx: "Any | None" = None) -> None:
+    def __init__(self, ctx: Any | None = None) -> None:
         from superopt.verifier.semantics import BoundedContext
 
         self.ctx = ctx or BoundedContext()

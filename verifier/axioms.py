@@ -18,11 +18,11 @@ Example:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import z3
-
 from superopt.verifier.algebra import CONV_PARAMS, POOL_PARAMS, compose, inverse
 
 UNARY = ("Relu", "Sigmoid", "Tanh", "Erf")

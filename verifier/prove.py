@@ -22,11 +22,11 @@ import ast
 from typing import Any
 
 import z3
-
-from superopt.pattern import Bindings, DimOf, Param, Pattern, PVar
 from superopt.verifier.algebra import Symbolic
 from superopt.verifier.axioms import all_formulas
 from superopt.verifier.semantics import check_rule_ops, lower
+
+from superopt.pattern import Bindings, DimOf, Param, Pattern, PVar
 
 
 class Unsupported(Exception):

@@ -13,8 +13,9 @@ no entry is a loud error: `MissingSemantics("op X has no Z3 semantics")`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import z3
