@@ -153,10 +153,10 @@ def compare_models(
     cycle over sessions and over time. On the loaded 2-core development machine, 45 comparisons
     of a model with itself (90 one-sided chances) gave no false win with this rule, against 2-3
     with the interquartile range or half the p10-p90 range; the price is that gains below the
-    noise (about 3-5% there) are not claimed. The spreads are combined in quadrature as
-    independent noise, and `min_margin` (1%) covers what no spread can see, such as drift
-    shared by all rounds. A missed gain costs little; writing a model that is not faster breaks
-    superopt's promise.
+    noise (about 3-5% there, 3-8% on an H100) are not claimed. The spreads are combined in
+    quadrature as independent noise, and `min_margin` (1%) covers what no spread can see, such
+    as drift shared by all rounds. A missed gain costs little; writing a model that is not
+    faster breaks superopt's promise.
 
     Before the rounds, every session runs once, then all keep running for `warmup_s` seconds
     (default 1 s on CUDA, where clocks ramp up, 0.1 s on the CPU). `runs_per_round` None
@@ -199,9 +199,9 @@ def compare_models(
     # The budget is for measuring: building sessions and their first runs (seconds for a big
     # model on CUDA) must not squeeze the rounds down to one run each.
     measuring_since = time.perf_counter()
-    # Then keep the device busy a little longer: a GPU ramps its clocks up over a fraction of
-    # a second (on an H100 the first rounds ran 30% slower without this), a CPU core leaves its
-    # idle state.
+    # Keep the device busy a little longer: a GPU ramps its clocks up over a fraction of a
+    # second (on an H100 the first rounds ran 30% slower without this, and the spread that
+    # caused made margins of 30-40%), a CPU core leaves its idle state.
     if warmup_s is None:
         warmup_s = 1.0 if resolved == "cuda" else 0.1
     warm_until = time.perf_counter() + warmup_s

@@ -423,9 +423,8 @@ def _numpy_dtype(name: str, elem_type: int) -> np.dtype:
     except Exception as exc:
         raise ModelError(f"input {name!r}: no numpy type for ONNX type {elem_type}") from exc
     if dtype.kind not in "fiub":  # bfloat16/float8 map to custom or void types numpy cannot draw
-        raise ModelError(
-            f"input {name!r} has type {TensorProto.DataType.Name(elem_type)}; cannot draw random values"
-        )
+        type_name = TensorProto.DataType.Name(elem_type)
+        raise ModelError(f"input {name!r} has type {type_name}; cannot draw random values for it")
     return dtype
 
 
