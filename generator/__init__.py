@@ -17,18 +17,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from superopt.errors import UsageError
 from superopt.generator.candidates import Decoder, fingerprint_groups, propose
 from superopt.generator.enumeration import Enumerator, enumerate_graphs
 from superopt.generator.opset import Universe, default_universe
-from superopt.generator.prune import Checker, is_decomposable, is_supergraph, renaming_key
-
-from superopt.errors import UsageError
+from superopt.generator.prune import (
+    Checker,
+    is_decomposable,
+    is_supergraph,
+    renaming_key,
+    specializations,
+)
 from superopt.rules import Rule
 
 __all__ = ["generate", "GenerateResult", "estimate_graphs", "candidate_rule"]
 
-# CPU seconds per enumerated graph, measured on the 2-core development machine (depth 3).
-SECONDS_PER_GRAPH = 16e-6
+# Wall seconds per enumerated graph and worker, all stages included, as measured at depth 3
+# on the 2-core development machine (shared with other jobs): an estimate, not a promise.
+SECONDS_PER_GRAPH = 60e-6
 
 
 @dataclass
@@ -45,10 +52,13 @@ class GenerateResult:
 def estimate_graphs(universe: Universe, max_ops: int) -> int:
     """Estimated number of graphs of up to `max_ops` nodes (extrapolated from depth 1 and 2,
     which enumerate in about a second; the growth factor falls slowly with depth)."""
-    g1 = enumerate_graphs(universe, 1, workers=1).counts.graphs
+    runs = [enumerate_graphs(universe, k, workers=1) for k in range(1, min(max_ops, 2) + 1)]
+    if not all(r.complete for r in runs):
+        raise KeyboardInterrupt  # Ctrl-C while estimating: nothing to write yet
+    g1 = runs[0].counts.graphs
     if max_ops == 1:
         return g1
-    g2 = enumerate_graphs(universe, 2, workers=1).counts.graphs
+    g2 = runs[1].counts.graphs
     total, level, growth = g2, g2 - g1, (g2 - g1) / max(g1, 1)
     for _ in range(3, max_ops + 1):
         growth *= 0.85
@@ -127,6 +137,12 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
             seen.add(key)
             unique.append(c)
     stages["after renaming pruning"] = len(unique)
+    shapes = {s.name: s.shape for s in universe.inputs}
+    implied: set[str] = set()
+    for c in unique:
+        implied |= specializations(*c.texts(), kinds, shapes)
+    unique = [c for c in unique if renaming_key(*c.texts(), kinds) not in implied]
+    stages["after specialization pruning"] = len(unique)
     unique = [c for c in unique
               if not is_supergraph(c, decoder.enum) and not is_decomposable(c)]
     stages["after common-supergraph pruning"] = len(unique)
@@ -134,7 +150,7 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
     rng = np.random.default_rng(seed + 104729)
     kept = []
     for i, c in enumerate(unique):
-        if not checker.abstracts(c, decoder.enum, rng):
+        if not checker.abstracts(c, rng):
             kept.append(c)
         if progress and i % 500 == 0:
             progress("prune", i, len(unique))

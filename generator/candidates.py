@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from superopt.generator.enumeration import Enumerator
 
+from superopt.generator.enumeration import Enumerator
 from superopt.pattern import DimOf, Pattern, PNode, PVar
 
 HEAVY_OPS = frozenset({"Conv", "MatMul", "Gemm"})
@@ -34,7 +34,7 @@ class GraphInfo:
     nodes: list[int]
 
 
-def _attr_value(v, enum: Enumerator):
+def _attr_value(v):
     if isinstance(v, tuple) and v and isinstance(v[0], tuple):  # Split atoms
         return tuple(DimOf(name, axis) for name, axis in v)
     return v
@@ -57,7 +57,7 @@ class Decoder:
             p = PVar(e.u.inputs[tid].name)
         else:
             inst = e.n_inst[nid]
-            attrs = tuple(sorted((k, _attr_value(v, e)) for k, v in e.n_pattrs[nid].items()))
+            attrs = tuple(sorted((k, _attr_value(v)) for k, v in e.n_pattrs[nid].items()))
             args = tuple(self.pattern(a) for a in e.n_args[nid] + e.fixed[inst])
             p = PNode(e.u.instances[inst].op, attrs, args, e.t_out[tid])
         self.memo[tid] = p
@@ -124,7 +124,8 @@ def propose(groups: list[np.ndarray], fps: np.ndarray, graphs: np.ndarray, decod
                 infos.append(decoder.decode(int(fps[i]), graphs[i]))
             except ValueError:
                 counts["decode_failed"] = counts.get("decode_failed", 0) + 1
-        infos.sort(key=lambda g: g.cost)
+        # Ties broken by text, so the result does not depend on the order workers finished in.
+        infos.sort(key=lambda g: (g.cost, [str(p) for p in g.patterns]))
         for j in range(1, len(infos)):
             m = infos[j]
             target = next((r for r in infos[:min(j, max_scan)]

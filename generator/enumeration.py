@@ -16,8 +16,8 @@ Pruned on the way (counted): graphs that recompute a value the graph already hol
 whose output equals, by fingerprint, another node's output other than its own arguments), graphs
 with an all-zero output, extensions of graphs that reproduce an input (T(T(x)) = x), graphs
 with more than `max_outputs` outputs, graphs whose outputs are all weights (rules on weights
-alone are useless: the exporter folds them), and disconnected graphs (they are sums of smaller
-graphs).
+alone are useless: the exporter folds them), and disconnected graphs of three or more nodes
+(they are sums of smaller graphs; two independent nodes are kept as multi-output targets).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from superopt.generator.fingerprint import outputs_hash, tensor_hash
 from superopt.generator.opset import Arg, SymShape, Universe
-
 from superopt.registry import get_op
 
 INPUT_LIMIT = 64  # packed graphs name inputs by one byte below this
@@ -78,6 +78,7 @@ class Enumerator:
 
     def __init__(self, universe: Universe, seed: int, max_ops: int) -> None:
         self.u = universe
+        self.seed = seed
         self.max_ops = max_ops
         if len(universe.inputs) > INPUT_LIMIT:
             raise ValueError(f"at most {INPUT_LIMIT} inputs")
@@ -369,7 +370,9 @@ class Enumerator:
             self.counts.weight_only += 1
             return
         if connected is None:
-            connected = len(self._components(nodes)) == 1
+            # Two independent one-op nodes stay: they are the target of multi-output rules such
+            # as Split(Relu(Concat(x, y))) => (Relu x, Relu y).
+            connected = len(nodes) == 2 or len(self._components(nodes)) == 1
         if not connected:
             self.counts.disconnected += 1
             return
@@ -394,7 +397,7 @@ class Enumerator:
             if any(n_ord[s] > o for s in sinks if s not in prods):
                 continue  # not the largest sink: this graph is reached from another parent
             self.counts.graphs += 1
-            if leaf:
+            if leaf and depth >= 2:  # (two-node graphs may be disconnected: see _record)
                 touch = self.n_touch[n]
                 if any(c.isdisjoint(touch) for c in comps):
                     self.counts.disconnected += 1
@@ -453,16 +456,16 @@ def _run_root(root_index: int) -> TaskOutput:
     before = Counts(**enum.counts.as_dict())
     enum.run_subtree(root_index, sink)
     delta = Counts(**{k: v - getattr(before, k) for k, v in enum.counts.as_dict().items()})
-    if len(enum.cache) > 3_000_000:
+    if len(enum.cache) > 1_000_000:
         # Bound a worker's memory: start its caches afresh (ids are local, rows are packed).
-        _worker_setup(enum.u, enum_seed(enum), enum.max_ops)
+        _worker_setup(enum.u, enum.seed, enum.max_ops)
     return TaskOutput(np.frombuffer(fps, dtype=np.int64).copy(),
                       np.frombuffer(rows, dtype=np.int64).reshape(-1, enum.max_ops).copy(),
                       delta)
 
 
-def enum_seed(enum: Enumerator) -> int:
-    return _WORKER["seed"]
+def _run_indexed(root_index: int) -> tuple[int, TaskOutput]:
+    return root_index, _run_root(root_index)
 
 
 @dataclass
@@ -488,7 +491,6 @@ def enumerate_graphs(universe: Universe, max_ops: int, seed: int = 0, workers: i
     >>> e = enumerate_graphs(default_universe(["Relu", "Add"]), 2)     # doctest: +SKIP
     """
     workers = workers or os.cpu_count() or 1
-    _WORKER["seed"] = seed
     main = Enumerator(universe, seed, max_ops)
     n_roots = len(main.level1)
     fps_parts, graph_parts = [], []
@@ -504,33 +506,37 @@ def enumerate_graphs(universe: Universe, max_ops: int, seed: int = 0, workers: i
     done = 0
     complete = True
 
-    def collect(out: TaskOutput) -> None:
+    by_root: dict[int, TaskOutput] = {}
+
+    def collect(root: int, out: TaskOutput) -> None:
         nonlocal done
-        fps_parts.append(out.fps)
-        graph_parts.append(out.graphs)
+        by_root[root] = out
         counts.add(out.counts)
         done += 1
         if progress:
             progress(done, n_roots)
 
-    # Big subtrees first so the last tasks are short.
     order = list(range(n_roots))
     try:
         if workers <= 1:
             _WORKER["enum"] = main
             for r in order:
-                collect(_run_root(r))
+                collect(r, _run_root(r))
         else:
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(workers, initializer=_worker_setup,
                           initargs=(universe, seed, max_ops)) as pool:
                 try:
-                    for out in pool.imap_unordered(_run_root, order, chunksize=1):
-                        collect(out)
+                    for r, out in pool.imap_unordered(_run_indexed, order, chunksize=1):
+                        collect(r, out)
                 except KeyboardInterrupt:
                     pool.terminate()
                     raise
     except KeyboardInterrupt:
         complete = False
+    # In root order, so the arrays do not depend on which worker finished first.
+    for r in sorted(by_root):
+        fps_parts.append(by_root[r].fps)
+        graph_parts.append(by_root[r].graphs)
     return Enumeration(np.concatenate(fps_parts), np.concatenate(graph_parts), counts, done,
                        n_roots, complete)

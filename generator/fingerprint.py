@@ -20,7 +20,6 @@ import hashlib
 import numpy as np
 
 DIGITS = 6  # significant digits kept, relative to the tensor's largest magnitude
-_UNMATCHABLE = object()
 
 
 def tensor_hash(value: np.ndarray) -> int:

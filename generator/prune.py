@@ -3,14 +3,17 @@
 Stages, in order (each counted by the caller):
 1. `weight_only`: no runtime variable (the exporter folds weight-only work anyway);
 2. `renaming`: equal to an earlier candidate up to renaming variables (of the same kind);
+   `specialization`: equal to another candidate with two of its variables merged (the
+   instance `(x a) b = x (a a)` of associativity adds nothing to the general rule);
 3. `supergraph`: a smaller rule plus shared context: some output has the same root operator on
    both sides with arguments equal by fingerprint, or is the very same term on both sides; or
    a multi-output candidate whose outputs share no operator on either side (several
    single-output rules side by side);
 4. `subgraph`: both sides share a subterm that can be abstracted into a fresh variable while the
    rule still holds numerically (so the rule is the smaller one applied in a context);
-5. `check`: the float64 check at fresh random inputs and at a second set of shapes (larger
-   dims, kernels scaled to match); a candidate that fails is a false match.
+5. `check`: the float64 check at fresh random inputs, at the same with their signs flipped,
+   at inputs shifted to be mostly negative, and at a second set of shapes (larger dims,
+   kernels scaled to match); a candidate that fails is a false match.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import re
 from collections.abc import Mapping
 
 import numpy as np
+
 from superopt.generator.candidates import Candidate
 from superopt.generator.enumeration import Enumerator
 from superopt.generator.opset import InputSpec
-
 from superopt.pattern import Pattern, PNode, PVar, evaluate
 
 _VAR = re.compile(r"\?(\w+)")
@@ -45,6 +48,28 @@ def renaming_key(src: list[str], dst: list[str], kinds: Mapping[str, str]) -> st
         return "?" + names[v]
 
     return _VAR.sub(rename, " | ".join(src) + " => " + " | ".join(dst))
+
+
+def specializations(src: list[str], dst: list[str], kinds: Mapping[str, str],
+                    shapes: Mapping[str, tuple]) -> set[str]:
+    """Renaming keys of the rules made from this one by merging two of its variables of the
+    same kind and shape (e.g. `?b` := `?a`): those instances follow from it and add nothing.
+
+    >>> sorted(specializations(["(MatMul (MatMul ?x ?a) ?b)"], ["(MatMul ?x (MatMul ?a ?b))"],
+    ...        {"x": "tensor", "a": "weight", "b": "weight"}, {"x": (2, 4), "a": (4, 4),
+    ...        "b": (4, 4)}))
+    ['(MatMul (MatMul ?tensor0 ?weight0) ?weight0) => (MatMul ?tensor0 (MatMul ?weight0 ?weight0))']
+    """
+    names = sorted(set(_VAR.findall(" ".join(src + dst))))
+    out = set()
+    for i, u in enumerate(names):
+        for v in names[i + 1:]:
+            if kinds.get(u) != kinds.get(v) or shapes.get(u) != shapes.get(v):
+                continue
+            pattern = re.compile(r"\?" + re.escape(v) + r"\b")
+            out.add(renaming_key([pattern.sub("?" + u, t) for t in src],
+                                 [pattern.sub("?" + u, t) for t in dst], kinds))
+    return out
 
 
 def is_supergraph(c: Candidate, enum: Enumerator) -> bool:
@@ -105,6 +130,13 @@ class Checker:
         rng = np.random.default_rng(seed + 7919)
         self.base = {s.name: s.sample(rng) for s in inputs}
         self.alt = {s.name: s.sample(rng, alt=True) for s in inputs}
+        # The base draw with signs flipped: a coincidence of signs (a positive scalar, a product
+        # that happened to be positive everywhere) cannot hold in both draws.
+        self.flipped = {n: (a if self.specs[n].positive else -a) for n, a in self.base.items()}
+        # Mostly negative data: identities that hold only where maxima come out non-negative
+        # (pooling commuting with squaring on small images) fail here.
+        self.shifted = {s.name: (s.sample(rng) if s.positive else s.sample(rng) - 2.0)
+                        for s in inputs}
 
     @staticmethod
     def _close(a: np.ndarray, b: np.ndarray) -> bool:
@@ -114,9 +146,10 @@ class Checker:
         return bool(np.all(np.abs(a - b) <= RTOL * scale))
 
     def holds(self, src: list[Pattern], dst: list[Pattern],
-              extra: Mapping[str, np.ndarray] | None = None, alt: bool = False) -> bool:
-        """Every src output equals its dst output (float64, relative to the output's scale)."""
-        arrays = dict(self.alt if alt else self.base)
+              extra: Mapping[str, np.ndarray] | None = None, draw: str = "base") -> bool:
+        """Every src output equals its dst output (float64, relative to the output's scale) on
+        one draw of inputs: "base", "flipped", "shifted" (enumeration shapes) or "alt"."""
+        arrays = dict(getattr(self, draw))
         if extra:
             arrays.update(extra)
         try:
@@ -129,10 +162,11 @@ class Checker:
             return False
 
     def check(self, src: list[Pattern], dst: list[Pattern]) -> bool:
-        """The final check: fresh inputs at the enumeration shapes and at the second shapes."""
-        return self.holds(src, dst) and self.holds(src, dst, alt=True)
+        """The final check: fresh inputs at the enumeration shapes (also with signs flipped,
+        and shifted to mostly negative) and at the second shapes."""
+        return all(self.holds(src, dst, draw=d) for d in ("base", "flipped", "shifted", "alt"))
 
-    def abstracts(self, c: Candidate, enum: Enumerator, rng: np.random.Generator) -> bool:
+    def abstracts(self, c: Candidate, rng: np.random.Generator) -> bool:
         """True if some subterm shared by both sides can become a fresh variable and the rule
         still holds (then this candidate is that smaller rule in a context)."""
         shared = set()

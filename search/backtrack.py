@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from superopt.cost_model.base import CostModel
+from superopt.ir import Graph
+from superopt.rules import Rule
 from superopt.search.match import (
     Match,
     Refused,
@@ -30,9 +32,6 @@ from superopt.search.match import (
     find_matches,
     nodes_by_op,
 )
-
-from superopt.ir import Graph
-from superopt.rules import Rule
 
 # Typed stop reasons (egg's StopReason): what ended the search.
 STOP_EXHAUSTED = "queue empty"

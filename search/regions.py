@@ -9,8 +9,9 @@ gets an equal share of the remaining time and expansion budget, and regions with
 rule are skipped at no cost. Rewrites across a window border are found by the overlap.
 
 Example:
-    >>> result = search_regions(bert_graph, rules, cost, SearchLimits(time_limit_s=30))  # doctest: +SKIP
-    >>> result.stats.regions                                                            # doctest: +SKIP
+    >>> limits = SearchLimits(time_limit_s=30)
+    >>> result = search_regions(bert_graph, rules, cost, limits)  # doctest: +SKIP
+    >>> result.stats.regions                                      # doctest: +SKIP
     14
 """
 
@@ -21,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from superopt.cost_model.base import CostModel
+from superopt.ir import Graph
+from superopt.rules import Rule
 from superopt.search.backtrack import (
     STOP_EXHAUSTED,
     STOP_TIME,
@@ -31,9 +34,6 @@ from superopt.search.backtrack import (
     search,
 )
 from superopt.search.match import Match, RuleIndex, find_matches, nodes_by_op
-
-from superopt.ir import Graph
-from superopt.rules import Rule
 
 #: graphs with more nodes than this are searched region by region by `search_auto`
 REGION_THRESHOLD = 150

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a command not built yet
             raise
         module.register(sub)
+    for choice in sub.choices.values():
+        choice.set_defaults(_parser=choice)
     return parser
 
 
@@ -47,7 +49,21 @@ def add_verbosity(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `optimize IN --rules R OUT`: a positional after options. argparse only takes those
+        # with intermixed parsing, which a parser with subcommands cannot do, so the
+        # subcommand's own parser re-reads its arguments.
+        sub = getattr(args, "_parser", None)
+        try:
+            if sub is None or args.command not in argv:
+                raise TypeError
+            own = sub.parse_intermixed_args(argv[argv.index(args.command) + 1:])
+        except TypeError:
+            parser.parse_args(argv)  # reports the unrecognized arguments and exits 2
+            raise
+        vars(args).update(vars(own))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

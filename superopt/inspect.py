@@ -5,8 +5,8 @@
 - an ONNX model -> `ModelSummary` (imported with `superopt.load`, so it also says which op types
   the registry models and which stay opaque),
 - JSON with `"format": "superopt-rules/1"` -> `RulesSummary` (via `superopt.rules.load_rules`),
-- JSON with `"format": "superopt-report/1"` -> `summarize_report` (not built yet: one clear
-  error; that is the dispatch point for the report's summary).
+- JSON with `"format": "superopt-report/1"` (`superopt optimize --json`) -> `ReportSummary`:
+  the run's verdict and the list of rewrites (full schema: docs/report-schema.md).
 
 Every summary has `to_json()` (stable keys, below) and `render(console)` (rich tables).
 
@@ -22,6 +22,12 @@ JSON keys of a rules summary (`"kind": "rules"`):
     path, file_bytes, format, meta, rule_count, by_result ({proof result: n}, rules without a
     proof record count as "unverified"), by_op ({registry op: rules mentioning it}),
     skipped (messages for malformed rules, which are not counted).
+JSON keys of a report summary (`"kind": "report"`):
+    path, input, output, written, device, provider, kept, kept_reason, speedup,
+    latency_before_s / latency_after_s (medians, null when not timed), nodes_before /
+    nodes_after, stop_reason, check ("passed" / "failed" / "skipped"), applied (true: the rewrites
+    are those of the written model; false: the original was kept and they are the best
+    candidate's), rewrites ([{index, rule_id, rule_name, matched_nodes, created_nodes, gain_s}]).
 
 Example:
     >>> s = summarize("resnet50.onnx")          # doctest: +SKIP
@@ -39,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from superopt.errors import ModelError, SuperoptError, UsageError
+from superopt.errors import ModelError, UsageError
 
 RULES_FORMAT = "superopt-rules/1"
 REPORT_FORMAT = "superopt-report/1"
@@ -146,7 +152,61 @@ class RulesSummary:
             console.print(f"[yellow]skipped[/yellow] {msg}")
 
 
-Summary = ModelSummary | RulesSummary
+@dataclass
+class ReportSummary:
+    """An optimization report (`superopt-report/1`) at a glance: verdict and rewrites."""
+
+    path: str
+    input: str | None
+    output: str | None
+    written: bool
+    device: str
+    provider: str
+    kept: bool
+    kept_reason: str
+    speedup: float
+    latency_before_s: float | None
+    latency_after_s: float | None
+    nodes_before: int
+    nodes_after: int
+    stop_reason: str
+    check: str
+    applied: bool
+    rewrites: list[dict[str, Any]]
+    kind: str = "report"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def render(self, console) -> None:
+        from rich.markup import escape
+        from rich.table import Table
+
+        lat = ("not timed" if self.latency_before_s is None else
+               f"{self.latency_before_s * 1e3:.3f} ms -> {self.latency_after_s * 1e3:.3f} ms "
+               f"({self.speedup:.3f}x, {self.device}, {self.provider})")
+        console.print(f"[bold]{escape(self.path)}[/bold]: report of "
+                      f"{escape(str(self.input))} -> {escape(str(self.output))}"
+                      + ("" if self.written else " (nothing written)"))
+        console.print(("[green]kept the optimized model[/green]: " if self.kept else
+                       "[yellow]kept the original[/yellow]: ")
+                      + escape(self.kept_reason.removeprefix("kept the original: ")))
+        console.print(f"latency {lat}; nodes {self.nodes_before} -> {self.nodes_after}; "
+                      f"check {self.check}; search stopped: {escape(self.stop_reason)}")
+        title = ("rewrites applied" if self.applied else
+                 "rewrites of the best candidate (not applied: the original was kept)")
+        table = Table(title=f"{title} ({len(self.rewrites)})", title_justify="left")
+        for col, justify in (("#", "right"), ("rule", "left"), ("matched nodes", "left"),
+                             ("created nodes", "left"), ("est. gain", "right")):
+            table.add_column(col, justify=justify)
+        for r in self.rewrites:
+            label = r["rule_id"] + (f" ({r['rule_name']})" if r["rule_name"] else "")
+            table.add_row(str(r["index"]), escape(label), escape(", ".join(r["matched_nodes"])),
+                          escape(", ".join(r["created_nodes"])), f"{r['gain_s'] * 1e6:.1f} µs")
+        console.print(table)
+
+
+Summary = ModelSummary | RulesSummary | ReportSummary
 
 
 def detect_kind(path: str | os.PathLike) -> str:
@@ -241,10 +301,43 @@ def summarize_rules(path: str | os.PathLike) -> RulesSummary:
         skipped=list(rules.skipped))
 
 
-def summarize_report(path: str | os.PathLike) -> Summary:
-    """Dispatch point for optimization reports (`superopt-report/1`): not built yet."""
-    raise SuperoptError(f"{path}: inspecting {REPORT_FORMAT} reports is not yet supported; "
-                        "open the report's HTML or read its JSON directly")
+def summarize_report(path: str | os.PathLike) -> ReportSummary:
+    """The verdict and rewrites of a `superopt optimize --json` report.
+
+    Example:
+        >>> summarize_report("report.json").rewrites[0]["rule_name"]    # doctest: +SKIP
+        'merge-conv'
+    """
+    doc = json.loads(Path(path).read_text())
+    missing = [k for k in ("kept", "kept_reason", "steps", "candidate_steps", "op_counts",
+                           "latency", "search") if k not in doc]
+    if missing:
+        raise ModelError(f"{path}: an incomplete {REPORT_FORMAT} file (missing "
+                         f"{', '.join(repr(k) for k in missing)})")
+    applied = bool(doc["steps"]) or not doc["candidate_steps"]
+    steps = doc["steps"] if applied else doc["candidate_steps"]
+    lat = doc["latency"]
+    check = doc.get("check")
+    try:
+        rewrites = [{"index": i, "rule_id": s["rule_id"], "rule_name": s.get("rule_name") or "",
+                     "matched_nodes": list(s.get("matched_nodes", [])),
+                     "created_nodes": list(s.get("created_nodes", [])),
+                     "gain_s": float(s.get("gain", 0.0))} for i, s in enumerate(steps, 1)]
+        return ReportSummary(
+            path=str(path), input=doc.get("input"), output=doc.get("output"),
+            written=bool(doc.get("written")), device=str(doc.get("device")),
+            provider=str(doc.get("provider")), kept=bool(doc["kept"]),
+            kept_reason=str(doc["kept_reason"]), speedup=float(lat.get("speedup", 1.0)),
+            latency_before_s=(lat.get("before") or {}).get("median_s"),
+            latency_after_s=(lat.get("after") or {}).get("median_s"),
+            nodes_before=sum(doc["op_counts"]["before"].values()),
+            nodes_after=sum(doc["op_counts"]["after"].values()),
+            stop_reason=str(doc["search"].get("stop_reason")),
+            check=("skipped" if check is None else "passed" if check.get("passed") else "failed"),
+            applied=applied, rewrites=rewrites)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ModelError(f"{path}: a malformed {REPORT_FORMAT} file ({type(e).__name__}: {e})") \
+            from None
 
 
 def _io_entry(name: str, ty) -> dict[str, Any]:

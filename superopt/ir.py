@@ -452,4 +452,5 @@ class Graph:
 def opaque_op_type(node: Node) -> str:
     """The ONNX op type of an opaque node, as `domain::Op` outside the default domain."""
     domain = node.attr("domain") or ""
-    return node.attr("op_type") if domain in ("", "ai.onnx") else f"{domain}::{node.attr('op_type')}"
+    op_type = node.attr("op_type")
+    return op_type if domain in ("", "ai.onnx") else f"{domain}::{op_type}"

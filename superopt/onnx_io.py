@@ -162,7 +162,7 @@ def _check_structure(graph: GraphProto, where: str) -> list[NodeProto]:
         producer.setdefault(v.name, "graph input")
     for t in graph.initializer:
         producer[t.name] = "initializer"
-    for i, n in enumerate(graph.node):
+    for n in graph.node:
         for o in n.output:
             if not o:
                 continue
@@ -679,6 +679,10 @@ def write_model(model: ModelProto, path: str | os.PathLike, *,
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
         os.close(fd)
+        # mkstemp makes the file private (0600); a written model gets the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror})") from None
     try:

@@ -518,6 +518,11 @@ register(OpDef(
 def _concat_infer(a: Attrs, t: list[TensorType]) -> list[TensorType]:
     rank = len(t[0].shape)
     ax = _norm_axis(a["axis"], rank)
+    for x in t[1:]:
+        if len(x.shape) != rank or any(
+                isinstance(p, int) and isinstance(q, int) and p != q
+                for i, (p, q) in enumerate(zip(t[0].shape, x.shape)) if i != ax):
+            raise ValueError(f"Concat: shapes {t[0].shape} and {x.shape} differ off axis {ax}")
     dims = [x.shape[ax] for x in t]
     total: Dim = sum(dims) if all(isinstance(d, int) for d in dims) else _sym(
         "+".join(str(d) for d in dims))

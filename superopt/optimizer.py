@@ -57,6 +57,7 @@ class CheckResult:
     max_abs_error: float
     max_rel_error: float
     skipped: bool = False
+    note: str = ""  # why the check was skipped, when it was
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -94,6 +95,10 @@ class OptimizeResult:
     check: CheckResult | None
     ab_summary: str = ""
     dropped_candidates: list[str] = field(default_factory=list)
+    # For each of `steps` / `candidate_steps`: {"before", "after"} subgraph descriptions
+    # (`superopt.drawing.describe_subgraph`), None where the step could not be replayed.
+    step_subgraphs: list = field(default_factory=list)
+    candidate_step_subgraphs: list = field(default_factory=list)
     graph_before: Graph | None = field(default=None, repr=False)
     graph_after: Graph | None = field(default=None, repr=False)
 
@@ -110,13 +115,62 @@ class OptimizeResult:
             "latency": {"before": self.latency_before, "after": self.latency_after,
                         "speedup": self.speedup, "ab": self.ab_summary},
             "search": {"stats": self.search_stats, "stop_reason": self.stop_reason},
-            "steps": [s.to_json() for s in self.steps],
-            "candidate_steps": [s.to_json() for s in self.candidate_steps],
+            "steps": _steps_json(self.steps, self.step_subgraphs),
+            "candidate_steps": _steps_json(self.candidate_steps, self.candidate_step_subgraphs),
             "rules": self.rules, "rules_loaded": self.rules_loaded,
             "phase_s": {k: round(v, 4) for k, v in self.phase_s.items()},
             "check": self.check.to_json() if self.check else None,
             "dropped_candidates": self.dropped_candidates,
         }
+
+
+def _steps_json(steps: Sequence, subgraphs: Sequence) -> list[dict]:
+    out = []
+    for i, s in enumerate(steps):
+        doc = s.to_json()
+        doc["subgraph"] = subgraphs[i] if i < len(subgraphs) else None
+        out.append(doc)
+    return out
+
+
+def describe_steps(graph: Graph, steps: Sequence, rules: Iterable[Rule]) -> list[dict | None]:
+    """Replay `steps` from `graph` and describe, for each, the subgraph before and after.
+
+    The search keeps only names (matched and created nodes); replaying the same rule at the
+    same matched nodes rebuilds the intermediate graphs (the IR is deterministic), from which
+    `superopt.drawing.describe_subgraph` takes the affected nodes and their neighbours. A step
+    that cannot be replayed (it should not happen) gets None, and so do the steps after it.
+    """
+    from superopt.drawing import describe_subgraph
+    from superopt.search.match import Refused, apply_match, find_matches
+
+    by_id = {r.id: r for r in rules}
+    out: list[dict | None] = []
+    g: Graph | None = graph
+    for step in steps:
+        rule = by_id.get(step.rule_id)
+        applied = None
+        if g is not None and rule is not None:
+            for m in find_matches(g, rule):
+                if m.matched_names != tuple(step.matched_nodes):
+                    continue
+                try:
+                    applied = apply_match(g, m)
+                except Refused:
+                    continue
+                break
+        if applied is None:
+            out.append(None)
+            g = None
+            continue
+        after_focus = list(applied.created_names)
+        if not after_focus:  # the target reuses existing values: show their new readers
+            readers = {u.name for v in applied.match.roots for u, _ in g.users.get(v, ())}
+            after_focus = [n.name for n in applied.graph.nodes if n.name in readers]
+        out.append({"before": describe_subgraph(g, step.matched_nodes),
+                    "after": describe_subgraph(applied.graph, after_focus)})
+        g = applied.graph
+    return out
 
 
 def default_output_path(input_path: str | os.PathLike) -> Path:
@@ -193,7 +247,10 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
     shapes = dict(input_shapes) if input_shapes else None
     graph = superopt.load(model, input_shapes=shapes)
     check_static(graph)
+    say("load", 1, 1, f"{len(graph.nodes)} nodes")
+    say("rules", 0, 1, "reading the rule database")
     rule_list = select_rules(rules, skip_rules, include_unproved)
+    say("rules", 1, 1, f"{len(rule_list)} rules")
     phases["load"] = time.perf_counter() - t
 
     if cost_model is None:
@@ -227,7 +284,7 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
             dropped.append(f"candidate with {len(steps)} rewrites dropped: {why}")
     chosen_proto, chosen_graph, chosen_steps = baseline, graph, []
     latency_before = latency_after = None
-    speedup, ab_summary = 1.0, ""
+    speedup, ab_summary, ab = 1.0, "", None
     if not candidates:
         reason = "the search found no graph cheaper than the original"
     elif not viable:
@@ -243,7 +300,12 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
             ab = compare_models(baseline, [v[0] for v in viable], resolved, budget_s=gate_budget_s,
                                 progress=lambda d, n: say("gate", d, n, "A/B rounds"))
         except ModelError as e:
-            raise ModelError(f"the original model does not run in ONNX Runtime: {e}") from None
+            # E.g. a custom-domain op ORT has no kernel for: nothing can be timed, and superopt
+            # never writes what it could not show to be faster. The model passes through.
+            ab = None
+            reason = ("kept the original: ONNX Runtime cannot run the original model here, so "
+                      f"no candidate could be timed ({str(e).splitlines()[0][:200]})")
+    if ab is not None:
         ab_summary = ab.summary()
         latency_before = {"median_s": ab.baseline.median_s, "spread": ab.baseline.spread}
         if ab.best_index is None:
@@ -265,9 +327,18 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
     check_result = None
     if check:
         say("check", 0, check_n, "original vs result on the CPU provider")
-        check_result = numerical_check(model if isinstance(model, onnx.ModelProto) else
-                                       input_path, chosen_proto, n=check_n, rtol=rtol, atol=atol,
-                                       baseline_fallback=baseline)
+        try:
+            check_result = numerical_check(
+                model if isinstance(model, onnx.ModelProto) else input_path, chosen_proto,
+                n=check_n, rtol=rtol, atol=atol, baseline_fallback=baseline,
+                progress=lambda k: say("check", k, check_n, "inputs"))
+        except ModelError as e:
+            if kept:
+                raise
+            # The original passes through unchanged, but ORT cannot run it (e.g. a custom-domain
+            # op): there is nothing to compare, and nothing was rewritten.
+            check_result = CheckResult(True, 0, rtol, atol, 0.0, 0.0, skipped=True,
+                                       note=f"not run: {str(e).splitlines()[0][:200]}")
         if not check_result.passed:
             raise CheckError(
                 f"the optimized model differs from the original (max abs error "
@@ -281,7 +352,16 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
         say("write", 0, 1, str(output))
         superopt.onnx_io.write_model(chosen_proto, output, external_data=save_as_external_data)
         written = True
+        say("write", 1, 1, str(output))
     phases["write"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("describe", 0, None, "describing the rewrites for the report")
+    candidate_subgraphs = describe_steps(graph, result.steps, rule_list)
+    chosen_subgraphs = (candidate_subgraphs if list(chosen_steps) == list(result.steps)
+                        else describe_steps(graph, chosen_steps, rule_list))
+    say("describe", 1, 1, f"{len(result.steps)} rewrites")
+    phases["describe"] = time.perf_counter() - t
 
     fp = runtime_fingerprint(resolved)
     used = {s.rule_id for s in result.steps}
@@ -300,6 +380,7 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
         stop_reason=result.stop_reason, steps=list(chosen_steps),
         candidate_steps=list(result.steps), rules=rule_info, rules_loaded=len(rule_list),
         phase_s=phases, check=check_result, ab_summary=ab_summary, dropped_candidates=dropped,
+        step_subgraphs=chosen_subgraphs, candidate_step_subgraphs=candidate_subgraphs,
         graph_before=graph, graph_after=chosen_graph)
 
 
@@ -325,7 +406,8 @@ def _ort_loads(model: onnx.ModelProto) -> str | None:
 def numerical_check(original: str | os.PathLike | onnx.ModelProto | None,
                     result: onnx.ModelProto, *, n: int = DEFAULT_CHECK_N, rtol: float = 1e-4,
                     atol: float = 1e-5, baseline_fallback: onnx.ModelProto | None = None,
-                    seed: int = 0) -> CheckResult:
+                    seed: int = 0, progress: Callable[[int], None] | None = None
+                    ) -> CheckResult:
     """Run original and result on `n` random inputs (seeds seed..seed+n-1, shapes from the
     result) through ORT's CPU provider; compare every output within rtol/atol.
 
@@ -372,4 +454,6 @@ def numerical_check(original: str | os.PathLike | onnx.ModelProto | None,
             max_rel = max(max_rel, float(np.nanmax(diff / np.maximum(np.abs(a), 1e-12))))
             if not np.allclose(b, a, rtol=rtol, atol=atol, equal_nan=True):
                 passed = False
+        if progress is not None:
+            progress(k + 1)
     return CheckResult(passed, n, rtol, atol, max_abs, max_rel)

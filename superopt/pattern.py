@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class DimOf:
         return f"dim(?{self.var},{self.axis})"
 
 
-AttrValue = Union[int, float, str, Param, DimOf, tuple]
+AttrValue = int | float | str | Param | DimOf | tuple
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class PNode:
         return 1 + sum(a.size() for a in self.args)
 
 
-Pattern = Union[PVar, PNode]
+Pattern = PVar | PNode
 
 
 def _params_in(v: AttrValue) -> set[str]:

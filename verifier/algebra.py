@@ -56,9 +56,9 @@ class Symbolic:
 
     def __init__(self) -> None:
         self.T = z3.DeclareSort("Tensor")
-        I, T = z3.IntSort(), self.T
-        self._dim = z3.Function("dim", T, I, I)
-        self._rank = z3.Function("rank", T, I)
+        Int, T = z3.IntSort(), self.T
+        self._dim = z3.Function("dim", T, Int, Int)
+        self._rank = z3.Function("rank", T, Int)
         self._fns: dict[tuple, z3.FuncDeclRef] = {}
         self.perms: set[tuple[int, ...]] = set()
         # While `collect_typing` is on (lowering a rule's source), each primitive records the
@@ -67,10 +67,10 @@ class Symbolic:
         self.typing: list[z3.BoolRef] = []
         self._sig = {
             "MatMul": (T, T, T),
-            "Conv": (T, T) + (I,) * 7 + (T,),
-            "Concat": (I, T, T, T),
-            "Slice": (T, I, I, I, T),
-            "Transpose": (T, I, T),
+            "Conv": (T, T) + (Int,) * 7 + (T,),
+            "Concat": (Int, T, T, T),
+            "Slice": (T, Int, Int, Int, T),
+            "Transpose": (T, Int, T),
             "EnlargeKernel": (T, T, T),
             "BatchNormalization": (T, T, T, T, T, z3.RealSort(), T),
         }
@@ -87,7 +87,9 @@ class Symbolic:
         return self.fn(name, *self._sig[name])
 
     def tensor(self, name: str, rank: int | None = None) -> z3.ExprRef:
-        return z3.Const(name, self.T)
+        t = z3.Const(name, self.T)
+        self._typed(self.rank(t) >= 0, *self._per_dim(t, lambda k: self.dim(t, k) >= 1))
+        return t
 
     def int(self, name: str) -> z3.ArithRef:
         return z3.Int(name)
@@ -131,26 +133,34 @@ class Symbolic:
 
     def conv(self, x, w, p: Sequence[Any]):
         self._typed(self.dim(x, 1) == p[6] * self.dim(w, 1), self.rank(x) == 4,
-                    self.rank(w) == 4)
+                    self.rank(w) == 4, p[0] >= 1, p[1] >= 1, p[6] >= 1,
+                    *[q >= 0 for q in p[2:6]],
+                    self.dim(x, 2) + p[2] + p[4] >= self.dim(w, 2),
+                    self.dim(x, 3) + p[3] + p[5] >= self.dim(w, 3))
         return self._prim("Conv")(x, w, *p)
 
     def pool(self, kind: str, x, p: Sequence[Any]):
+        self._typed(self.rank(x) == 4, p[0] >= 1, p[1] >= 1, p[2] >= 1, p[3] >= 1)
         return self.fn(kind, self.T, *([z3.IntSort()] * 9), self.T)(x, *p)
 
     def cat(self, axis, a, b):
-        self._typed(self.rank(a) == self.rank(b), *self._per_dim(
+        self._typed(self.rank(a) == self.rank(b), axis >= 0, axis < self.rank(a), *self._per_dim(
             a, lambda k: z3.Or(k == axis, self.dim(a, k) == self.dim(b, k))))
         return self._prim("Concat")(axis, a, b)
 
     def slice(self, x, axis, start, length):
-        self._typed(start >= 0, length >= 0, start + length <= self.dim(x, axis))
+        self._typed(start >= 0, length >= 1, start + length <= self.dim(x, axis), axis >= 0,
+                    axis < self.rank(x))
         return self._prim("Slice")(x, axis, start, length)
 
     def transpose(self, x, perm: Sequence[int]):
+        self._typed(self.rank(x) == len(perm))
         self.perms.add(tuple(perm))
         return self._prim("Transpose")(x, perm_code(perm))
 
     def enlarge(self, w, ref):
+        self._typed(self.rank(w) == 4, self.rank(ref) == 4, self.dim(w, 2) <= self.dim(ref, 2),
+                    self.dim(w, 3) <= self.dim(ref, 3))
         return self._prim("EnlargeKernel")(w, ref)
 
     def like(self, name: str, w):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import z3
+
 from superopt.verifier.algebra import CONV_PARAMS, POOL_PARAMS, compose, inverse
 
 UNARY = ("Relu", "Sigmoid", "Tanh", "Erf")
@@ -746,14 +747,23 @@ def perm_closure(perms: set[tuple[int, ...]]) -> set[tuple[int, ...]]:
 
 def formula(ax: Axiom, A: Any, static: Any = None) -> z3.BoolRef | None:
     """The axiom as a guarded, triggered `ForAll` in the symbolic algebra."""
-    t = {n: A.tensor(n) for n in ax.tensors}
-    i = {n: z3.Int(n) for n in ax.ints}
-    built = ax.body(A, t, i, static)
+    # Each axiom is guarded by the typing facts of both its sides, so it only speaks about
+    # tensors that exist: in the uninterpreted world dims could otherwise be 0 or negative
+    # and two true-looking axioms contradict each other.
+    saved, A.collect_typing, A.typing = A.typing, True, []
+    try:
+        t = {n: A.tensor(n) for n in ax.tensors}
+        i = {n: z3.Int(n) for n in ax.ints}
+        built = ax.body(A, t, i, static)
+        typing = A.typing
+    finally:
+        A.collect_typing, A.typing = False, saved
     if built is None:
         return None
     lhs, rhs, guard = built
     eq = lhs == rhs
-    body = eq if guard is True else z3.Implies(guard, eq)
+    conds = ([] if guard is True else [guard]) + typing
+    body = z3.Implies(z3.And(*conds), eq) if conds else eq
     bound = list(t.values()) + list(i.values())
     patterns = [lhs] if ax.triggers == "lhs" or ax.kind != "eq" else [lhs, rhs]
     return z3.ForAll(bound, body, patterns=patterns)
@@ -769,3 +779,12 @@ def all_formulas(A: Any, perms: set[tuple[int, ...]]) -> list[z3.BoolRef]:
                 out.append(f)
     out += transpose_shape_axioms(A, perms)
     return out
+
+
+def _install() -> None:
+    from superopt.verifier.semantics import install
+
+    install()
+
+
+_install()

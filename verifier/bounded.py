@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 import z3
+
+from superopt.pattern import Bindings, Pattern, PVar, resolve_attr
 from superopt.verifier.algebra import Concrete
 from superopt.verifier.axioms import Axiom
 from superopt.verifier.semantics import BoundedContext, bounded_apply, real
-
-from superopt.pattern import Bindings, Pattern, PVar, resolve_attr
 
 
 class _Shape:

@@ -22,11 +22,11 @@ import ast
 from typing import Any
 
 import z3
+
+from superopt.pattern import Bindings, DimOf, Param, Pattern, PVar
 from superopt.verifier.algebra import Symbolic
 from superopt.verifier.axioms import all_formulas
 from superopt.verifier.semantics import check_rule_ops, lower
-
-from superopt.pattern import Bindings, DimOf, Param, Pattern, PVar
 
 
 class Unsupported(Exception):
@@ -146,17 +146,28 @@ def condition_to_z3(text: str, L: _Lowering) -> z3.BoolRef:
             out, left = [], conv(node.left)
             for op, right_node in zip(node.ops, node.comparators):
                 right = conv(right_node)
-                cmp = {ast.Eq: lambda: left == right, ast.NotEq: lambda: left != right,
-                       ast.Lt: lambda: left < right, ast.LtE: lambda: left <= right,
-                       ast.Gt: lambda: left > right, ast.GtE: lambda: left >= right}
-                if type(op) not in cmp:
-                    raise Unsupported(f"condition {text!r}: comparison not supported")
-                out.append(cmp[type(op)]())
+                out.append(_compare(op, left, right, text))
                 left = right
             return z3.And(*out)
         raise Unsupported(f"condition {text!r}: not supported by the prover")
 
     return conv(tree)
+
+
+def _compare(op: ast.cmpop, left: Any, right: Any, text: str) -> Any:
+    if isinstance(op, ast.Eq):
+        return left == right
+    if isinstance(op, ast.NotEq):
+        return left != right
+    if isinstance(op, ast.Lt):
+        return left < right
+    if isinstance(op, ast.LtE):
+        return left <= right
+    if isinstance(op, ast.Gt):
+        return left > right
+    if isinstance(op, ast.GtE):
+        return left >= right
+    raise Unsupported(f"condition {text!r}: comparison not supported")
 
 
 def prove_rule(rule: Any, timeout_s: float = 5.0) -> dict[str, Any]:
@@ -165,10 +176,12 @@ def prove_rule(rule: Any, timeout_s: float = 5.0) -> dict[str, Any]:
     A = Symbolic()
     L = _Lowering(A, rule)
     try:
+        # Typing facts of both sides are hypotheses: a rule fires only where its source
+        # matched a well-typed graph and its target built (shape inference rejects the rest).
         A.collect_typing = True
         src = [L.term(p) for p in rule.src]
-        A.collect_typing = False
         dst = [L.term(p) for p in rule.dst]
+        A.collect_typing = False
         hyps = [condition_to_z3(c, L) for c in rule.conditions]
     except Unsupported as e:
         return {"result": "unknown", "reason": str(e)}
@@ -185,16 +198,15 @@ def prove_rule(rule: Any, timeout_s: float = 5.0) -> dict[str, Any]:
     s.set("smt.mbqi", False)
     s.add(*all_formulas(A, A.perms))
     s.add(*hyps, *A.typing)
-    if s.check() == z3.unsat:
-        # Vacuous: no input satisfies the source's typing and the conditions together.
-        return {"result": "unknown",
-                "reason": "the source never type-checks under the rule's conditions"}
     for k in todo:
-        s.push()
-        s.add(src[k] != dst[k])
-        answer = s.check()
-        s.pop()
+        goal = z3.Bool(f"goal!{k}")
+        s.add(z3.Implies(goal, src[k] != dst[k]))
+        answer = s.check(goal)
         if answer == z3.unsat:
+            if goal not in s.unsat_core():
+                # Vacuous: the source's typing and the conditions contradict each other.
+                return {"result": "unknown",
+                        "reason": "the source never type-checks under the rule's conditions"}
             continue
         if answer == z3.sat:
             why = "the axioms do not imply it"

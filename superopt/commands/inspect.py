@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "ONNX model (inputs, outputs, op counts, which ops superopt models and "
                     "which stay opaque, opsets, size, parameters) or a superopt rules file "
                     "(rules by proof result and by op).")
-    p.add_argument("file", metavar="FILE", help="an .onnx model or a superopt rules .json")
+    p.add_argument("file", metavar="FILE",
+                   help="an .onnx model, a superopt rules .json or an optimization report .json")
     p.add_argument("--json", action="store_true",
                    help="print machine-readable JSON (keys in superopt/inspect.py's docstring)")
     p.add_argument("--overwrite-input-shape", action="append", default=[], metavar="NAME:DIMS",

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lister.set_defaults(func=run_list)
     builder = sub.add_parser("build", help="write one model as an ONNX file")
     builder.add_argument("name", metavar="NAME", help="a name from `superopt zoo list`")
-    builder.add_argument("-o", "--output", required=True, metavar="FILE.onnx")
+    builder.add_argument("-o", "--output", required=True, metavar="FILE.onnx",
+                         help="where to write the model (written atomically)")
     builder.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     add_verbosity(builder)
     builder.set_defaults(func=run_build)

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The one benchmark command for the GPU machine (see ../../shared/device/README.md).
+#
+# It runs there after onnxruntime-gpu is unpacked into ~/ortsite, as
+#   export PYTHONPATH=~/ortsite PYTHONUNBUFFERED=1 &&
+#   python3 -m pip install -q --no-deps --no-build-isolation -e . && bash benchmarks/gpu_bench.sh
+# where there is no z3, maybe no rich, and about 8 minutes for everything. It writes under $OUT:
+#   env.txt     versions, providers, GPU (nvidia-smi)
+#   cuda.md     `superopt bench` results, rewritten after every model (a timeout keeps the rows)
+#   cuda.json   the same with every round's time
+#   bench.log   the run's phase-by-phase log (build, optimize with cache state, timing)
+#   costs.sqlite3  the measured-cost cache the run filled (a consistent copy)
+#
+# Dry run on a CPU machine (same code path, CPU provider):
+#   SUPEROPT_BENCH_DEVICE=cpu OUT=/tmp/x bash benchmarks/gpu_bench.sh
+# Knobs (environment): SUPEROPT_BENCH_DEVICE (cuda), SUPEROPT_BENCH_MODELS (all seven, space
+# separated), SUPEROPT_BENCH_ROUNDS (9), SUPEROPT_BENCH_TIMING_S (8 s of rounds per model),
+# SUPEROPT_BENCH_SEARCH_S (10 s of search per model), SUPEROPT_BENCH_MAX_TOTAL_S (300: start no
+# model later), SUPEROPT_BENCH_TIMEOUT_S (420: hard stop), PYTHON (python3).
+set -uo pipefail
+
+OUT=${OUT:-/tmp/superopt-bench}
+DEVICE=${SUPEROPT_BENCH_DEVICE:-cuda}
+MODELS=${SUPEROPT_BENCH_MODELS:-}
+ROUNDS=${SUPEROPT_BENCH_ROUNDS:-9}
+TIMING_S=${SUPEROPT_BENCH_TIMING_S:-8}
+SEARCH_S=${SUPEROPT_BENCH_SEARCH_S:-10}
+MAX_TOTAL_S=${SUPEROPT_BENCH_MAX_TOTAL_S:-300}
+TIMEOUT_S=${SUPEROPT_BENCH_TIMEOUT_S:-420}
+PY=${PYTHON:-python3}
+# A fresh cache outside $OUT (so a cold fill is measured and timed); copied into $OUT at the end.
+CACHE=${SUPEROPT_BENCH_CACHE:-$(mktemp -d)}
+
+mkdir -p "$OUT"
+t0=$(date +%s)
+phase() { echo "== $(($(date +%s) - t0)) s: $*"; }
+
+phase "environment"
+"$PY" - >"$OUT/env.txt" 2>&1 <<'EOF'
+import importlib.util, platform, subprocess
+import numpy, onnx, onnxruntime as ort
+if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu: load the CUDA/cuDNN pip libraries first
+    try:
+        ort.preload_dlls()
+    except Exception as e:  # noqa: BLE001
+        print("preload_dlls failed:", e)
+from superopt.cost_model.ort_runtime import cuda_probe
+print("python", platform.python_version(), "| onnxruntime", ort.__version__, "| onnx",
+      onnx.__version__, "| numpy", numpy.__version__)
+for mod in ("rich", "z3", "onnxslim"):
+    print(mod, "installed" if importlib.util.find_spec(mod) else "missing")
+print("providers", ort.get_available_providers())
+print("cuda probe", cuda_probe())
+try:
+    print(subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm",
+                          "--format=csv"], capture_output=True, text=True, timeout=20).stdout)
+except OSError as e:
+    print("nvidia-smi:", e)
+EOF
+cat "$OUT/env.txt"
+
+phase "superopt bench on $DEVICE (models: ${MODELS:-all})"
+# shellcheck disable=SC2086  # MODELS is a space-separated list of names
+timeout "$TIMEOUT_S" "$PY" -m superopt bench $MODELS --device "$DEVICE" --out "$OUT/$DEVICE.md" \
+  --json "$OUT/$DEVICE.json" \
+  --rounds "$ROUNDS" --timing-budget "$TIMING_S" --time-limit "$SEARCH_S" \
+  --max-total "$MAX_TOTAL_S" --cache-dir "$CACHE" 2>&1 | tee "$OUT/bench.log"
+rc=${PIPESTATUS[0]}
+phase "bench exited with $rc"
+
+# SQLite in WAL mode: copy through the backup API so the copy holds every committed cost.
+"$PY" - "$CACHE/costs.sqlite3" "$OUT/costs.sqlite3" <<'EOF' || echo "cost cache not copied"
+import os, sqlite3, sys
+src, dst = sys.argv[1], sys.argv[2]
+if os.path.exists(src):
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+    print("cost cache:", dst, os.path.getsize(dst), "bytes")
+else:
+    print("no cost cache at", src)
+EOF
+
+phase "done"
+[[ -f "$OUT/$DEVICE.md" ]] && cat "$OUT/$DEVICE.md"
+exit "$rc"

@@ -1,0 +1,599 @@
+"""Benchmarks: each zoo model as built, at ORT's best level, and after superopt, in one run.
+
+For every model `run_bench` builds it, optimizes it with `superopt.optimizer.optimize` (the
+measured cost model on the chosen device, the shipped rules unless told), then times, in **one
+interleaved run**, the variants
+
+- ``ORT disable``: the model as built, at ORT_DISABLE_ALL,
+- ``ORT all``: the model as built, at ORT_ENABLE_ALL,
+- ``superopt``: superopt's output (what `optimize` would write), at ORT_ENABLE_ALL,
+- ``onnxslim``: onnxslim's output at ORT_ENABLE_ALL, when onnxslim is installed (a peer),
+
+with the method of `superopt.cost_model.ab_gate.compare_models`: fresh sessions per variant,
+several rounds whose order rotates, the best of a few runs per round, the median over rounds
+and the spread (p90 - p10) / median. Unlike the gate, each variant has its own optimization
+level, and a variant that fails (a peer's output ORT cannot load) is reported, not fatal.
+
+A model that fails anywhere is reported in its row; the others still run. `write_markdown`
+renders the results (rewritten after every model, so a run cut short leaves its rows).
+
+Example:
+    >>> report = run_bench(["squeezenet"], device="cpu", rounds=3)    # doctest: +SKIP
+    >>> report.models[0].speedup_over_all                              # doctest: +SKIP
+    1.004
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import math
+import os
+import platform
+import re
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+import superopt
+from superopt.errors import SuperoptError, UsageError
+
+#: the variants of a model, in table order: (label, optimization level)
+VARIANTS: tuple[tuple[str, str], ...] = (
+    ("ORT disable", "disable"), ("ORT all", "all"), ("superopt", "all"), ("onnxslim", "all"))
+DEFAULT_ROUNDS = 9
+DEFAULT_TIMING_BUDGET_S = 8.0
+DEFAULT_TIME_LIMIT_S = 30.0
+
+Log = Callable[[str], None]
+Builder = Callable[[str], onnx.ModelProto]
+
+
+@dataclass(frozen=True)
+class VariantTiming:
+    """One variant's timings: median of the per-round best runs, and their relative spread."""
+
+    median_s: float
+    spread: float
+    rounds_s: list[float] = field(repr=False)
+
+    @classmethod
+    def from_rounds(cls, rounds_s: Sequence[float]) -> VariantTiming:
+        from superopt.cost_model.ab_gate import ModelTiming
+
+        t = ModelTiming.from_rounds(rounds_s)
+        return cls(median_s=t.median_s, spread=t.spread, rounds_s=list(rounds_s))
+
+
+@dataclass
+class InterleavedResult:
+    """`time_interleaved`'s outcome: a timing or an error per variant, and the method used."""
+
+    timings: list[VariantTiming | None]
+    errors: list[str | None]
+    rounds: int
+    runs_per_round: int
+    sessions: int
+    elapsed_s: float
+
+
+@dataclass
+class ModelBench:
+    """One model's row: sizes, timings by variant label, the optimizer's work, errors."""
+
+    name: str
+    nodes_before: int | None = None
+    nodes_after: int | None = None
+    timings: dict[str, VariantTiming] = field(default_factory=dict)
+    optimize_s: float | None = None
+    cache_state: str = ""  # "cold", "warm" or "partial" (of the measured-cost cache)
+    rewrites: dict[str, int] = field(default_factory=dict)  # rule label -> times applied
+    kept: bool | None = None  # True: superopt's candidate was kept by its gate
+    kept_reason: str = ""
+    error: str | None = None  # the failure that stopped this model, in one line
+    notes: list[str] = field(default_factory=list)  # lesser failures (a peer, a variant)
+    phase_s: dict[str, float] = field(default_factory=dict)
+    runs_per_round: int | None = None
+    sessions: int | None = None
+
+    def ratio(self, reference: str, variant: str = "superopt") -> float | None:
+        """reference median / variant median (above 1: `variant` is faster), or None."""
+        ref, var = self.timings.get(reference), self.timings.get(variant)
+        if ref is None or var is None or var.median_s <= 0:
+            return None
+        return ref.median_s / var.median_s
+
+    @property
+    def speedup_over_all(self) -> float | None:
+        return self.ratio("ORT all")
+
+    @property
+    def speedup_over_disable(self) -> float | None:
+        return self.ratio("ORT disable")
+
+
+@dataclass
+class BenchReport:
+    """A whole benchmark run: the environment, the method and one `ModelBench` per model."""
+
+    device: str
+    device_name: str
+    provider: str
+    versions: dict[str, str]
+    command: str
+    date: str
+    rounds: int
+    timing_budget_s: float
+    rules_label: str
+    models: list[ModelBench] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    peers: list[str] = field(default_factory=list)  # peers whose outputs are timed
+
+
+def geomean(values: Sequence[float | None]) -> float | None:
+    """Geometric mean of the values that are not None (None if there are none).
+
+    Example:
+        >>> geomean([2.0, 0.5, None, 1.0])
+        1.0
+    """
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return float(math.exp(sum(math.log(v) for v in present) / len(present)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------
+
+
+def time_interleaved(models: Sequence[onnx.ModelProto], levels: Sequence[str], device: str, *,
+                     rounds: int = DEFAULT_ROUNDS, runs_per_round: int | None = None,
+                     sessions: int | None = None, budget_s: float = DEFAULT_TIMING_BUDGET_S,
+                     warmup_s: float | None = None, feeds: Mapping[str, np.ndarray] | None = None,
+                     seed: int = 0) -> InterleavedResult:
+    """Time `models[i]` at `levels[i]` on `device`, interleaved (see the module doc).
+
+    Method, as `compare_models`: `sessions` fresh sessions per model (default 2 on the CPU, 3 on
+    CUDA), each run once untimed; a short warm-up (1 s on CUDA for clocks, 0.1 s on the CPU);
+    round r uses session (r // models) mod sessions and rotates the order of the models; each
+    model keeps its best of `runs_per_round` runs per round (None: fitted so the rounds take
+    about `budget_s`). A model whose session cannot be built or run gets an error instead of a
+    timing; the others go on. `models[0]` failing raises `SuperoptError`: nothing to compare.
+    """
+    from superopt.cost_model.ab_gate import MAX_RUNS_PER_ROUND
+    from superopt.cost_model.ort_runtime import Runner, make_session, random_feeds, resolve_device
+
+    if rounds < 1:
+        raise UsageError("--rounds must be at least 1")
+    start = time.perf_counter()
+    resolved = resolve_device(device)
+    n_sessions = sessions if sessions is not None else (3 if resolved == "cuda" else 2)
+    feeds = feeds if feeds is not None else random_feeds(models[0], seed)
+    runners: list[list | None] = []
+    errors: list[str | None] = []
+    for i, (model, level) in enumerate(zip(models, levels)):
+        try:
+            built = [Runner(make_session(model, resolved, level=level), feeds)
+                     for _ in range(n_sessions)]
+            for runner in built:  # first run: allocations, cuDNN algorithm search
+                runner.run()
+        except Exception as e:  # noqa: BLE001 - ORT raises plain Exceptions; keep the others
+            if i == 0:
+                raise SuperoptError(f"the model does not run in ONNX Runtime: {_one_line(e)}") \
+                    from None
+            runners.append(None)
+            errors.append(_one_line(e))
+            continue
+        runners.append(built)
+        errors.append(None)
+    live = [i for i, r in enumerate(runners) if r is not None]
+
+    measuring_since = time.perf_counter()
+    warm_until = measuring_since + (warmup_s if warmup_s is not None else
+                                    (1.0 if resolved == "cuda" else 0.1))
+    while time.perf_counter() < warm_until:
+        for i in live:
+            for runner in runners[i]:
+                runner.run()
+    if runs_per_round is None:
+        per_round_s = sum(float(np.mean(runners[i][0].times(3))) for i in live)
+        remaining = budget_s - (time.perf_counter() - measuring_since)
+        fit = int(max(remaining, 0.0) / (rounds * per_round_s)) if per_round_s > 0 else 1
+        runs_per_round = max(1, min(MAX_RUNS_PER_ROUND, fit))
+
+    per_round: dict[int, list[float]] = {i: [] for i in live}
+    was_enabled = gc.isenabled()
+    gc.disable()  # a collection inside a timed run would be charged to one model
+    try:
+        for r in range(rounds):
+            session_index = (r // len(live)) % n_sessions
+            shift = r % len(live)
+            for i in [*live[shift:], *live[:shift]]:
+                per_round[i].append(runners[i][session_index].best_of(runs_per_round))
+    finally:
+        if was_enabled:
+            gc.enable()
+    timings = [VariantTiming.from_rounds(per_round[i]) if i in per_round else None
+               for i in range(len(models))]
+    return InterleavedResult(timings=timings, errors=errors, rounds=rounds,
+                             runs_per_round=runs_per_round, sessions=n_sessions,
+                             elapsed_s=time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark run
+# ---------------------------------------------------------------------------------------------
+
+
+def onnxslim_available() -> bool:
+    """Whether the onnxslim peer can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxslim") is not None
+
+
+def environment(device: str) -> tuple[str, str, dict[str, str]]:
+    """(device name, provider, versions) of this run."""
+    import onnxruntime as ort
+
+    from superopt.cost_model.ort_runtime import PROVIDERS, device_name
+
+    versions = {"onnxruntime": ort.__version__, "onnx": onnx.__version__,
+                "numpy": np.__version__, "superopt": superopt.__version__,
+                "python": platform.python_version()}
+    if onnxslim_available():
+        import onnxslim
+
+        versions["onnxslim"] = getattr(onnxslim, "__version__", "?")
+    return device_name(device), PROVIDERS[device], versions
+
+
+def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
+              rounds: int = DEFAULT_ROUNDS, timing_budget_s: float = DEFAULT_TIMING_BUDGET_S,
+              rules: str | os.PathLike | None = None,
+              time_limit: float = DEFAULT_TIME_LIMIT_S, peers: bool = True,
+              cache_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+              json_out: str | os.PathLike | None = None, command: str = "",
+              max_total_s: float | None = None,
+              builder: Builder | None = None, log: Log | None = None) -> BenchReport:
+    """Benchmark zoo models `names` (default: all) on `device`; see the module doc.
+
+    `out` (Markdown) and `json_out` (`report_json`), if given, are rewritten after every
+    model. `max_total_s` skips the models that would start after that many seconds (noted in
+    the report). `builder(name)`
+    replaces `superopt.zoo.build` (tests). `log` receives one line per phase.
+    """
+    from superopt import zoo
+    from superopt.cost_model.ort_runtime import resolve_device
+    from superopt.optimizer import select_rules
+
+    started = time.perf_counter()
+    say = log or (lambda line: None)
+    names = list(names) if names else zoo.list_models()
+    if builder is None:
+        unknown = [n for n in names if n not in zoo.MODELS]
+        if unknown:
+            raise UsageError(f"unknown zoo model {unknown[0]!r}; valid names: "
+                             f"{', '.join(zoo.list_models())}")
+        builder = zoo.build
+    resolved = resolve_device(device)
+    rule_list = select_rules(rules)  # RulesError for a bad file, before any model is built
+    name, provider, versions = environment(resolved)
+    report = BenchReport(
+        device=resolved, device_name=name, provider=provider, versions=versions,
+        command=command, date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        rounds=rounds, timing_budget_s=timing_budget_s,
+        rules_label=f"{len(rule_list)} proved rules from "
+                    f"{rules if rules else 'the shipped database (superopt/rules_db/rules.json)'}")
+    use_slim = peers and onnxslim_available()
+    if use_slim:
+        report.peers.append("onnxslim")
+    elif peers:
+        report.notes.append("onnxslim not installed: skipped (`pip install superopt[bench]`).")
+    cost_model = _cost_model(resolved, cache_dir)
+    for k, model_name in enumerate(names):
+        elapsed = time.perf_counter() - started
+        if max_total_s is not None and elapsed > max_total_s:
+            row = ModelBench(model_name, error=f"skipped: the run's time limit ({max_total_s:.0f}"
+                                               f" s) was reached")
+            report.models.append(row)
+            say(f"[{k + 1}/{len(names)}] {model_name}: {row.error}")
+            continue
+        say(f"[{k + 1}/{len(names)}] {model_name}")
+        row = bench_model(model_name, builder, resolved, rule_list, cost_model, rounds=rounds,
+                          timing_budget_s=timing_budget_s, time_limit=time_limit,
+                          use_slim=use_slim, log=say)
+        report.models.append(row)
+        _save(report, out, json_out)
+    _save(report, out, json_out)
+    return report
+
+
+def _save(report: BenchReport, out: str | os.PathLike | None,
+          json_out: str | os.PathLike | None) -> None:
+    if out is not None:
+        write_markdown(report, out)
+    if json_out is not None:
+        write_json(report, json_out)
+
+
+def _cost_model(device: str, cache_dir: str | os.PathLike | None):
+    from superopt.cost_model import make_cost_model
+    from superopt.cost_model.cache import CostCache
+
+    cache = CostCache(cache_dir) if cache_dir is not None else None
+    # `is not None`: an empty CostCache is falsy (it has a length).
+    return make_cost_model("measured", device, **({"cache": cache} if cache is not None else {}))
+
+
+def bench_model(name: str, builder: Builder, device: str, rules: Sequence, cost_model, *,
+                rounds: int, timing_budget_s: float, time_limit: float, use_slim: bool,
+                log: Log) -> ModelBench:
+    """Build, optimize and time one model; every failure ends up in the returned row."""
+    from superopt.optimizer import optimize
+
+    row = ModelBench(name)
+    t = time.perf_counter()
+    try:
+        model = builder(name)
+    except Exception as e:  # noqa: BLE001 - a broken builder must not stop the other models
+        row.error = f"build failed: {_one_line(e)}"
+        log(f"  {row.error}")
+        return row
+    row.phase_s["build"] = time.perf_counter() - t
+    row.nodes_before = len(model.graph.node)
+
+    variants: list[tuple[str, onnx.ModelProto, str]] = [
+        ("ORT disable", model, "disable"), ("ORT all", model, "all")]
+    t = time.perf_counter()
+    measured_before = (getattr(cost_model, "measured", 0), getattr(cost_model, "cache_hits", 0))
+    try:
+        result = optimize(model, None, rules=list(rules), device=device, time_limit=time_limit,
+                          cost_model=cost_model, write=False)
+    except Exception as e:  # noqa: BLE001 - reported in the row; the ORT variants still run
+        row.error = f"optimize failed: {_one_line(e)}"
+        log(f"  {row.error}")
+    else:
+        row.optimize_s = time.perf_counter() - t
+        row.cache_state = _cache_state(cost_model, measured_before)
+        superopt_model = superopt.to_onnx(result.graph_after)
+        row.nodes_after = len(superopt_model.graph.node)
+        row.kept, row.kept_reason = result.kept, result.kept_reason
+        row.rewrites = dict(Counter(_rule_label(s) for s in result.steps))
+        variants.append(("superopt", superopt_model, "all"))
+        log(f"  optimize {row.optimize_s:.1f} s (cost cache {row.cache_state}): "
+            f"{sum(row.rewrites.values())} rewrites; {result.kept_reason}")
+    row.phase_s["optimize"] = time.perf_counter() - t
+
+    if use_slim:
+        t = time.perf_counter()
+        try:
+            import onnxslim
+
+            variants.append(("onnxslim", onnxslim.slim(_copy(model)), "all"))
+        except Exception as e:  # noqa: BLE001 - a peer's failure is a note, not the model's
+            row.notes.append(f"onnxslim failed: {_one_line(e)}")
+        row.phase_s["onnxslim"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    try:
+        timed = time_interleaved([v[1] for v in variants], [v[2] for v in variants], device,
+                                 rounds=rounds, budget_s=timing_budget_s, feeds=_feeds(model))
+    except Exception as e:  # noqa: BLE001
+        row.error = (row.error + "; " if row.error else "") + f"timing failed: {_one_line(e)}"
+        log(f"  {row.error}")
+        return row
+    row.phase_s["timing"] = time.perf_counter() - t
+    row.runs_per_round, row.sessions = timed.runs_per_round, timed.sessions
+    for (label, _, _), timing, error in zip(variants, timed.timings, timed.errors):
+        if timing is not None:
+            row.timings[label] = timing
+        else:
+            row.notes.append(f"{label} output does not run in ONNX Runtime: {error}")
+    parts = ", ".join(f"{label} {t.median_s * 1e3:.3f} ms" for label, t in row.timings.items())
+    log(f"  timing {row.phase_s['timing']:.1f} s ({timed.rounds} rounds x "
+        f"{timed.runs_per_round} runs, {timed.sessions} sessions): {parts}")
+    return row
+
+
+def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Valid inputs: the zoo's (token ids below the vocabulary size) or generic random ones."""
+    from superopt import zoo
+    from superopt.cost_model.ort_runtime import random_feeds
+
+    try:
+        return zoo.input_feeds(model)
+    except ValueError:
+        return random_feeds(model)
+
+
+def _cache_state(cost_model, before: tuple[int, int]) -> str:
+    """How the measured-cost cache served this model: "cold: N ops measured" or "warm"."""
+    measured = getattr(cost_model, "measured", 0) - before[0]
+    hits = getattr(cost_model, "cache_hits", 0) - before[1]
+    if measured:
+        return f"cold: {measured} ops measured" + (f", {hits} cached" if hits else "")
+    return "warm" if hits else "no op costs needed"
+
+
+def _rule_label(step) -> str:
+    return step.rule_name or step.rule_id[:12]
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else type(error).__name__)[:300]
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+
+def default_out_path(device: str, device_name: str, folder: str | os.PathLike = "benchmarks/results"
+                     ) -> Path:
+    """benchmarks/results/cpu.md, or cuda-<gpu name slug>.md.
+
+    Example:
+        >>> default_out_path("cuda", "NVIDIA H100 80GB HBM3").name
+        'cuda-nvidia-h100-80gb-hbm3.md'
+    """
+    if device == "cuda":
+        slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-") or "gpu"
+        return Path(folder) / f"cuda-{slug}.md"
+    return Path(folder) / f"{device}.md"
+
+
+def _ms(t: VariantTiming | None) -> str:
+    return "—" if t is None else f"{t.median_s * 1e3:.3f} ± {t.spread:.0%}"
+
+
+def _x(ratio: float | None) -> str:
+    return "—" if ratio is None else f"{ratio:.3f}×"
+
+
+def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the results table (the geomean row last), as plain strings."""
+    slim = "onnxslim" in report.peers
+    headers = ["model", "nodes before → after", "ORT disable (ms)", "ORT all (ms)",
+               "superopt (ms)"]
+    headers += ["onnxslim (ms)"] if slim else []
+    headers += ["superopt vs ORT all", "superopt vs disable"]
+    headers += ["onnxslim vs ORT all"] if slim else []
+    headers += ["optimize (s)", "rewrites applied"]
+    rows = []
+    for m in report.models:
+        nodes = "—" if m.nodes_before is None else (
+            f"{m.nodes_before} → {m.nodes_after if m.nodes_after is not None else '—'}")
+        row = [m.name, nodes, _ms(m.timings.get("ORT disable")), _ms(m.timings.get("ORT all")),
+               _ms(m.timings.get("superopt"))]
+        row += [_ms(m.timings.get("onnxslim"))] if slim else []
+        row += [_x(m.speedup_over_all), _x(m.speedup_over_disable)]
+        row += [_x(m.ratio("ORT all", "onnxslim"))] if slim else []
+        opt = "—" if m.optimize_s is None else f"{m.optimize_s:.1f} ({m.cache_state})"
+        row += [opt, _rewrites_cell(m)]
+        rows.append(row)
+    geo = ["**geomean**", "", "", "", ""] + ([""] if slim else [])
+    geo += [_x(geomean([m.speedup_over_all for m in report.models])),
+            _x(geomean([m.speedup_over_disable for m in report.models]))]
+    geo += [_x(geomean([m.ratio("ORT all", "onnxslim") for m in report.models]))] if slim else []
+    geo += ["", ""]
+    rows.append(geo)
+    return headers, rows
+
+
+def _rewrites_cell(m: ModelBench) -> str:
+    if m.error:
+        return f"**error**: {m.error}"
+    if m.kept is None:
+        return "—"
+    applied = ", ".join(f"{label} ×{n}" for label, n in sorted(m.rewrites.items()))
+    if m.kept:
+        return applied
+    return f"none (original kept: {m.kept_reason})"
+
+
+def render_markdown(report: BenchReport) -> str:
+    """The report as Markdown: header fields, the table, the method and notes."""
+    v = report.versions
+    lines = [
+        f"# superopt bench: {report.device} ({report.device_name})", "",
+        f"- date: {report.date}",
+        f"- device: {report.device_name}; provider: {report.provider}",
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- command: `{report.command}`" if report.command else "- command: (Python API)",
+        f"- rules: {report.rules_label}", "",
+    ]
+    headers, rows = table_rows(report)
+    lines.append("| " + " | ".join(headers) + " |")
+    left = (0, 1, len(headers) - 1)  # names and text left, numbers right
+    lines.append("|" + "|".join("---" if i in left else "---:" for i in range(len(headers))) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    runs = sorted({m.runs_per_round for m in report.models if m.runs_per_round})
+    sessions = sorted({m.sessions for m in report.models if m.sessions})
+    lines += [
+        "",
+        "Method: for each model the variants (the model as built at ORT_DISABLE_ALL and at "
+        "ORT_ENABLE_ALL, superopt's output at ORT_ENABLE_ALL"
+        + (", onnxslim's output at ORT_ENABLE_ALL" if report.peers else "") +
+        ") are timed in one interleaved run: "
+        f"{'/'.join(map(str, sessions)) or '?'} fresh sessions per variant, {report.rounds} rounds"
+        " whose order rotates and that cycle over the sessions, the best of "
+        f"{'/'.join(map(str, runs)) or '?'} runs per round (fitted to about "
+        f"{report.timing_budget_s:g} s of timing per model), inputs bound once with IO binding"
+        + (" (on the GPU, outputs stay there)" if report.device == "cuda" else "") + ". "
+        "Times are the median over rounds ± the spread (p90 − p10) / median; speedups are "
+        "reference median / variant median (above 1: faster). Optimize time is superopt's whole "
+        "pipeline (cost measurement, search, end-to-end gate, numerical check) with the state of "
+        "the measured-cost cache it started from. The geomean is over the models with a value.",
+    ]
+    notes = list(report.notes)
+    for m in report.models:
+        notes += [f"{m.name}: {n}" for n in m.notes]
+    if report.device == "cpu":
+        notes.append("CPU timings on a shared machine: other processes add noise; differences "
+                     "within the spread are not significant.")
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def report_json(report: BenchReport) -> dict:
+    """The report as JSON-ready data, with every round's time (for looking into the noise)."""
+    data = {k: v for k, v in report.__dict__.items() if k != "models"}
+    data["format"] = "superopt-bench/1"
+    data["models"] = []
+    for m in report.models:
+        row = {k: v for k, v in m.__dict__.items() if k != "timings"}
+        row["timings"] = {label: {"median_s": t.median_s, "spread": t.spread,
+                                  "rounds_s": t.rounds_s} for label, t in m.timings.items()}
+        row["speedup_over_all"], row["speedup_over_disable"] = (m.speedup_over_all,
+                                                                m.speedup_over_disable)
+        data["models"].append(row)
+    data["geomean"] = {"over_all": geomean([m.speedup_over_all for m in report.models]),
+                       "over_disable": geomean([m.speedup_over_disable for m in report.models])}
+    return data
+
+
+def write_markdown(report: BenchReport, path: str | os.PathLike) -> Path:
+    """Write `render_markdown(report)` to `path` atomically (temp file + rename)."""
+    return _write_atomic(render_markdown(report), path)
+
+
+def write_json(report: BenchReport, path: str | os.PathLike) -> Path:
+    """Write `report_json(report)` to `path` atomically."""
+    import json
+
+    return _write_atomic(json.dumps(report_json(report), indent=1) + "\n", path)
+
+
+def _write_atomic(text: str, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".md", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a results file is for everyone
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

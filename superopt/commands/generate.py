@@ -1,0 +1,179 @@
+"""`superopt generate`: enumerate graphs, propose and prune candidate rules, prove them, write.
+
+    superopt generate [--max-ops 3] [--ops MatMul,Add ...] [--workers N] [--seed S]
+                      [--timeout SEC] [--no-verify] [--keep-unproved] [--yes] -o FILE
+
+Prints an estimate of the work first; a run estimated at over an hour needs `--yes`. Ctrl-C
+stops the enumeration early and still writes what was found, marked partial in the file's meta.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from superopt.cli import add_verbosity
+from superopt.errors import OutputError, SuperoptError, UsageError
+
+HOUR = 3600.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "generate", help="generate candidate rules by enumeration and prove them",
+        description="Enumerate every operator graph of up to K ops over small inputs, pair "
+                    "graphs with equal fingerprints, prune the pairs as TASO does, check them in "
+                    "float64 at two shape sets, prove them with Z3, and write a rules file.")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.json",
+                   help="rules file to write (atomically)")
+    p.add_argument("--max-ops", type=int, default=3, metavar="K",
+                   help="largest graph, in operators (default 3; 4 takes tens of minutes)")
+    p.add_argument("--ops", nargs="+", metavar="OP",
+                   help="registry op names to enumerate (default: TASO's set plus "
+                        "BatchNormalization, Gemm, Sub); commas also separate")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="worker processes (default: all cores)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SEC",
+                   help="Z3 time limit per rule (default 10)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="write the checked candidates unproved (proof result 'unverified')")
+    p.add_argument("--keep-unproved", action="store_true",
+                   help="also write rules the verifier did not prove, with their proof record")
+    p.add_argument("--yes", action="store_true",
+                   help="run even when the estimate says it takes over an hour")
+    add_verbosity(p)
+    p.set_defaults(func=run)
+
+
+def _parse_ops(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [name for v in values for name in v.split(",") if name.strip()]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * HOUR:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / HOUR:.1f} h"
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from superopt import generator
+    from superopt.generator.opset import default_universe
+    from superopt.rules import save_rules
+
+    console = Console(stderr=True, quiet=args.quiet)
+    if args.max_ops < 1:
+        raise UsageError(f"--max-ops must be at least 1, got {args.max_ops}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be 0 (all cores) or more, got {args.workers}")
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise OutputError(f"{out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise OutputError(f"{out}: is a directory")
+    ops = _parse_ops(args.ops)
+    universe = default_universe(ops)
+    workers = args.workers or os.cpu_count() or 1
+    n_graphs = generator.estimate_graphs(universe, args.max_ops)
+    seconds = generator.estimate_seconds(n_graphs, workers)
+    console.print(f"estimate: about {n_graphs:,} graphs of up to {args.max_ops} ops over "
+                  f"{len(universe.instances)} op instances, ~{_duration(seconds)} on {workers} "
+                  f"worker{'s' if workers > 1 else ''}", soft_wrap=True)
+    if seconds > HOUR and not args.yes:
+        raise UsageError(f"--max-ops {args.max_ops} would take about {_duration(seconds)}; "
+                         "pass --yes to run it anyway")
+    result = _run_generator(args, ops, workers, console)
+    rules = result.rules
+    meta = dict(result.meta)
+    if not args.no_verify and rules:
+        rules, meta = _verify(args, rules, meta, workers, console)
+    elif args.no_verify:
+        meta["verification"] = "skipped (--no-verify)"
+    save_rules(rules, out, meta)
+    by_result: dict[str, int] = {}
+    for r in rules:
+        key = r.proof.get("result", "unverified")
+        by_result[key] = by_result.get(key, 0) + 1
+    _print_stages(console, result.stages)
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(by_result.items())) or "no rules"
+    partial = " (PARTIAL: interrupted)" if meta.get("partial") else ""
+    console.print(f"wrote {out}: {len(rules)} rules ({summary}){partial} in "
+                  f"{meta['seconds']['total']:.0f} s, peak memory {meta['peak_memory_mb']:.0f} MB")
+    return 0
+
+
+def _run_generator(args, ops, workers, console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from superopt import generator
+
+    with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=args.quiet) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = generator.generate(args.max_ops, ops, workers, args.seed, progress=progress)
+    if not result.complete:
+        console.print("[yellow]interrupted: writing the candidates found so far "
+                      "(marked partial)[/]")
+    return result
+
+
+def _verify(args, rules, meta, workers, console):
+    try:
+        from superopt.verifier import verify_rules
+    except ImportError as e:
+        raise SuperoptError(f"the verifier is not available ({e}); pass --no-verify to write "
+                            "unproved candidates") from None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    t0 = time.time()
+    try:
+        with Progress(TextColumn("verify    "), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=True,
+                      disable=args.quiet) as bar:
+            task = bar.add_task("verify", total=len(rules))
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            checked = verify_rules(rules, timeout_s=args.timeout, workers=workers,
+                                   progress=progress)
+    except KeyboardInterrupt:
+        console.print("[yellow]verification interrupted: writing the candidates unverified "
+                      "(marked partial)[/]")
+        meta["partial"] = meta.get("partial", "") + " verification interrupted"
+        return rules, meta
+    counts: dict[str, int] = {}
+    for r in checked:
+        key = r.proof.get("result", "unknown")
+        counts[key] = counts.get(key, 0) + 1
+    meta["verification"] = {"timeout_s": args.timeout, "results": counts,
+                            "seconds": round(time.time() - t0, 1)}
+    meta["stages"] = {**meta["stages"], **{f"verifier: {k}": v for k, v in counts.items()}}
+    kept = checked if args.keep_unproved else [r for r in checked if r.proved]
+    return kept, meta
+
+
+def _print_stages(console, stages: dict[str, int]) -> None:
+    from rich.table import Table
+
+    table = Table(title="generation", title_justify="left")
+    table.add_column("stage")
+    table.add_column("count", justify="right")
+    for k, v in stages.items():
+        table.add_row(k, f"{v:,}")
+    console.print(table)

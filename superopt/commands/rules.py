@@ -1,0 +1,200 @@
+"""`superopt rules list|show|stats|import-taso`: inspect a rules file (default: the shipped DB).
+
+    superopt rules list [FILE]
+    superopt rules show ID [FILE] [--onnx DIR]
+    superopt rules stats [FILE]
+    superopt rules import-taso FILE.pb -o FILE.json
+
+`show --onnx DIR` writes the rule's two sides, instantiated at its example shapes, as
+DIR/src.onnx and DIR/dst.onnx with the same input names, so both can be fed the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from superopt.cli import add_verbosity
+from superopt.errors import OutputError, RulesError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("rules", help="list, show and count the rules of a rules file",
+                              description="Inspect a rules file (default: the shipped database).")
+    sub = p.add_subparsers(dest="rules_command", metavar="RULES_COMMAND", required=True)
+    lister = sub.add_parser("list", help="one line per rule: id, name, src => dst, proof")
+    lister.add_argument("file", nargs="?", metavar="FILE", help="rules file (default: shipped)")
+    add_verbosity(lister)
+    lister.set_defaults(func=run_list)
+    show = sub.add_parser("show", help="one rule in full; --onnx writes its two sides")
+    show.add_argument("rule_id", metavar="ID", help="rule id (a unique prefix works) or name")
+    show.add_argument("file", nargs="?", metavar="FILE", help="rules file (default: shipped)")
+    show.add_argument("--onnx", metavar="DIR",
+                      help="write DIR/src.onnx and DIR/dst.onnx at the example shapes")
+    add_verbosity(show)
+    show.set_defaults(func=run_show)
+    stats = sub.add_parser("stats", help="counts by proof result, op and size")
+    stats.add_argument("file", nargs="?", metavar="FILE", help="rules file (default: shipped)")
+    add_verbosity(stats)
+    stats.set_defaults(func=run_stats)
+    imp = sub.add_parser("import-taso", help="convert TASO's rule collection (.pb)")
+    imp.add_argument("file", metavar="FILE.pb", help="TASO's graph_subst.pb")
+    imp.add_argument("-o", "--output", required=True, metavar="FILE.json")
+    add_verbosity(imp)
+    imp.set_defaults(func=run_import)
+
+
+def _load(path: str | None):
+    from superopt.rules import load_rules
+
+    return load_rules(path)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    rs = _load(args.file)
+    table = Table(title=f"{len(rs.rules)} rules", title_justify="left")
+    for col in ("id", "name", "src => dst", "proof"):
+        table.add_column(col, overflow="fold")
+    for r in rs.rules:
+        text = " | ".join(map(str, r.src)) + "  =>  " + " | ".join(map(str, r.dst))
+        table.add_row(r.id, r.name, text, str(r.proof.get("result", "-")))
+    _console().print(table)
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    rs = _load(args.file)
+    rule = rs.by_id(args.rule_id)
+    for line in describe(rule):
+        print(line)
+    if args.onnx:
+        for line in write_onnx_pair(rule, Path(args.onnx)):
+            print(line)
+    return 0
+
+
+def describe(rule) -> list[str]:
+    """The rule in readable lines: patterns, variables, conditions, example, provenance, proof."""
+    import json
+
+    lines = [f"rule {rule.id}" + (f" ({rule.name})" if rule.name else "")]
+    for i, (s, d) in enumerate(zip(rule.src, rule.dst)):
+        tag = f" output {i}" if len(rule.src) > 1 else ""
+        lines += [f"  src{tag}: {s}", f"  dst{tag}: {d}"]
+    lines.append("  variables: " + ", ".join(f"?{k} ({v})" for k, v in sorted(rule.vars.items())))
+    lines.append("  conditions: " + ("; ".join(rule.conditions) or "none"))
+    if rule.example:
+        lines.append("  example shapes: " + ", ".join(
+            f"?{k} {'x'.join(map(str, v)) or 'scalar'}" for k, v in sorted(rule.example.items())))
+    if rule.provenance:
+        lines.append("  provenance: " + json.dumps(dict(rule.provenance), sort_keys=True))
+    lines.append("  proof: " + (json.dumps(dict(rule.proof), sort_keys=True)
+                                if rule.proof else "none"))
+    return lines
+
+
+def write_onnx_pair(rule, folder: Path, seed: int = 0) -> list[str]:
+    """Write the two sides at the example shapes as folder/src.onnx and folder/dst.onnx.
+
+    Variables become graph inputs with the same names on both sides. Where a side computes on
+    weights with a helper op that ONNX lacks (e.g. EnlargeKernel), weight variables become
+    constants with random values (the exporter folds the helper away); the returned lines say so.
+    """
+    import numpy as np
+
+    from superopt.ir import FLOAT, Graph, TensorType, Value
+    from superopt.onnx_io import save
+    from superopt.pattern import Bindings, build
+    from superopt.registry import WEIGHT_ONLY, get_op
+
+    if not folder.is_dir():
+        if folder.exists() or not folder.parent.is_dir():
+            raise OutputError(f"{folder}: not a folder that exists or can be created")
+        folder.mkdir()
+    if not rule.example:
+        raise RulesError(f"rule {rule.id} has no example shapes to instantiate it at")
+    helpers = any(get_op(op).has(WEIGHT_ONLY) for op in rule.ops())
+    rng = np.random.default_rng(seed)
+    values: dict[str, Value] = {}
+    for name in sorted(rule.example):
+        shape = tuple(int(d) for d in rule.example[name])
+        if helpers and rule.vars.get(name) == "weight":
+            # Positive values keep helpers like BatchNorm folding (sqrt of a variance) defined.
+            values[name] = Value.const(rng.uniform(0.5, 1.5, size=shape).astype(np.float32),
+                                       name=name)
+        else:
+            values[name] = Value.input(name, TensorType(FLOAT, shape))
+    inputs = [v for v in values.values() if not v.is_const]
+    lines = []
+    for side, patterns in (("src", rule.src), ("dst", rule.dst)):
+        b = Bindings(dict(values))
+        try:
+            outs = [build(p, b) for p in patterns]
+        except (ValueError, KeyError) as e:
+            raise RulesError(f"rule {rule.id}: the {side} side does not instantiate at its "
+                             f"example shapes ({e})") from None
+        graph = Graph(inputs, [(f"out{i}", v) for i, v in enumerate(outs)])
+        path = folder / f"{side}.onnx"
+        save(graph, path)
+        lines.append(f"wrote {path}")
+    if helpers:
+        lines.append("note: weight variables are constants with random values in both files "
+                     "(helper ops on weights were folded); inputs are the tensor variables")
+    else:
+        lines.append("note: every variable is a graph input, named alike in both files")
+    return lines
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    rs = _load(args.file)
+    by_result: dict[str, int] = {}
+    by_op: dict[str, int] = {}
+    by_size: dict[str, int] = {}
+    for r in rs.rules:
+        res = str(r.proof.get("result", "-"))
+        by_result[res] = by_result.get(res, 0) + 1
+        for op in r.ops():
+            by_op[op] = by_op.get(op, 0) + 1
+        size = f"{r.src_size()} -> {r.dst_size()} ops"
+        by_size[size] = by_size.get(size, 0) + 1
+    console = _console()
+    console.print(f"{len(rs.rules)} rules in {args.file or 'the shipped database'}")
+    for title, counts in (("proof result", by_result), ("rules using op", by_op),
+                          ("size (src -> dst)", by_size)):
+        table = Table(title=title, title_justify="left")
+        table.add_column(title.split(" (")[0])
+        table.add_column("rules", justify="right")
+        for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            table.add_row(k, str(v))
+        console.print(table)
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from superopt.rules import save_rules
+
+    src = Path(args.file)
+    if not src.is_file():
+        raise RulesError(f"{src}: no such file")
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise OutputError(f"{out}: folder {out.parent} does not exist")
+    try:
+        from superopt.verifier.taso import import_taso
+    except ImportError as e:
+        raise RulesError(f"the TASO importer is not available ({e})") from None
+    rules = import_taso(str(src))
+    save_rules(rules, out, {"imported_from": src.name, "format_source": "TASO graph_subst.pb"})
+    if not args.quiet:
+        print(f"wrote {out}: {len(rules)} rules imported from {src}")
+    return 0

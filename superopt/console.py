@@ -1,0 +1,183 @@
+"""Console output that works with or without `rich`: tables, styled lines, phase progress.
+
+`rich` is a dependency of the package, but the GPU machine runs superopt from an editable
+install with `--no-deps`, where it may be missing. The commands that must run there
+(`optimize`, `bench`) print through this module: with rich they get its tables, colours and
+progress bars; without it, the same content as plain text.
+
+Example:
+    >>> console = Console(stderr=False)
+    >>> table = Table(title="ops")
+    >>> table.add_column("op"); table.add_column("count", justify="right")
+    >>> table.add_row("Conv", "3")
+    >>> print(table.plain())
+    ops
+    op    count
+    ----  -----
+    Conv      3
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from typing import Any, ClassVar
+
+# Only the markup this project writes ([green]...[/green], [bold], [/]); text such as a shape
+# "[1, 3, 224, 224]" must survive the plain fallback untouched.
+_MARKUP = re.compile(r"\[/?(?:bold|dim|italic|red|green|yellow|blue|cyan|magenta)?\]")
+
+
+def have_rich() -> bool:
+    """Whether `rich` can be imported here."""
+    return importlib.util.find_spec("rich") is not None
+
+
+def strip_markup(text: str) -> str:
+    """Drop rich style tags, keep everything else.
+
+    Example:
+        >>> strip_markup("[green]1.20x[/green] on [1, 3]")
+        '1.20x on [1, 3]'
+    """
+    return _MARKUP.sub("", text)
+
+
+class Table:
+    """A table rendered by rich when available, else as aligned plain text."""
+
+    def __init__(self, title: str | None = None) -> None:
+        self.title = title
+        self.columns: list[tuple[str, str]] = []  # (header, justify)
+        self.rows: list[list[str] | None] = []  # None marks a section break
+
+    def add_column(self, header: str, justify: str = "left") -> None:
+        self.columns.append((header, justify))
+
+    def add_row(self, *cells: str) -> None:
+        self.rows.append([str(c) for c in cells])
+
+    def add_section(self) -> None:
+        self.rows.append(None)
+
+    def plain(self) -> str:
+        """The table as plain, aligned text (markup removed)."""
+        headers = [h for h, _ in self.columns]
+        body = [None if r is None else [strip_markup(c) for c in r] for r in self.rows]
+        widths = [len(h) for h in headers]
+        for row in body:
+            for i, cell in enumerate(row or []):
+                widths[i] = max(widths[i], len(cell))
+
+        def line(cells: list[str]) -> str:
+            out = []
+            for (_, justify), width, cell in zip(self.columns, widths, cells):
+                out.append(cell.rjust(width) if justify == "right" else cell.ljust(width))
+            return "  ".join(out).rstrip()
+
+        lines = [self.title] if self.title else []
+        lines += [line(headers), line(["-" * w for w in widths])]
+        for row in body:
+            lines.append(line(["-" * w for w in widths]) if row is None else line(row))
+        return "\n".join(lines)
+
+    def to_rich(self) -> Any:
+        from rich.table import Table as RichTable
+
+        table = RichTable(title=self.title)
+        for header, justify in self.columns:
+            table.add_column(header, justify=justify)  # type: ignore[arg-type]
+        for row in self.rows:
+            if row is None:
+                table.add_section()
+            else:
+                table.add_row(*row)
+        return table
+
+
+class Console:
+    """Prints styled lines and `Table`s through rich, or as plain text without it."""
+
+    def __init__(self, stderr: bool = True, quiet: bool = False, width: int | None = None
+                 ) -> None:
+        """`width` None: the terminal's; when output goes to a file or pipe, at least 100."""
+        self.quiet = quiet
+        self.stream = sys.stderr if stderr else sys.stdout
+        self.rich = None
+        if have_rich():
+            from rich.console import Console as RichConsole
+
+            self.rich = RichConsole(stderr=stderr, quiet=quiet)
+            if width is not None or not self.rich.is_terminal:
+                self.rich.width = max(width or 100, 40)
+
+    @property
+    def is_terminal(self) -> bool:
+        if self.rich is not None:
+            return bool(self.rich.is_terminal)
+        return bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def print(self, item: str | Table = "", markup: bool = True) -> None:
+        """Print a line (with rich style tags unless `markup` is False) or a `Table`."""
+        if self.quiet:
+            return
+        if self.rich is not None:
+            if isinstance(item, Table):
+                self.rich.print(item.to_rich())
+            else:
+                # Log lines (markup False) stay one line each in files and pipes.
+                self.rich.print(item, markup=markup, highlight=markup, soft_wrap=not markup)
+            return
+        if isinstance(item, Table):
+            text = item.plain()
+        else:
+            text = strip_markup(item) if markup else item
+        print(text, file=self.stream, flush=True)
+
+
+class PhaseProgress:
+    """Progress of a pipeline's phases: rich bars on a terminal; plain text, one line per new
+    phase, without rich; nothing when quiet.
+
+    `update(phase, done, total, detail)` matches `superopt.optimizer.PipelineProgress`.
+    """
+
+    LABELS: ClassVar[dict[str, str]] = {
+        "load": "Loading", "measure": "Measuring ops", "search": "Searching",
+        "gate": "Timing end to end", "check": "Checking numerics", "write": "Writing"}
+
+    def __init__(self, console: Console, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.bars = None
+        if not quiet and console.rich is not None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bars = Progress(
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(), console=console.rich, transient=True,
+                disable=not console.is_terminal)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> PhaseProgress:  # noqa: PYI034 (typing.Self needs Python 3.11)
+        if self.bars is not None:
+            self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bars is not None:
+            self.bars.__exit__(*exc)
+
+    def update(self, phase: str, done: int, total: int | None, detail: str = "") -> None:
+        if self.quiet:
+            return
+        label = self.LABELS.get(phase, phase)
+        if self.bars is None:
+            if phase not in self.tasks:
+                self.tasks[phase] = True
+                self.console.print(f"{label}: {detail}" if detail else label)
+            return
+        if phase not in self.tasks:
+            self.tasks[phase] = self.bars.add_task(label, total=total, detail=detail)
+        self.bars.update(self.tasks[phase], completed=done, total=total, detail=detail[:60])

@@ -1,0 +1,221 @@
+"""Rule proofs: known-true rules are proved, mutants of them never are, and the record says why.
+
+Random data uses a fixed seed (printed on failure via the assertion message)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from superopt.pattern import evaluate
+from superopt.rules import Rule
+from superopt.verifier import verify_rules
+from superopt.verifier.bounded import check_rule
+from superopt.verifier.prove import prove_rule
+
+SEED = 1234
+I4 = (2, 4, 5, 5)
+P1 = "pads=(1,1,1,1)"
+
+
+def rule(src, dst, kinds, example, conditions=()):
+    src = [src] if isinstance(src, str) else src
+    dst = [dst] if isinstance(dst, str) else dst
+    return Rule.make(src, dst, kinds, example=example, conditions=tuple(conditions))
+
+
+W2 = {"x": "tensor", "a": "weight", "b": "weight"}
+KNOWN_TRUE = {
+    "matmul-assoc": rule("(MatMul (MatMul ?x ?a) ?b)", "(MatMul ?x (MatMul ?a ?b))", W2,
+                         {"x": (2, 4), "a": (4, 4), "b": (4, 4)}),
+    "matmul-distrib": rule("(Add (MatMul ?x ?a) (MatMul ?x ?b))", "(MatMul ?x (Add ?a ?b))",
+                           W2, {"x": (2, 4), "a": (4, 4), "b": (4, 4)}),
+    "conv-linear-w": rule(f"(Add (Conv[{P1}] ?x ?a) (Conv[{P1}] ?x ?b))",
+                          f"(Conv[{P1}] ?x (Add ?a ?b))", W2,
+                          {"x": I4, "a": (4, 4, 3, 3), "b": (4, 4, 3, 3)},
+                          [f"dim(?a,{k}) == dim(?b,{k})" for k in range(4)]),
+    "concat-convs-split": rule(
+        [f"(Conv[{P1}] ?x ?a)", f"(Conv[{P1}] ?x ?b)"],
+        [f"(Split.{k}[axis=1, split=(dim(?a,0), dim(?b,0))] "
+         f"(Conv[{P1}] ?x (Concat[axis=0] ?a ?b)))" for k in (0, 1)],
+        W2, {"x": I4, "a": (4, 4, 3, 3), "b": (4, 4, 3, 3)}),
+    "relu-concat": rule("(Concat[axis=1] (Relu ?x) (Relu ?y))", "(Relu (Concat[axis=1] ?x ?y))",
+                        {"x": "tensor", "y": "tensor"}, {"x": (2, 4), "y": (2, 4)}),
+    "1x1-as-enlarged-3x3": rule(
+        f"(Add (Conv ?x ?a) (Conv[{P1}] ?x ?b))", f"(Conv[{P1}] ?x (Add (EnlargeKernel ?a ?b) ?b))",
+        W2, {"x": I4, "a": (4, 4, 1, 1), "b": (4, 4, 3, 3)},
+        ["dim(?a,2) == 1 and dim(?a,3) == 1 and dim(?b,2) == 3 and dim(?b,3) == 3",
+         "dim(?a,0) == dim(?b,0) and dim(?a,1) == dim(?b,1)"]),
+    "transpose-of-matmul": rule("(Transpose[perm=(1,0)] (MatMul ?x ?a))",
+                                "(MatMul (Transpose[perm=(1,0)] ?a) (Transpose[perm=(1,0)] ?x))",
+                                {"x": "tensor", "a": "weight"}, {"x": (2, 4), "a": (4, 4)}),
+}
+
+# Conv + BatchNormalization folded into one Conv and a per-channel bias, in registry ops only.
+BN_FOLD = rule(
+    "(BatchNormalization (Conv ?x ?w) ?s ?b ?m ?v)",
+    "(Add (Conv ?x (Transpose[perm=(1,0,2,3)] (BatchNormalization "
+    "(Transpose[perm=(1,0,2,3)] ?w) ?s (Sub ?b ?b) (Sub ?m ?m) ?v))) "
+    "(BatchNormalization (Reshape[shape=(1,-1,1,1)] (Sub ?m ?m)) ?s ?b ?m ?v))",
+    {"x": "tensor", "w": "weight", "s": "weight", "b": "weight", "m": "weight", "v": "weight"},
+    {"x": (1, 2, 3, 3), "w": (2, 2, 1, 1), "s": (2,), "b": (2,), "m": (2,), "v": (2,)})
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_TRUE))
+def test_known_true_rules_are_proved_by_the_axioms(name):
+    res = prove_rule(KNOWN_TRUE[name], timeout_s=10.0)
+    assert res["result"] == "proved", res
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_TRUE))
+def test_known_true_rules_hold_in_the_bounded_check(name):
+    assert check_rule(KNOWN_TRUE[name], timeout_s=20.0)["result"] == "holds"
+
+
+def test_conv_bn_fold_holds_exactly_and_is_not_overclaimed():
+    assert check_rule(BN_FOLD, timeout_s=20.0)["result"] == "holds"
+    (r,) = verify_rules([BN_FOLD], workers=1)
+    # No axiom relates BatchNormalization to Conv yet: holds at the example shapes only.
+    assert r.proof["result"] in ("proved", "unknown")
+    if r.proof["result"] == "unknown":
+        assert "example shapes only" in r.proof["reason"]
+
+
+# Mutants of proved rules: swapped operands, changed axis, dropped/added op, changed kernel.
+MUTANTS = {
+    "matmul-assoc swapped": rule("(MatMul (MatMul ?x ?a) ?b)", "(MatMul ?x (MatMul ?b ?a))", W2,
+                                 {"x": (2, 4), "a": (4, 4), "b": (4, 4)}),
+    "matmul-distrib extra op": rule("(Add (MatMul ?x ?a) (MatMul ?x ?b))",
+                                    "(MatMul ?x (Add ?a (Relu ?b)))", W2,
+                                    {"x": (2, 4), "a": (4, 4), "b": (4, 4)}),
+    "relu-concat dropped op": rule("(Concat[axis=1] (Relu ?x) ?y)",
+                                   "(Relu (Concat[axis=1] ?x ?y))",
+                                   {"x": "tensor", "y": "tensor"}, {"x": (2, 4), "y": (2, 4)}),
+    "relu-concat axis": rule("(Concat[axis=1] (Relu ?x) (Relu ?y))",
+                             "(Relu (Concat[axis=0] ?x ?y))",
+                             {"x": "tensor", "y": "tensor"}, {"x": (2, 2), "y": (2, 2)}),
+    "split axis": rule("(Split.0[axis=1, split=(dim(?a,1), dim(?b,1))] (Concat[axis=0] ?a ?b))",
+                       "?a", {"a": "tensor", "b": "tensor"}, {"a": (2, 2), "b": (2, 2)}),
+    "split wrong part": rule("(Split.1[axis=1, split=(dim(?a,1), dim(?b,1))] "
+                             "(Concat[axis=1] ?a ?b))", "?a", {"a": "tensor", "b": "tensor"},
+                             {"a": (2, 2), "b": (2, 2)}),
+    "1x1 enlarged wrong pads": rule(
+        f"(Add (Conv ?x ?a) (Conv[{P1}] ?x ?b))",
+        "(Conv[pads=(2,2,0,0)] ?x (Add (EnlargeKernel ?a ?b) ?b))",
+        W2, {"x": I4, "a": (4, 4, 1, 1), "b": (4, 4, 3, 3)},
+        ["dim(?a,2) == 1 and dim(?a,3) == 1 and dim(?b,2) == 3 and dim(?b,3) == 3"]),
+    "transpose-of-matmul order": rule(
+        "(Transpose[perm=(1,0)] (MatMul ?x ?a))",
+        "(Transpose[perm=(1,0)] (MatMul (Transpose[perm=(1,0)] ?a) ?x))",
+        {"x": "tensor", "a": "weight"}, {"x": (4, 4), "a": (4, 4)}),
+    "conv-linear-w dropped op": rule(f"(Add (Conv[{P1}] ?x ?a) (Conv[{P1}] ?x ?b))",
+                                     f"(Conv[{P1}] ?x ?a)", W2,
+                                     {"x": I4, "a": (4, 4, 3, 3), "b": (4, 4, 3, 3)}),
+}
+
+
+def _numerically_wrong(r: Rule) -> bool:
+    rng = np.random.default_rng(SEED)
+    arrays = {k: rng.standard_normal(v) for k, v in r.example.items()}
+    try:
+        for s, d in zip(r.src, r.dst):
+            a, b = evaluate(s, arrays), evaluate(d, arrays)
+            if a.shape != b.shape or not np.allclose(a, b, rtol=1e-9, atol=1e-9):
+                return True
+    except (ValueError, IndexError):
+        return True
+    return False
+
+
+@pytest.mark.parametrize("name", sorted(MUTANTS))
+def test_mutants_are_never_proved(name):
+    r = MUTANTS[name]
+    assert _numerically_wrong(r), f"mutant {name} is not wrong (seed {SEED})"
+    (v,) = verify_rules([r], timeout_s=5.0, workers=1)
+    assert v.proof["result"] in ("refuted", "unknown"), v.proof
+    assert prove_rule(r, timeout_s=5.0)["result"] != "proved"
+
+
+def test_refuted_rule_carries_a_numeric_counterexample():
+    r = MUTANTS["matmul-assoc swapped"]
+    (v,) = verify_rules([r], workers=1)
+    assert v.proof["result"] == "refuted" and v.proof["method"] == "bounded"
+    cex = v.proof["counterexample"]
+    arrays = {k: np.array(cex[k]) for k in ("x", "a", "b")}
+    src, dst = evaluate(r.src[0], arrays), evaluate(r.dst[0], arrays)
+    assert not np.allclose(src, dst)
+    at = tuple(cex["differs_at"]["index"])
+    assert src[at] == pytest.approx(cex["differs_at"]["src"])
+
+
+def test_proof_record_fields():
+    (v,) = verify_rules([KNOWN_TRUE["matmul-assoc"]], workers=1)
+    p = v.proof
+    assert p["method"] == "axioms" and p["result"] == "proved"
+    assert isinstance(p["seconds"], float) and p["z3"].count(".") >= 2
+    json.dumps(p)
+
+
+def test_missing_semantics_is_a_loud_unknown_and_others_continue(monkeypatch):
+    from superopt.verifier import semantics
+
+    table = dict(semantics.TABLE)
+    del table["Relu"]
+    monkeypatch.setattr(semantics, "TABLE", table)
+    out = verify_rules([KNOWN_TRUE["relu-concat"], KNOWN_TRUE["matmul-assoc"]], workers=1)
+    assert out[0].proof["result"] == "unknown"
+    assert out[0].proof["reason"] == "op Relu has no Z3 semantics"
+    assert out[1].proof["result"] == "proved"
+
+
+def test_tiny_timeout_gives_unknown_not_a_hang():
+    (v,) = verify_rules([BN_FOLD], timeout_s=0.001, workers=1)
+    assert v.proof["result"] == "unknown"
+
+
+def test_parallel_workers_keep_order_and_report_progress():
+    rules = [KNOWN_TRUE["matmul-assoc"], MUTANTS["matmul-assoc swapped"],
+             KNOWN_TRUE["relu-concat"]]
+    seen = []
+    out = verify_rules(rules, workers=2, progress=lambda d, t, r: seen.append((d, t)))
+    assert [r.id for r in out] == [r.id for r in rules]
+    assert [r.proof["result"] for r in out] == ["proved", "refuted", "proved"]
+    assert sorted(seen) == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_cli_verify_writes_records_and_names_a_malformed_rule(tmp_path, capsys):
+    from superopt.cli import main
+
+    good = [KNOWN_TRUE["matmul-assoc"].to_json(), MUTANTS["matmul-assoc swapped"].to_json()]
+    bad = {"id": "rbad", "src": ["(Frobnicate ?x)"], "dst": ["?x"], "vars": {"x": "tensor"}}
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps({"format": "superopt-rules/1", "meta": {},
+                                "rules": good + [bad]}))
+    code = main(["verify", str(path), "--workers", "1", "-q"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "rule rbad" in err and "Frobnicate" in err
+    doc = json.loads(path.read_text())
+    results = {d["id"]: d.get("proof", {}).get("result") for d in doc["rules"]}
+    assert results == {good[0]["id"]: "proved", good[1]["id"]: "refuted", "rbad": None}
+
+
+def test_cli_verify_to_output_file(tmp_path, capsys):
+    from superopt.cli import main
+    from superopt.rules import load_rules, save_rules
+
+    src = tmp_path / "in.json"
+    save_rules([KNOWN_TRUE["relu-concat"]], src)
+    out = tmp_path / "out.json"
+    assert main(["verify", str(src), "--workers", "1", "-o", str(out)]) == 0
+    assert load_rules(out).rules[0].proof["result"] == "proved"
+    assert "proof" not in json.loads(src.read_text())["rules"][0]
+    assert "proved" in capsys.readouterr().out
+
+
+def test_cli_verify_missing_file_is_one_line(tmp_path, capsys):
+    from superopt.cli import main
+
+    assert main(["verify", str(tmp_path / "nope.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such rules file" in err[0]
