@@ -50,6 +50,8 @@ VARIANTS: tuple[tuple[str, str], ...] = (
 DEFAULT_ROUNDS = 9
 DEFAULT_TIMING_BUDGET_S = 8.0
 DEFAULT_TIME_LIMIT_S = 30.0
+#: the smallest relative difference ever called significant (the A/B gate's `min_margin`)
+NOISE_FLOOR = 0.01
 
 Log = Callable[[str], None]
 Builder = Callable[[str], onnx.ModelProto]
@@ -108,6 +110,16 @@ class ModelBench:
         if ref is None or var is None or var.median_s <= 0:
             return None
         return ref.median_s / var.median_s
+
+    def significant(self, reference: str, variant: str = "superopt") -> bool | None:
+        """Whether `ratio(reference, variant)` differs from 1 beyond the noise, by the A/B
+        gate's rule (|ratio - 1| > max(1%, hypot of the two spreads)); None without timings."""
+        ratio = self.ratio(reference, variant)
+        if ratio is None:
+            return None
+        margin = max(NOISE_FLOOR, math.hypot(self.timings[reference].spread,
+                                             self.timings[variant].spread))
+        return abs(ratio - 1.0) > margin
 
     @property
     def speedup_over_all(self) -> float | None:
@@ -268,8 +280,8 @@ def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
 
     `out` (Markdown) and `json_out` (`report_json`), if given, are rewritten after every
     model. `max_total_s` skips the models that would start after that many seconds (noted in
-    the report). `builder(name)`
-    replaces `superopt.zoo.build` (tests). `log` receives one line per phase.
+    the report). `builder(name)` replaces `superopt.zoo.build` (tests). `log` receives one line
+    per phase.
     """
     from superopt import zoo
     from superopt.cost_model.ort_runtime import resolve_device
@@ -299,6 +311,7 @@ def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
     elif peers:
         report.notes.append("onnxslim not installed: skipped (`pip install superopt[bench]`).")
     cost_model = _cost_model(resolved, cache_dir)
+    load_before = _load_average()
     for k, model_name in enumerate(names):
         elapsed = time.perf_counter() - started
         if max_total_s is not None and elapsed > max_total_s:
@@ -313,8 +326,19 @@ def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
                           use_slim=use_slim, log=say)
         report.models.append(row)
         _save(report, out, json_out)
+    if resolved == "cpu" and load_before is not None:
+        # Other processes share the cores: the load says how much to trust small differences.
+        report.notes.append(f"load average (1 min) {load_before:.2f} at the start, "
+                            f"{_load_average():.2f} at the end.")
     _save(report, out, json_out)
     return report
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
 
 
 def _save(report: BenchReport, out: str | os.PathLike | None,
@@ -462,8 +486,10 @@ def _ms(t: VariantTiming | None) -> str:
     return "—" if t is None else f"{t.median_s * 1e3:.3f} ± {t.spread:.0%}"
 
 
-def _x(ratio: float | None) -> str:
-    return "—" if ratio is None else f"{ratio:.3f}×"
+def _x(ratio: float | None, significant: bool | None = True) -> str:
+    if ratio is None:
+        return "—"
+    return f"{ratio:.3f}×" + ("" if significant else " (n.s.)")
 
 
 def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
@@ -482,8 +508,10 @@ def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
         row = [m.name, nodes, _ms(m.timings.get("ORT disable")), _ms(m.timings.get("ORT all")),
                _ms(m.timings.get("superopt"))]
         row += [_ms(m.timings.get("onnxslim"))] if slim else []
-        row += [_x(m.speedup_over_all), _x(m.speedup_over_disable)]
-        row += [_x(m.ratio("ORT all", "onnxslim"))] if slim else []
+        row += [_x(m.speedup_over_all, m.significant("ORT all")),
+                _x(m.speedup_over_disable, m.significant("ORT disable"))]
+        row += [_x(m.ratio("ORT all", "onnxslim"), m.significant("ORT all", "onnxslim"))] \
+            if slim else []
         opt = "—" if m.optimize_s is None else f"{m.optimize_s:.1f} ({m.cache_state})"
         row += [opt, _rewrites_cell(m)]
         rows.append(row)
@@ -538,7 +566,9 @@ def render_markdown(report: BenchReport) -> str:
         f"{report.timing_budget_s:g} s of timing per model), inputs bound once with IO binding"
         + (" (on the GPU, outputs stay there)" if report.device == "cuda" else "") + ". "
         "Times are the median over rounds ± the spread (p90 − p10) / median; speedups are "
-        "reference median / variant median (above 1: faster). Optimize time is superopt's whole "
+        "reference median / variant median (above 1: faster); *n.s.* marks a ratio within the "
+        "noise by the end-to-end gate's rule (|ratio − 1| ≤ max(1%, the two spreads combined in "
+        "quadrature)). Optimize time is superopt's whole "
         "pipeline (cost measurement, search, end-to-end gate, numerical check) with the state of "
         "the measured-cost cache it started from. The geomean is over the models with a value.",
     ]
@@ -568,6 +598,20 @@ def report_json(report: BenchReport) -> dict:
     data["geomean"] = {"over_all": geomean([m.speedup_over_all for m in report.models]),
                        "over_disable": geomean([m.speedup_over_disable for m in report.models])}
     return data
+
+
+def report_from_json(data: Mapping) -> BenchReport:
+    """The inverse of `report_json` (to re-render recorded results with `render_markdown`)."""
+    if data.get("format") != "superopt-bench/1":
+        raise UsageError("not a superopt bench JSON file (format superopt-bench/1)")
+    fields = {k: v for k, v in data.items() if k in BenchReport.__dataclass_fields__}
+    report = BenchReport(**{**fields, "models": []})
+    for row in data["models"]:
+        kwargs = {k: v for k, v in row.items() if k in ModelBench.__dataclass_fields__}
+        kwargs["timings"] = {label: VariantTiming(t["median_s"], t["spread"], list(t["rounds_s"]))
+                             for label, t in row["timings"].items()}
+        report.models.append(ModelBench(**kwargs))
+    return report
 
 
 def write_markdown(report: BenchReport, path: str | os.PathLike) -> Path:

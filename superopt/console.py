@@ -101,7 +101,7 @@ class Console:
 
     def __init__(self, stderr: bool = True, quiet: bool = False, width: int | None = None
                  ) -> None:
-        """`width` None: the terminal's; when output goes to a file or pipe, at least 100."""
+        """On a terminal rich uses its width; into a file or pipe, `width` (default 100)."""
         self.quiet = quiet
         self.stream = sys.stderr if stderr else sys.stdout
         self.rich = None
@@ -109,7 +109,7 @@ class Console:
             from rich.console import Console as RichConsole
 
             self.rich = RichConsole(stderr=stderr, quiet=quiet)
-            if width is not None or not self.rich.is_terminal:
+            if not self.rich.is_terminal:  # logs: wide enough for the tables
                 self.rich.width = max(width or 100, 40)
 
     @property

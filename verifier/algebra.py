@@ -1,7 +1,8 @@
 """The axiom language and its two interpretations.
 
 Axioms and rule translations are written once against a small algebra of tensor primitives
-(element-wise ops, MatMul, Conv, pools, binary Concat, Slice, Transpose, the weight helpers,
+(element-wise ops, MatMul, Conv, pools, binary Concat, Slice, Transpose, the weight helpers
+(including the BatchNormalization fold helpers and a Conv bias as an NCHW tensor),
 BatchNormalization, and opaque "generic" ops). Two classes implement it:
 
 - `Symbolic`: tensors are an uninterpreted Z3 sort, each primitive an uninterpreted function,
@@ -73,6 +74,9 @@ class Symbolic:
             "Transpose": (T, Int, T),
             "EnlargeKernel": (T, T, T),
             "BatchNormalization": (T, T, T, T, T, z3.RealSort(), T),
+            "BatchNormFoldKernel": (T, T, T, z3.RealSort(), T),
+            "BatchNormFoldBias": (T, T, T, T, z3.RealSort(), T),
+            "BiasNCHW": (T, T),
         }
 
     # ---- building blocks
@@ -167,13 +171,36 @@ class Symbolic:
         """IdentityKernelLike / IdentityMatrixLike / OnesLike of a weight."""
         return self.fn(name, self.T, self.T)(w)
 
-    def bn(self, x, s, b, m, v, eps: float):
-        return self._prim("BatchNormalization")(x, s, b, m, v, z3.RealVal(eps))
+    def bn(self, x, s, b, m, v, eps: Any):
+        # ONNX: scale, bias, mean and var are 1-D of the channel count.
+        self._typed(self.rank(x) >= 2, *[f for p in (s, b, m, v) for f in (
+            self.rank(p) == 1, self.dim(p, 0) == self.dim(x, 1))])
+        return self._prim("BatchNormalization")(x, s, b, m, v, _real(eps))
+
+    def fold_kernel(self, w, s, v, eps: Any):
+        """BatchNormFoldKernel: w scaled per output channel (axis 0) by s / sqrt(v + eps)."""
+        return self._prim("BatchNormFoldKernel")(w, s, v, _real(eps))
+
+    def fold_bias(self, s, b, m, v, eps: Any):
+        """BatchNormFoldBias: b - m * s / sqrt(v + eps)."""
+        return self._prim("BatchNormFoldBias")(s, b, m, v, _real(eps))
+
+    def channel(self, c):
+        """A 1-D per-channel vector as an NCHW tensor (1, C, 1, 1): how a Conv adds its bias."""
+        self._typed(self.rank(c) == 1)
+        return self._prim("BiasNCHW")(c)
 
     def generic(self, key: str, args: Sequence[Any], n_out: int = 1) -> list:
         """An op with no axioms: one uninterpreted function per (op, attributes, output)."""
         return [self.fn(f"{key}#{k}", *([self.T] * len(args)), self.T)(*args)
                 for k in range(n_out)]
+
+
+def _real(e: Any) -> z3.ArithRef:
+    """A real-valued attribute (epsilon): a literal, or a rule parameter / quantified real."""
+    if isinstance(e, z3.ArithRef):
+        return z3.ToReal(e) if e.is_int() else e
+    return z3.RealVal(e)
 
 
 class Concrete:
@@ -260,3 +287,13 @@ class Concrete:
 
     def bn(self, x, s, b, m, v, eps):
         return self._op("BatchNormalization", {"epsilon": eps}, [x, s, b, m, v])[0]
+
+    def fold_kernel(self, w, s, v, eps):
+        return self._op("BatchNormFoldKernel", {"epsilon": eps}, [w, s, v])[0]
+
+    def fold_bias(self, s, b, m, v, eps):
+        return self._op("BatchNormFoldBias", {"epsilon": eps}, [s, b, m, v])[0]
+
+    @staticmethod
+    def channel(c):
+        return c.reshape(1, -1, 1, 1)

@@ -82,6 +82,8 @@ def conv_ints(sh=1, sw=1, pt=0, pl=0, pb=0, pr=0, g=1) -> dict:
 
 
 CP = " ".join(CONV_PARAMS)
+# Quantified parameters that are reals, not integers (BatchNormalization's epsilon).
+REAL_PARAMS = frozenset({"eps"})
 PP = " ".join(POOL_PARAMS)
 
 
@@ -479,6 +481,52 @@ for _op in ("MaxPool", "AveragePool"):
             A.all(0 <= i["ax"], i["ax"] <= 1)))
 
 
+
+# ---------------------------------------------------------------------------------------------
+# BatchNormalization (inference: a per-channel affine map) folded into a Conv.
+# BiasNCHW(c) is a 1-D per-channel vector as a (1, C, 1, 1) tensor, how a Conv adds its bias;
+# BatchNormFoldKernel / BatchNormFoldBias are the registry's weight-only fold helpers.
+
+_BN_FOLD = [
+    I({"x": (1, 2, 3, 3), "w": (2, 2, 3, 3), "s": (2,), "b": (2,), "m": (2,), "v": (2,)},
+      {**conv_ints(pt=1, pl=1, pb=1, pr=1), "eps": 1e-5}),
+    I({"x": (2, 2, 3, 4), "w": (2, 1, 1, 3), "s": (2,), "b": (2,), "m": (2,), "v": (2,)},
+      {**conv_ints(sw=2, pl=1, g=2), "eps": 0.5}),
+    I({"x": (1, 2, 2, 2), "w": (3, 2, 1, 1), "s": (3,), "b": (3,), "m": (3,), "v": (3,)},
+      {**conv_ints(), "eps": 0.001}),
+]
+
+
+def _bn_params(A, c, *ps):
+    return A.all(*[f for p in ps for f in (A.rank(p) == 1, A.dim(p, 0) == c)])
+
+
+@axiom("Conv-BatchNormalization-fold", ["Conv", "BatchNormalization", "BatchNormFoldKernel",
+                                        "BatchNormFoldBias", "Add"],
+       "x w s b m v", CP + " eps", _BN_FOLD)
+def _(A, t, i, _s):
+    """BN(Conv(x, w)) = Conv(x, w * s/sqrt(v+eps) per output channel) + (b - m*s/sqrt(v+eps))."""
+    x, w, s, b, m, v, p, e = t["x"], t["w"], t["s"], t["b"], t["m"], t["v"], conv_p(i), i["eps"]
+    return (A.bn(A.conv(x, w, p), s, b, m, v, e),
+            A.binary("Add", A.conv(x, A.fold_kernel(w, s, v, e), p),
+                     A.channel(A.fold_bias(s, b, m, v, e))),
+            _bn_params(A, A.dim(w, 0), s, b, m, v))
+
+
+@axiom("BatchNormalization-channel-shift", ["BatchNormalization", "Add", "Sub"],
+       "y c s b m v", "eps",
+       [I({"y": (1, 2, 2, 3), "c": (2,), "s": (2,), "b": (2,), "m": (2,), "v": (2,)},
+          {"eps": 1e-5}),
+        I({"y": (2, 3, 1, 2), "c": (3,), "s": (3,), "b": (3,), "m": (3,), "v": (3,)},
+          {"eps": 0.25})])
+def _(A, t, i, _s):
+    """BN(y + c per channel) = BN(y) with mean m - c (a Conv bias moves into the BN mean)."""
+    y, c, s, b, m, v, e = t["y"], t["c"], t["s"], t["b"], t["m"], t["v"], i["eps"]
+    return (A.bn(A.binary("Add", y, A.channel(c)), s, b, m, v, e),
+            A.bn(y, s, b, A.binary("Sub", m, c), v, e),
+            A.all(A.rank(y) == 4, _bn_params(A, A.dim(y, 1), c, s, b, m, v)))
+
+
 # ---------------------------------------------------------------------------------------------
 # Concat and Split (Split output k is a Slice at the offset of the parts before it)
 
@@ -669,6 +717,27 @@ for _op in UNARY + LIKE:
                 ranks=lambda x: len(x.shapes["x"]))
 
 
+shape_axiom("dim-BatchNormalization", ["BatchNormalization"], "x s b m v", "eps",
+            [I({"x": (2, 3, 2, 1), "s": (3,), "b": (3,), "m": (3,), "v": (3,)}, {"eps": 1e-5})],
+            lambda A, t, i: A.bn(t["x"], t["s"], t["b"], t["m"], t["v"], i["eps"]),
+            lambda A, t, i, k: A.dim(t["x"], k))
+shape_axiom("dim-BatchNormFoldKernel", ["BatchNormFoldKernel"], "w s v", "eps",
+            [I({"w": (3, 2, 1, 2), "s": (3,), "v": (3,)}, {"eps": 1e-5})],
+            lambda A, t, i: A.fold_kernel(t["w"], t["s"], t["v"], i["eps"]),
+            lambda A, t, i, k: A.dim(t["w"], k),
+            lambda A, t, i, k: _bn_params(A, A.dim(t["w"], 0), t["s"], t["v"]))
+shape_axiom("dim-BatchNormFoldBias", ["BatchNormFoldBias"], "s b m v", "eps",
+            [I({"s": (3,), "b": (3,), "m": (3,), "v": (3,)}, {"eps": 1e-5})],
+            lambda A, t, i: A.fold_bias(t["s"], t["b"], t["m"], t["v"], i["eps"]),
+            lambda A, t, i, k: A.dim(t["b"], k),
+            lambda A, t, i, k: _bn_params(A, A.dim(t["b"], 0), t["s"], t["b"], t["m"], t["v"]),
+            ranks=lambda x: 1)
+shape_axiom("dim-BiasNCHW", ["Conv"], "c", "",
+            [I({"c": (3,)})], lambda A, t, i: A.channel(t["c"]),
+            lambda A, t, i, k: A.ite(k == 1, A.dim(t["c"], 0), 1),
+            lambda A, t, i, k: A.all(A.rank(t["c"]) == 1, 0 <= k, k < 4))
+
+
 def _rank_axiom(name, ops, tensors, ints, inst, term, value, guard=lambda A, t, i: True):
     axiom(name, ops, tensors, ints, inst, kind="rank")(
         lambda A, t, i, s: (A.rank(term(A, t, i)), value(A, t, i), guard(A, t, i)))
@@ -702,6 +771,24 @@ for _op in UNARY + LIKE:
                 [I({"x": (2, 3) if _op == "IdentityMatrixLike" else (2, 3, 1, 1)})],
                 (lambda A, t, i, op=_op: A.unary(op, t["x"])) if _op in UNARY else
                 (lambda A, t, i, op=_op: A.like(op, t["x"])), lambda A, t, i: A.rank(t["x"]))
+
+_rank_axiom("rank-BatchNormalization", ["BatchNormalization"], "x s b m v", "eps",
+            [I({"x": (2, 3, 2, 1), "s": (3,), "b": (3,), "m": (3,), "v": (3,)}, {"eps": 1e-5})],
+            lambda A, t, i: A.bn(t["x"], t["s"], t["b"], t["m"], t["v"], i["eps"]),
+            lambda A, t, i: A.rank(t["x"]))
+_rank_axiom("rank-BatchNormFoldKernel", ["BatchNormFoldKernel"], "w s v", "eps",
+            [I({"w": (3, 2, 1, 2), "s": (3,), "v": (3,)}, {"eps": 1e-5})],
+            lambda A, t, i: A.fold_kernel(t["w"], t["s"], t["v"], i["eps"]),
+            lambda A, t, i: A.rank(t["w"]),
+            lambda A, t, i: _bn_params(A, A.dim(t["w"], 0), t["s"], t["v"]))
+_rank_axiom("rank-BatchNormFoldBias", ["BatchNormFoldBias"], "s b m v", "eps",
+            [I({"s": (3,), "b": (3,), "m": (3,), "v": (3,)}, {"eps": 1e-5})],
+            lambda A, t, i: A.fold_bias(t["s"], t["b"], t["m"], t["v"], i["eps"]),
+            lambda A, t, i: 1,
+            lambda A, t, i: _bn_params(A, A.dim(t["b"], 0), t["s"], t["b"], t["m"], t["v"]))
+_rank_axiom("rank-BiasNCHW", ["Conv"], "c", "", [I({"c": (3,)})],
+            lambda A, t, i: A.channel(t["c"]), lambda A, t, i: 4,
+            lambda A, t, i: A.rank(t["c"]) == 1)
 
 
 def transpose_shape_axioms(A, perms: Iterable[tuple[int, ...]]) -> list:
@@ -753,7 +840,7 @@ def formula(ax: Axiom, A: Any, static: Any = None) -> z3.BoolRef | None:
     saved, A.collect_typing, A.typing = A.typing, True, []
     try:
         t = {n: A.tensor(n) for n in ax.tensors}
-        i = {n: z3.Int(n) for n in ax.ints}
+        i = {n: z3.Real(n) if n in REAL_PARAMS else z3.Int(n) for n in ax.ints}
         built = ax.body(A, t, i, static)
         typing = A.typing
     finally:
@@ -769,8 +856,25 @@ def formula(ax: Axiom, A: Any, static: Any = None) -> z3.BoolRef | None:
     return z3.ForAll(bound, body, patterns=patterns)
 
 
+_FORMULAS: dict[tuple, list[z3.BoolRef]] = {}
+
+
 def all_formulas(A: Any, perms: set[tuple[int, ...]]) -> list[z3.BoolRef]:
+    """Every axiom as a Z3 formula, for the permutations in use.
+
+    Building them is most of a proof's time, and they do not depend on the rule: every
+    `Symbolic` names the same sort and functions, so they are cached per set of permutations.
+    """
     perms = perm_closure(perms) if perms else set()
+    key = (frozenset(perms), tuple(a.name for a in AXIOMS))
+    if key not in _FORMULAS:
+        if len(_FORMULAS) >= 32:
+            _FORMULAS.clear()
+        _FORMULAS[key] = _build_formulas(A, perms)
+    return list(_FORMULAS[key])
+
+
+def _build_formulas(A: Any, perms: set[tuple[int, ...]]) -> list[z3.BoolRef]:
     out = []
     for ax in AXIOMS:
         for st in statics_for(ax, perms):

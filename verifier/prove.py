@@ -24,6 +24,7 @@ from typing import Any
 import z3
 
 from superopt.pattern import Bindings, DimOf, Param, Pattern, PVar
+from superopt.registry import get_op
 from superopt.verifier.algebra import Symbolic
 from superopt.verifier.axioms import all_formulas
 from superopt.verifier.semantics import check_rule_ops, lower
@@ -47,10 +48,10 @@ class _Lowering:
             self.vars[name] = self.A.tensor(f"?{name}")
         return self.vars[name]
 
-    def attr(self, v: Any) -> Any:
+    def attr(self, v: Any, real: bool = False) -> Any:
         if isinstance(v, Param):
             if v.name not in self.params:
-                self.params[v.name] = z3.Int(f"param_{v.name}")
+                self.params[v.name] = (z3.Real if real else z3.Int)(f"param_{v.name}")
             return self.params[v.name]
         if isinstance(v, DimOf):
             return self.A.dim(self.var(v.var), v.axis)
@@ -66,7 +67,9 @@ class _Lowering:
         key = (p.op, p.attrs, p.args)
         if key not in self.memo:
             args = [self.term(a) for a in p.args]
-            attrs = {k: self.attr(v) for k, v in p.attrs}
+            # A parameter of a real-valued attribute (BatchNormalization's epsilon) is a real.
+            defaults = get_op(p.op).defaults
+            attrs = {k: self.attr(v, isinstance(defaults.get(k), float)) for k, v in p.attrs}
             ranks = [self._static_rank(a) for a in p.args]
             if p.op in ("Concat", "Split") and isinstance(attrs.get("axis"), int) \
                     and attrs["axis"] < 0 and ranks[0] is None:
@@ -124,9 +127,15 @@ def condition_to_z3(text: str, L: _Lowering) -> z3.BoolRef:
                 return L.A.dim(var(node.args[0]), conv(node.args[1]))
             if f == "rank":
                 return L.A.rank(var(node.args[0]))
+            if f == "shape":
+                return shape(node.args[0])
             if f == "is_const":
                 return True
             raise Unsupported(f"condition {text!r}: {f}() is not supported by the prover")
+        if isinstance(node, (ast.Tuple, ast.List)):
+            return tuple(conv(e) for e in node.elts)
+        if isinstance(node, ast.Subscript):
+            return subscript(conv(node.value), node.slice)
         if isinstance(node, ast.BoolOp):
             vals = [conv(v) for v in node.values]
             return z3.And(*vals) if isinstance(node.op, ast.And) else z3.Or(*vals)
@@ -151,10 +160,46 @@ def condition_to_z3(text: str, L: _Lowering) -> z3.BoolRef:
             return z3.And(*out)
         raise Unsupported(f"condition {text!r}: not supported by the prover")
 
+    def shape(node: ast.AST) -> tuple:
+        # `shape(?v)` as a tuple of symbolic dims: the rank comes from the example shapes.
+        v = var(node)
+        r = L.ranks.get(node.id[3:])  # type: ignore[attr-defined]
+        if r is None:
+            raise Unsupported(f"condition {text!r}: shape() of a tensor of unknown rank")
+        return tuple(L.A.dim(v, k) for k in range(r))
+
+    def const_int(node: ast.AST | None, default: int | None) -> int | None:
+        if node is None:
+            return default
+        value = conv(node)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise Unsupported(f"condition {text!r}: only constant indices are supported")
+        return value
+
+    def subscript(value: Any, index: ast.AST) -> Any:
+        if not isinstance(value, tuple):
+            raise Unsupported(f"condition {text!r}: only shape(...) can be indexed")
+        if isinstance(index, ast.Slice):
+            if index.step is not None:
+                raise Unsupported(f"condition {text!r}: slices with a step are not supported")
+            return value[const_int(index.lower, None):const_int(index.upper, None)]
+        k = const_int(index, None)
+        if not -len(value) <= k < len(value):  # type: ignore[operator]
+            raise Unsupported(f"condition {text!r}: index {k} out of range")
+        return value[k]
+
     return conv(tree)
 
 
 def _compare(op: ast.cmpop, left: Any, right: Any, text: str) -> Any:
+    if isinstance(left, tuple) or isinstance(right, tuple):
+        # Tuples (shapes) compare element-wise for == and != only.
+        if not (isinstance(left, tuple) and isinstance(right, tuple)) or \
+                not isinstance(op, (ast.Eq, ast.NotEq)):
+            raise Unsupported(f"condition {text!r}: comparison of a tuple not supported")
+        same = z3.BoolVal(False) if len(left) != len(right) else z3.And(
+            True, *[_as_bool(a == b) for a, b in zip(left, right)])
+        return same if isinstance(op, ast.Eq) else z3.Not(same)
     if isinstance(op, ast.Eq):
         return left == right
     if isinstance(op, ast.NotEq):
@@ -168,6 +213,10 @@ def _compare(op: ast.cmpop, left: Any, right: Any, text: str) -> Any:
     if isinstance(op, ast.GtE):
         return left >= right
     raise Unsupported(f"condition {text!r}: comparison not supported")
+
+
+def _as_bool(e: Any) -> Any:
+    return z3.BoolVal(e) if isinstance(e, bool) else e
 
 
 def prove_rule(rule: Any, timeout_s: float = 5.0) -> dict[str, Any]:

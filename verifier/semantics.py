@@ -139,6 +139,26 @@ def _bn(ctx, attrs, x):
     return [(X - m.reshape(shape)) * inv.reshape(shape) + b.reshape(shape)]
 
 
+def _bn_factor(ctx, s, v, eps) -> np.ndarray:
+    """s / sqrt(v + eps) per element of 1-D s and v (broadcast as numpy would)."""
+    s, v = np.broadcast_arrays(np.asarray(s, dtype=object), np.asarray(v, dtype=object))
+    out = np.empty(s.shape, dtype=object)
+    for idx in np.ndindex(*s.shape):
+        out[idx] = real(s[idx]) * ctx.inv_sqrt(real(v[idx]) + z3.RealVal(eps))
+    return out
+
+
+def _bn_fold_kernel(ctx, attrs, x):
+    w, s, v = x
+    f = _bn_factor(ctx, s, v, attrs.get("epsilon", 1e-5))
+    return [w * f.reshape((-1,) + (1,) * (w.ndim - 1))]
+
+
+def _bn_fold_bias(ctx, attrs, x):
+    s, b, m, v = x
+    return [b - m * _bn_factor(ctx, s, v, attrs.get("epsilon", 1e-5))]
+
+
 def _layernorm(ctx, attrs, x):
     X = x[0]
     axis = attrs["axis"] % X.ndim
@@ -189,7 +209,9 @@ def _lower_conv(A, attrs, args, ranks, op):
     p = tuple(attrs["strides"]) + tuple(attrs["pads"]) + (attrs["group"],)
     y = A.conv(args[0], args[1], p)
     if len(args) > 2:
-        y = A.binary("Add", y, A.generic("BiasNCHW", [args[2]])[0])
+        if hasattr(A, "_typed"):  # ONNX Conv: the bias is 1-D, one value per output channel
+            A._typed(A.rank(args[2]) == 1, A.dim(args[2], 0) == A.dim(args[1], 0))
+        y = A.binary("Add", y, A.channel(args[2]))
     return [y]
 
 
@@ -255,6 +277,10 @@ TABLE: dict[str, Semantics] = {
     "AveragePool": _entry(_reuse_compute("AveragePool"), _lower_pool),
     "GlobalAveragePool": _entry(_reuse_compute("GlobalAveragePool"), _lower_generic),
     "BatchNormalization": _entry(_bn, lambda A, at, a, r, op: [A.bn(*a, at["epsilon"])]),
+    "BatchNormFoldKernel": _entry(_bn_fold_kernel,
+                                  lambda A, at, a, r, op: [A.fold_kernel(*a, at["epsilon"])]),
+    "BatchNormFoldBias": _entry(_bn_fold_bias,
+                                lambda A, at, a, r, op: [A.fold_bias(*a, at["epsilon"])]),
     "LayerNormalization": _entry(_layernorm, _lower_generic),
     "Softmax": _entry(_softmax, _lower_generic),
     "Concat": _entry(_reuse_compute("Concat"), _lower_concat),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from superopt.cli import add_verbosity
+from superopt.console import PhaseProgress
 from superopt.errors import OutputError, UsageError
 
 
@@ -93,8 +94,7 @@ def check_writable(path: str | Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from superopt.console import Console  # rich when installed, plain text without it
     from superopt.optimizer import default_output_path, optimize
 
     console = Console(stderr=True, quiet=args.quiet)
@@ -137,44 +137,18 @@ def _report_writer():
     return getattr(module, "write_report", None)
 
 
-class _Progress:
-    """One rich progress bar per pipeline phase."""
+class _Progress(PhaseProgress):
+    """One progress bar per pipeline phase (rich), or one line per phase without rich."""
 
     LABELS: ClassVar[dict[str, str]] = {
         "load": "Loading the model", "rules": "Loading rules", "measure": "Measuring ops",
         "search": "Searching", "gate": "Timing end to end", "check": "Checking numerics",
         "write": "Writing", "describe": "Describing rewrites"}
 
-    def __init__(self, console, quiet: bool) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = None if quiet else Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(), console=console, transient=True,
-            disable=not console.is_terminal)
-        self.tasks: dict[str, int] = {}
-
-    def __enter__(self) -> _Progress:  # noqa: PYI034
-        if self.progress is not None:
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
-
-    def update(self, phase: str, done: int, total: int | None, detail: str = "") -> None:
-        if self.progress is None:
-            return
-        if phase not in self.tasks:
-            self.tasks[phase] = self.progress.add_task(self.LABELS.get(phase, phase),
-                                                       total=total, detail=detail)
-        self.progress.update(self.tasks[phase], completed=done, total=total,
-                             detail=detail[:60])
 
 
 def _print_summary(console, result, verbose: bool) -> None:
-    from rich.table import Table
+    from superopt.console import Table
 
     table = Table(title=f"superopt optimize: {result.input_path}")
     table.add_column("op type")

@@ -1,0 +1,262 @@
+"""`superopt bench`: the interleaved timing, the Markdown results, failures, the GPU script.
+
+One benchmark run (squeezenet from the zoo, a MatMul chain a hand-written rule rewrites, and a
+model ONNX Runtime cannot load) is shared by the tests that read its results. No assertion
+depends on how fast anything ran: timings are checked for presence and consistency only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from superopt import zoo
+from superopt.bench import (
+    BenchReport,
+    ModelBench,
+    VariantTiming,
+    default_out_path,
+    geomean,
+    render_markdown,
+    report_from_json,
+    report_json,
+    run_bench,
+    time_interleaved,
+)
+from superopt.cli import main
+from superopt.errors import SuperoptError
+from superopt.rules import Rule, save_rules
+
+SEED = 0
+ROOT = Path(__file__).resolve().parents[1]
+ASSOC = Rule.make(["(MatMul (MatMul ?x ?a) ?b)"], ["(MatMul ?x (MatMul ?a ?b))"],
+                  {"x": "tensor", "a": "weight", "b": "weight"}, name="matmul-assoc",
+                  proof={"result": "proved"})
+
+
+def matmul_chain(k: int = 256) -> onnx.ModelProto:
+    """y = (x A) B with constant A, B: `matmul-assoc` folds it into one MatMul."""
+    rng = np.random.default_rng(SEED)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, k])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, k])
+    inits = [numpy_helper.from_array(rng.standard_normal((k, k)).astype(np.float32) / 16, n)
+             for n in ("A", "B")]
+    nodes = [helper.make_node("MatMul", ["x", "A"], ["t"], name="mm1"),
+             helper.make_node("MatMul", ["t", "B"], ["y"], name="mm2")]
+    graph = helper.make_graph(nodes, "chain", [x], [y], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def broken_model() -> onnx.ModelProto:
+    """Loads in superopt (the unknown op is opaque) but not in ONNX Runtime."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    node = helper.make_node("NoSuchOp", ["x"], ["y"], domain="com.example", name="mystery")
+    graph = helper.make_graph([node], "broken", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid("com.example", 1)],
+                             ir_version=8)
+
+
+def builder(name: str) -> onnx.ModelProto:
+    if name == "mm-chain":
+        return matmul_chain()
+    if name == "broken":
+        return broken_model()
+    return zoo.build(name)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """(report, Markdown text, JSON data) of one small run on the CPU."""
+    folder = tmp_path_factory.mktemp("bench")
+    rules = folder / "rules.json"
+    save_rules([ASSOC], rules)
+    out, json_out = folder / "cpu.md", folder / "cpu.json"
+    report = run_bench(["squeezenet", "broken", "mm-chain"], device="cpu", rounds=3,
+                       timing_budget_s=0.3, rules=rules, time_limit=5, cache_dir=folder / "cache",
+                       out=out, json_out=json_out, command="superopt bench (test)",
+                       builder=builder)
+    return report, out.read_text(), json.loads(json_out.read_text())
+
+
+def table(markdown: str) -> tuple[list[str], dict[str, list[str]]]:
+    """Headers and rows (by first cell) of the Markdown results table."""
+    lines = [ln for ln in markdown.splitlines() if ln.startswith("|")]
+    split = [[c.strip() for c in ln.strip("|").split(" | ")] for ln in lines]
+    headers, body = split[0], split[2:]
+    return headers, {row[0]: row for row in body}
+
+
+def test_markdown_has_the_header_fields(bench_run):
+    report, text, _ = bench_run
+    assert text.startswith(f"# superopt bench: cpu ({report.device_name})")
+    assert re.search(r"^- date: \d{4}-\d\d-\d\d \d\d:\d\d UTC$", text, re.M)
+    assert "provider: CPUExecutionProvider" in text
+    versions = re.search(r"^- versions: (.*)$", text, re.M).group(1)
+    for package in ("onnxruntime", "onnx", "numpy", "superopt", "python"):
+        assert re.search(rf"\b{package} \d", versions), package
+    assert "- command: `superopt bench (test)`" in text
+    assert "- rules: 1 proved rules from" in text
+    assert "Method:" in text and "3 rounds" in text and "2 fresh sessions" in text
+
+
+def test_rows_hold_the_measured_values(bench_run):
+    report, text, _ = bench_run
+    headers, rows = table(text)
+    assert list(rows) == ["squeezenet", "broken", "mm-chain", "**geomean**"]
+    squeeze = next(m for m in report.models if m.name == "squeezenet")
+    assert squeeze.nodes_before == len(zoo.build("squeezenet").graph.node)
+    assert set(squeeze.timings) >= {"ORT disable", "ORT all", "superopt"}
+    assert all(len(t.rounds_s) == 3 and t.median_s > 0 for t in squeeze.timings.values())
+    row = dict(zip(headers, rows["squeezenet"]))
+    assert row["nodes before → after"] == f"{squeeze.nodes_before} → {squeeze.nodes_after}"
+    all_ms = squeeze.timings["ORT all"]
+    assert row["ORT all (ms)"] == f"{all_ms.median_s * 1e3:.3f} ± {all_ms.spread:.0%}"
+    speedup = all_ms.median_s / squeeze.timings["superopt"].median_s
+    assert row["superopt vs ORT all"].startswith(f"{speedup:.3f}×")
+    assert re.match(r"\d+\.\d \((cold: \d+ ops measured|warm)", row["optimize (s)"])
+
+
+def test_rewrites_are_reported_with_the_gate_decision(bench_run):
+    report, text, _ = bench_run
+    chain = next(m for m in report.models if m.name == "mm-chain")
+    cell = table(text)[1]["mm-chain"][-1]
+    # Whether the gate kept the rewrite depends on the machine; either outcome must be reported.
+    if chain.kept:
+        assert chain.rewrites == {"matmul-assoc": 1}
+        assert chain.nodes_after == 1 and cell == "matmul-assoc ×1"
+    else:
+        assert cell.startswith("none (original kept:") and chain.nodes_after == 2
+
+
+def test_geomean_row_is_the_geomean_of_the_rows(bench_run):
+    report, text, _ = bench_run
+    headers, rows = table(text)
+    for column in ("superopt vs ORT all", "superopt vs disable"):
+        i = headers.index(column)
+        values = [float(rows[name][i].split("×")[0]) for name in ("squeezenet", "mm-chain")]
+        assert rows["broken"][i] == "—"
+        expected = math.exp(sum(math.log(v) for v in values) / len(values))
+        assert float(rows["**geomean**"][i].rstrip("×")) == pytest.approx(expected, abs=2e-3)
+
+
+def test_a_failing_model_is_reported_and_the_others_still_run(bench_run):
+    report, text, _ = bench_run
+    broken = next(m for m in report.models if m.name == "broken")
+    assert broken.error and "does not run in ONNX Runtime" in broken.error
+    assert "**error**" in table(text)[1]["broken"][-1]
+    after = next(m for m in report.models if m.name == "mm-chain")
+    assert after.error is None and "superopt" in after.timings
+
+
+def test_json_round_trips_to_the_same_markdown(bench_run):
+    report, text, data = bench_run
+    assert data["format"] == "superopt-bench/1"
+    assert render_markdown(report_from_json(data)) == text
+    assert report_json(report_from_json(data)) == data
+
+
+def test_peer_column_or_note(bench_run):
+    report, text, _ = bench_run
+    headers, _ = table(text)
+    if "onnxslim" in report.peers:
+        assert "onnxslim (ms)" in headers and "onnxslim vs ORT all" in headers
+    else:
+        assert "onnxslim not installed: skipped" in text and "onnxslim (ms)" not in headers
+
+
+def test_geomean():
+    assert geomean([2.0, 0.5, None, 1.0]) == pytest.approx(1.0)
+    assert geomean([4.0, 1.0]) == pytest.approx(2.0)
+    assert geomean([None]) is None
+
+
+def _timing(ms: float, spread: float) -> VariantTiming:
+    return VariantTiming(median_s=ms / 1e3, spread=spread, rounds_s=[ms / 1e3] * 3)
+
+
+def test_ratios_within_the_noise_are_marked():
+    fast = ModelBench("a", timings={"ORT all": _timing(3.0, 0.05), "superopt": _timing(2.0, 0.05),
+                                    "ORT disable": _timing(2.04, 0.05)})
+    assert fast.speedup_over_all == pytest.approx(1.5) and fast.significant("ORT all")
+    assert fast.speedup_over_disable == pytest.approx(1.02)
+    assert not fast.significant("ORT disable")  # 2% < hypot(5%, 5%)
+    report = BenchReport("cpu", "test cpu", "CPUExecutionProvider", {}, "", "today", 3, 1.0, "",
+                         models=[fast])
+    text = render_markdown(report)
+    assert "| 1.500× | 1.020× (n.s.) |" in text
+
+
+def test_default_out_path():
+    assert default_out_path("cpu", "AMD EPYC (2 cores)") == Path("benchmarks/results/cpu.md")
+    assert default_out_path("cuda", "NVIDIA H200").name == "cuda-nvidia-h200.md"
+
+
+def test_time_interleaved_reports_a_variant_that_cannot_run():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    relu = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "r",
+                                               [x], [y]),
+                             opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    result = time_interleaved([relu, broken_model(), relu], ["disable", "all", "all"], "cpu",
+                              rounds=4, runs_per_round=2)
+    assert result.timings[1] is None and result.errors[1]
+    assert [len(result.timings[i].rounds_s) for i in (0, 2)] == [4, 4]
+    assert result.runs_per_round == 2 and result.sessions == 2
+    with pytest.raises(SuperoptError, match="does not run in ONNX Runtime"):
+        time_interleaved([broken_model(), relu], ["all", "all"], "cpu", rounds=1)
+
+
+def test_time_limit_skips_the_remaining_models(tmp_path):
+    report = run_bench(["squeezenet", "bert"], device="cpu", max_total_s=0.0,
+                       out=tmp_path / "r.md", cache_dir=tmp_path)
+    skipped = "skipped: the run's time limit (0 s) was reached"
+    assert [m.error for m in report.models] == [skipped] * 2
+    assert "skipped: the run's time limit" in (tmp_path / "r.md").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "nosuchmodel", "--device", "cpu"], "unknown zoo model 'nosuchmodel'"),
+    (["bench", "squeezenet", "--rounds", "0"], "--rounds must be at least 1"),
+])
+def test_cli_rejects_bad_arguments_in_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_gpu_script_dry_run_on_cpu_without_rich_or_z3(tmp_path):
+    """benchmarks/gpu_bench.sh with the CPU provider, as on the GPU machine: rich and z3 absent."""
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    # sitecustomize runs at interpreter start: the packages the GPU machine may lack vanish.
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['rich'] = None\n"
+                                              "sys.modules['z3'] = None\n")
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, SUPEROPT_BENCH_DEVICE="cpu",
+               SUPEROPT_BENCH_MODELS="squeezenet", SUPEROPT_BENCH_ROUNDS="2",
+               SUPEROPT_BENCH_TIMING_S="0.2", SUPEROPT_BENCH_SEARCH_S="2",
+               SUPEROPT_BENCH_CACHE=str(tmp_path / "cache"),
+               PYTHONPATH=os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_bench.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "rich missing" in (out / "env.txt").read_text()
+    assert "z3 missing" in (out / "env.txt").read_text()
+    _, rows = table((out / "cpu.md").read_text())
+    assert list(rows) == ["squeezenet", "**geomean**"]
+    assert json.loads((out / "cpu.json").read_text())["models"][0]["name"] == "squeezenet"
+    assert (out / "costs.sqlite3").stat().st_size > 0
+    log = (out / "bench.log").read_text()
+    assert "[1/1] squeezenet" in log and "┏" not in log  # the plain-text table, not rich's
