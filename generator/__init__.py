@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from superopt.errors import UsageError
-from superopt.generator.candidates import Decoder, fingerprint_groups, propose
+from superopt.generator.candidates import Decoder, fingerprint_groups, propose_group
 from superopt.generator.enumeration import Enumerator, enumerate_graphs
 from superopt.generator.opset import Universe, default_universe
 from superopt.generator.prune import (
@@ -33,6 +33,8 @@ from superopt.rules import Rule
 
 __all__ = ["generate", "GenerateResult", "estimate_graphs", "candidate_rule"]
 
+# Decoded nodes after which the decoder starts afresh (about 1 KB each).
+DECODER_NODE_LIMIT = 400_000
 # Wall seconds per enumerated graph and worker, all stages included, as measured at depth 3
 # on the 2-core development machine (shared with other jobs): an estimate, not a promise.
 SECONDS_PER_GRAPH = 60e-6
@@ -121,31 +123,41 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
     stages["fingerprint groups"] = len(groups)
     stages["graphs in groups"] = int(sum(len(g) for g in groups))
 
-    decoder = Decoder(Enumerator(universe, seed, max_ops))
-    extra: dict[str, int] = {}
-    candidates = propose(groups, enum.fps, enum.graphs, decoder, extra)
-    stages["candidate pairs"] = len(candidates)
     kinds = {s.name: s.kind for s in universe.inputs}
-
-    survivors = [c for c in candidates if any(kinds[v] == "tensor" for v in c.src.variables)]
-    stages["after weight-only pruning"] = len(survivors)
+    shapes = {s.name: s.shape for s in universe.inputs}
+    extra: dict[str, int] = {}
+    n_pairs = n_tensor = n_renamed = 0
     seen: set[str] = set()
     unique = []
-    for c in survivors:
-        key = renaming_key(*c.texts(), kinds)
-        if key not in seen:
+    decoder = Decoder(Enumerator(universe, seed, max_ops))
+    for gi, idx in enumerate(groups):
+        for c in propose_group(idx, enum.fps, enum.graphs, decoder, extra):
+            n_pairs += 1
+            if not any(kinds[v] == "tensor" for v in c.src.variables):
+                continue
+            n_tensor += 1
+            key = renaming_key(*c.texts(), kinds)
+            if key in seen:
+                continue
             seen.add(key)
-            unique.append(c)
-    stages["after renaming pruning"] = len(unique)
-    shapes = {s.name: s.shape for s in universe.inputs}
+            n_renamed += 1
+            if is_supergraph(c, decoder.enum) or is_decomposable(c):
+                continue
+            unique.append(c.detached())
+        if len(decoder.enum.n_inst) > DECODER_NODE_LIMIT:
+            # Bound memory on big runs: the candidates kept no longer need the decoder's ids.
+            decoder = Decoder(Enumerator(universe, seed, max_ops))
+        if progress and gi % 2000 == 0:
+            progress("propose", gi, len(groups))
+    stages["candidate pairs"] = n_pairs
+    stages["after weight-only pruning"] = n_tensor
+    stages["after renaming pruning"] = n_renamed
+    stages["after common-supergraph pruning"] = len(unique)
     implied: set[str] = set()
     for c in unique:
         implied |= specializations(*c.texts(), kinds, shapes)
     unique = [c for c in unique if renaming_key(*c.texts(), kinds) not in implied]
     stages["after specialization pruning"] = len(unique)
-    unique = [c for c in unique
-              if not is_supergraph(c, decoder.enum) and not is_decomposable(c)]
-    stages["after common-supergraph pruning"] = len(unique)
     checker = Checker(universe.inputs, seed)
     rng = np.random.default_rng(seed + 104729)
     kept = []

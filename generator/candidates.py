@@ -94,6 +94,12 @@ class Candidate:
     src: GraphInfo
     dst: GraphInfo
 
+    def detached(self) -> Candidate:
+        """The same candidate without ids into the decoder (patterns and fingerprints only)."""
+        def strip(g: GraphInfo) -> GraphInfo:
+            return GraphInfo(g.fp, [], g.patterns, g.variables, g.cost, g.n_nodes, [])
+        return Candidate(strip(self.src), strip(self.dst))
+
     def texts(self) -> tuple[list[str], list[str]]:
         return [str(p) for p in self.src.patterns], [str(p) for p in self.dst.patterns]
 
@@ -109,30 +115,29 @@ def fingerprint_groups(fps: np.ndarray) -> list[np.ndarray]:
     return [order[s:e] for s, e in zip(starts, ends) if e - s >= 2]
 
 
-def propose(groups: list[np.ndarray], fps: np.ndarray, graphs: np.ndarray, decoder: Decoder,
-            counts: dict[str, int], max_scan: int = 64) -> list[Candidate]:
-    """Orient every group into candidates (member -> cheapest member it can be rewritten to).
+def propose_group(idx: np.ndarray, fps: np.ndarray, graphs: np.ndarray, decoder: Decoder,
+                  counts: dict[str, int], max_scan: int = 64) -> list[Candidate]:
+    """Orient one group into candidates (member -> cheapest member it can be rewritten to).
 
     Counts graphs that fail to replay (`decode_failed`) and members with no cheaper graph over
     a subset of their variables (`no_target`).
     """
     out: list[Candidate] = []
-    for idx in groups:
-        infos = []
-        for i in idx:
-            try:
-                infos.append(decoder.decode(int(fps[i]), graphs[i]))
-            except ValueError:
-                counts["decode_failed"] = counts.get("decode_failed", 0) + 1
-        # Ties broken by text, so the result does not depend on the order workers finished in.
-        infos.sort(key=lambda g: (g.cost, [str(p) for p in g.patterns]))
-        for j in range(1, len(infos)):
-            m = infos[j]
-            target = next((r for r in infos[:min(j, max_scan)]
-                           if r.variables <= m.variables and len(r.outputs) == len(m.outputs)),
-                          None)
-            if target is None:
-                counts["no_target"] = counts.get("no_target", 0) + 1
-                continue
-            out.append(Candidate(m, target))
+    infos = []
+    for i in idx:
+        try:
+            infos.append(decoder.decode(int(fps[i]), graphs[i]))
+        except ValueError:
+            counts["decode_failed"] = counts.get("decode_failed", 0) + 1
+    # Ties broken by text, so the result does not depend on the order workers finished in.
+    infos.sort(key=lambda g: (g.cost, [str(p) for p in g.patterns]))
+    for j in range(1, len(infos)):
+        m = infos[j]
+        target = next((r for r in infos[:min(j, max_scan)]
+                       if r.variables <= m.variables and len(r.outputs) == len(m.outputs)),
+                      None)
+        if target is None:
+            counts["no_target"] = counts.get("no_target", 0) + 1
+            continue
+        out.append(Candidate(m, target))
     return out

@@ -3,12 +3,12 @@
 Stages, in order (each counted by the caller):
 1. `weight_only`: no runtime variable (the exporter folds weight-only work anyway);
 2. `renaming`: equal to an earlier candidate up to renaming variables (of the same kind);
-   `specialization`: equal to another candidate with two of its variables merged (the
-   instance `(x a) b = x (a a)` of associativity adds nothing to the general rule);
 3. `supergraph`: a smaller rule plus shared context: some output has the same root operator on
    both sides with arguments equal by fingerprint, or is the very same term on both sides; or
    a multi-output candidate whose outputs share no operator on either side (several
    single-output rules side by side);
+   `specialization`: equal to another candidate with two of its variables merged (the
+   instance `(x a) a = x (a a)` of associativity adds nothing to the general rule);
 4. `subgraph`: both sides share a subterm that can be abstracted into a fresh variable while the
    rule still holds numerically (so the rule is the smaller one applied in a context);
 5. `check`: the float64 check at fresh random inputs, at the same with their signs flipped,
