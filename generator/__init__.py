@@ -109,6 +109,8 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
     workers = workers or os.cpu_count() or 1
     settings = {"generator": "superopt.generator", "max_ops": max_ops,
                 "ops": universe.settings["ops"], "seed": seed, "max_outputs": max_outputs}
+    # Per rule only what identifies the run; the op set and the rest are in the file's meta.
+    rule_provenance = {k: settings[k] for k in ("generator", "max_ops", "seed")}
     t0 = time.time()
     stages: dict[str, int] = {}
 
@@ -175,7 +177,7 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
         if not checker.check(c.src.patterns, c.dst.patterns):
             false_matches += 1
             continue
-        rules.append(candidate_rule(c, universe, settings))
+        rules.append(candidate_rule(c, universe, rule_provenance))
     stages["false matches (float64 check)"] = false_matches
     stages["candidates written"] = len(rules)
     for k, v in extra.items():

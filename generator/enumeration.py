@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import signal
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -444,6 +445,13 @@ def _worker_setup(universe: Universe, seed: int, max_ops: int) -> None:
     _WORKER["enum"] = Enumerator(universe, seed, max_ops)
 
 
+def _pool_worker_setup(universe: Universe, seed: int, max_ops: int) -> None:
+    # Ctrl-C is the parent's to handle (it keeps what finished and stops the pool); a worker
+    # that caught it too would print a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_setup(universe, seed, max_ops)
+
+
 def _run_root(root_index: int) -> TaskOutput:
     enum: Enumerator = _WORKER["enum"]
     fps = array("q")
@@ -524,7 +532,7 @@ def enumerate_graphs(universe: Universe, max_ops: int, seed: int = 0, workers: i
                 collect(r, _run_root(r))
         else:
             ctx = multiprocessing.get_context("fork")
-            with ctx.Pool(workers, initializer=_worker_setup,
+            with ctx.Pool(workers, initializer=_pool_worker_setup,
                           initargs=(universe, seed, max_ops)) as pool:
                 try:
                     for r, out in pool.imap_unordered(_run_indexed, order, chunksize=1):

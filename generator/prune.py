@@ -12,8 +12,9 @@ Stages, in order (each counted by the caller):
 4. `subgraph`: both sides share a subterm that can be abstracted into a fresh variable while the
    rule still holds numerically (so the rule is the smaller one applied in a context);
 5. `check`: the float64 check at fresh random inputs, at the same with their signs flipped,
-   at inputs shifted to be mostly negative, and at a second set of shapes (larger dims,
-   kernels scaled to match); a candidate that fails is a false match.
+   at inputs shifted to be mostly negative, at inputs scaled by 4 and by -4, and at a second
+   set of shapes (larger dims, kernels scaled to match); a candidate that fails is a false
+   match.
 """
 
 from __future__ import annotations
@@ -137,6 +138,11 @@ class Checker:
         # (pooling commuting with squaring on small images) fail here.
         self.shifted = {s.name: (s.sample(rng) if s.positive else s.sample(rng) - 2.0)
                         for s in inputs}
+        # Larger magnitudes: identities that need a scalar below a threshold ((1 - c) Relu(t)
+        # = Relu((1 - c) t) only for c <= 1) fail here.
+        self.scaled = {n: (a if self.specs[n].positive else 4.0 * a) for n, a in self.base.items()}
+        self.scaled_flipped = {n: (a if self.specs[n].positive else -a)
+                               for n, a in self.scaled.items()}
 
     @staticmethod
     def _close(a: np.ndarray, b: np.ndarray) -> bool:
@@ -148,7 +154,8 @@ class Checker:
     def holds(self, src: list[Pattern], dst: list[Pattern],
               extra: Mapping[str, np.ndarray] | None = None, draw: str = "base") -> bool:
         """Every src output equals its dst output (float64, relative to the output's scale) on
-        one draw of inputs: "base", "flipped", "shifted" (enumeration shapes) or "alt"."""
+        one draw of inputs: "base", "flipped", "shifted", "scaled", "scaled_flipped"
+        (enumeration shapes) or "alt"."""
         arrays = dict(getattr(self, draw))
         if extra:
             arrays.update(extra)
@@ -163,8 +170,9 @@ class Checker:
 
     def check(self, src: list[Pattern], dst: list[Pattern]) -> bool:
         """The final check: fresh inputs at the enumeration shapes (also with signs flipped,
-        and shifted to mostly negative) and at the second shapes."""
-        return all(self.holds(src, dst, draw=d) for d in ("base", "flipped", "shifted", "alt"))
+        shifted to mostly negative, and scaled by 4 and -4) and at the second shapes."""
+        return all(self.holds(src, dst, draw=d)
+                   for d in ("base", "flipped", "shifted", "scaled", "scaled_flipped", "alt"))
 
     def abstracts(self, c: Candidate, rng: np.random.Generator) -> bool:
         """True if some subterm shared by both sides can become a fresh variable and the rule
@@ -178,7 +186,7 @@ class Checker:
         shared &= dst_terms
         if not shared:
             return False
-        for term in sorted(shared, key=lambda t: -t.size()):
+        for term in sorted(shared, key=lambda t: (-t.size(), str(t))):
             value = evaluate(term, self.base)
             fresh = PVar("_shared")
             src = [_replace(p, term, fresh) for p in c.src.patterns]

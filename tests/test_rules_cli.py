@@ -65,7 +65,7 @@ def test_generate_keeps_only_proved_rules_unless_asked(tmp_path, monkeypatch):
         for i, r in enumerate(rules):
             out.append(r.with_proof({"result": "proved" if i % 2 == 0 else "unknown"}))
             if progress:
-                progress(i + 1, len(rules))
+                progress(i + 1, len(rules), out[-1])  # the verifier's progress signature
         return out
 
     monkeypatch.setattr(verifier, "verify_rules", fake_verify, raising=False)

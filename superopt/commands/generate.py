@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise OutputError(f"{out}: folder {out.parent} does not exist")
     if out.is_dir():
         raise OutputError(f"{out}: is a directory")
+    verify_rules = None if args.no_verify else _verifier()
     ops = _parse_ops(args.ops)
     universe = default_universe(ops)
     workers = args.workers or os.cpu_count() or 1
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     rules = result.rules
     meta = dict(result.meta)
     if not args.no_verify and rules:
-        rules, meta = _verify(args, rules, meta, workers, console)
+        rules, meta = _verify(verify_rules, args, rules, meta, workers, console)
     elif args.no_verify:
         meta["verification"] = "skipped (--no-verify)"
     save_rules(rules, out, meta)
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     for r in rules:
         key = r.proof.get("result", "unverified")
         by_result[key] = by_result.get(key, 0) + 1
-    _print_stages(console, result.stages)
+    _print_stages(console, meta["stages"])
     summary = ", ".join(f"{n} {k}" for k, n in sorted(by_result.items())) or "no rules"
     partial = " (PARTIAL: interrupted)" if meta.get("partial") else ""
     console.print(f"wrote {out}: {len(rules)} rules ({summary}){partial} in "
@@ -132,12 +133,17 @@ def _run_generator(args, ops, workers, console):
     return result
 
 
-def _verify(args, rules, meta, workers, console):
+def _verifier():
+    """`superopt.verifier.verify_rules`, looked up before hours of generation, not after."""
     try:
         from superopt.verifier import verify_rules
     except ImportError as e:
         raise SuperoptError(f"the verifier is not available ({e}); pass --no-verify to write "
                             "unproved candidates") from None
+    return verify_rules
+
+
+def _verify(verify_rules, args, rules, meta, workers, console):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     t0 = time.time()
@@ -147,7 +153,7 @@ def _verify(args, rules, meta, workers, console):
                       disable=args.quiet) as bar:
             task = bar.add_task("verify", total=len(rules))
 
-            def progress(done: int, total: int) -> None:
+            def progress(done: int, total: int, rule=None) -> None:
                 bar.update(task, completed=done, total=total)
 
             checked = verify_rules(rules, timeout_s=args.timeout, workers=workers,
