@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "write it as Markdown.")
     p.add_argument("names", nargs="*", metavar="NAME",
                    help="zoo models (default: all; see `superopt zoo list`)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to time the models (auto: CUDA if it really works, else CPU)")
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                    help=f"interleaved timing rounds per model (default {DEFAULT_ROUNDS})")
     p.add_argument("--timing-budget", type=float, default=DEFAULT_TIMING_BUDGET_S, metavar="S",

@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.set_defaults(func=run_stats)
     imp = sub.add_parser("import-taso", help="convert TASO's rule collection (.pb)")
     imp.add_argument("file", metavar="FILE.pb", help="TASO's graph_subst.pb")
-    imp.add_argument("-o", "--output", required=True, metavar="FILE.json")
+    imp.add_argument("-o", "--output", required=True, metavar="FILE.json",
+                     help="where to write the imported rules (superopt-rules/1)")
     add_verbosity(imp)
     imp.set_defaults(func=run_import)
 
@@ -101,8 +102,12 @@ def describe(rule) -> list[str]:
     return lines
 
 
-def write_onnx_pair(rule, folder: Path, seed: int = 0) -> list[str]:
+def write_onnx_pair(rule, folder: Path, seed: int = 0, *, shapes=None,
+                    dtype: str = "float32") -> list[str]:
     """Write the two sides at the example shapes as folder/src.onnx and folder/dst.onnx.
+
+    `shapes` (variable -> shape) instantiates the rule at other shapes; `dtype` is the tensors'
+    element type ("float32" or "float64").
 
     Variables become graph inputs with the same names on both sides. Where a side computes on
     weights with a helper op that ONNX lacks (e.g. EnlargeKernel), weight variables become
@@ -110,7 +115,9 @@ def write_onnx_pair(rule, folder: Path, seed: int = 0) -> list[str]:
     """
     import numpy as np
 
-    from superopt.ir import FLOAT, Graph, TensorType, Value
+    from onnx import helper as onnx_helper
+
+    from superopt.ir import Graph, TensorType, Value
     from superopt.onnx_io import save
     from superopt.pattern import Bindings, build
     from superopt.registry import WEIGHT_ONLY, get_op
@@ -123,15 +130,17 @@ def write_onnx_pair(rule, folder: Path, seed: int = 0) -> list[str]:
         raise RulesError(f"rule {rule.id} has no example shapes to instantiate it at")
     helpers = any(get_op(op).has(WEIGHT_ONLY) for op in rule.ops())
     rng = np.random.default_rng(seed)
+    np_dtype = np.dtype(dtype)
+    elem = onnx_helper.np_dtype_to_tensor_dtype(np_dtype)
     values: dict[str, Value] = {}
     for name in sorted(rule.example):
-        shape = tuple(int(d) for d in rule.example[name])
+        shape = tuple(int(d) for d in (shapes or rule.example)[name])
         if helpers and rule.vars.get(name) == "weight":
             # Positive values keep helpers like BatchNorm folding (sqrt of a variance) defined.
-            values[name] = Value.const(rng.uniform(0.5, 1.5, size=shape).astype(np.float32),
+            values[name] = Value.const(rng.uniform(0.5, 1.5, size=shape).astype(np_dtype),
                                        name=name)
         else:
-            values[name] = Value.input(name, TensorType(FLOAT, shape))
+            values[name] = Value.input(name, TensorType(elem, shape))
     inputs = [v for v in values.values() if not v.is_const]
     lines = []
     for side, patterns in (("src", rule.src), ("dst", rule.dst)):
