@@ -109,8 +109,11 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
     workers = workers or os.cpu_count() or 1
     settings = {"generator": "superopt.generator", "max_ops": max_ops,
                 "ops": universe.settings["ops"], "seed": seed, "max_outputs": max_outputs}
+    if "preset" in universe.settings:
+        settings["preset"] = universe.settings["preset"]
     # Per rule only what identifies the run; the op set and the rest are in the file's meta.
-    rule_provenance = {k: settings[k] for k in ("generator", "max_ops", "seed")}
+    rule_provenance = {k: settings[k] for k in ("generator", "max_ops", "seed", "preset")
+                       if k in settings}
     t0 = time.time()
     stages: dict[str, int] = {}
 

@@ -132,6 +132,19 @@ def _matmul_sym(args: Sequence[Arg], attrs: dict) -> list[SymShape]:
     return [(args[0].sym[0], args[1].sym[1])]
 
 
+def _matmul_3d(args: Sequence[Arg]) -> dict | None:
+    # A rank-3 activation times a 2-D weight (a transformer's or RNN's projection: 1×128×768 by
+    # 768×768), and 2-D by 2-D for the algebra on weights.
+    a, b = args[0].shape, args[1].shape
+    if len(b) != 2 or len(a) not in (2, 3) or a[-1] != b[0]:
+        return None
+    return {}
+
+
+def _matmul_3d_sym(args: Sequence[Arg], attrs: dict) -> list[SymShape]:
+    return [tuple(args[0].sym[:-1]) + (args[1].sym[1],)]
+
+
 def _scalar_mul(args: Sequence[Arg]) -> dict | None:
     return {} if args[1].shape == () and args[0].shape != () else None
 
@@ -181,10 +194,10 @@ def _pool(avg: bool) -> AttrsFn:
     return attrs
 
 
-def _concat(axis: int) -> AttrsFn:
+def _concat(axis: int, ranks: tuple[int, ...] = (2, 4)) -> AttrsFn:
     def attrs(args: Sequence[Arg]) -> dict | None:
         a, b = args[0].shape, args[1].shape
-        if len(a) not in (2, 4) or len(a) != len(b) or axis >= len(a):
+        if len(a) not in ranks or len(a) != len(b) or axis >= len(a):
             return None
         if any(x != y for i, (x, y) in enumerate(zip(a, b)) if i != axis):
             return None
@@ -199,11 +212,11 @@ def _concat_sym(args: Sequence[Arg], attrs: dict) -> list[SymShape]:
     return [tuple(out)]
 
 
-def _split(axis: int) -> AttrsFn:
+def _split(axis: int, ranks: tuple[int, ...] = (2, 4)) -> AttrsFn:
     # TASO splits where a Concat joined: only a dim that is a sum of two input dims is cut.
     def attrs(args: Sequence[Arg]) -> dict | None:
         sym = args[0].sym
-        if axis >= len(sym) or len(sym[axis]) != 2 or len(args[0].shape) not in (2, 4):
+        if axis >= len(sym) or len(sym[axis]) != 2 or len(args[0].shape) not in ranks:
             return None
         return {"axis": axis, "split": sym[axis]}  # atoms; sizes resolved by the enumerator
     return attrs
@@ -349,21 +362,78 @@ def default_instances(channels: int = 4) -> list[OpInstance]:
     ]
 
 
+def matmul3d_inputs() -> list[InputSpec]:
+    """The `matmul3d` preset's inputs: rank-3 runtime `z`, `v` (2×2×4; 1×3×8 in the second shape
+    set) and the 4×4 weights `a`, `b` (8×8)."""
+    return [
+        InputSpec("z", (2, 2, 4), "tensor", (1, 3, 8)),
+        InputSpec("v", (2, 2, 4), "tensor", (1, 3, 8)),
+        InputSpec("a", (4, 4), "weight", (8, 8)),
+        InputSpec("b", (4, 4), "weight", (8, 8)),
+    ]
+
+
+def matmul3d_instances() -> list[OpInstance]:
+    """The `matmul3d` preset's ops: MatMul of a rank-3 activation by a 2-D weight (and of weights),
+    Add, Relu, Concat on the last axis of rank-3 tensors and on both axes of weights, Split on the
+    last axis of rank-3 tensors, Transpose of weights."""
+    return [
+        OpInstance("MatMul", "MatMul", 2, _matmul_3d, _matmul_3d_sym, on_weights=True,
+                   ranks=((2, 3), (2,))),
+        OpInstance("Add", "Add", 2, _same_shape, on_weights=True, commutative=True,
+                   same_shape=True),
+        OpInstance("Relu", "Relu", 1, _unary_any, ranks=((2, 3),)),
+        OpInstance("Concat.0", "Concat", 2, _concat(0, (2,)), _concat_sym, on_weights=True,
+                   ranks=((2,), (2,))),
+        OpInstance("Concat.1", "Concat", 2, _concat(1, (2,)), _concat_sym, on_weights=True,
+                   ranks=((2,), (2,))),
+        OpInstance("Concat.2", "Concat", 2, _concat(2, (3,)), _concat_sym, on_weights=True,
+                   ranks=((3,), (3,))),
+        OpInstance("Split.2", "Split", 1, _split(2, (3,)), _split_sym, on_weights=True,
+                   ranks=((3,),)),
+        OpInstance("Transpose", "Transpose", 1, _transpose, _transpose_sym, on_weights=True,
+                   ranks=((2,),)),
+    ]
+
+
+# Named universes selected by naming them in `ops` (`superopt generate --ops matmul3d`): the
+# default universe's inputs are all 2-D or 4-D, so its MatMul rules fix Concat/Split axes for
+# rank 2; this one proves them for rank-3 activations times 2-D weights (BERT, NASRNN), where
+# the merged MatMul splits on axis 2. Kept out of the default run, whose size it would grow.
+PRESETS: dict[str, Callable[[], tuple[list[InputSpec], list[OpInstance]]]] = {
+    "matmul3d": lambda: (matmul3d_inputs(), matmul3d_instances()),
+}
+
+
 def default_universe(ops: Sequence[str] | None = None, max_outputs: int = 2) -> Universe:
     """The default inputs and instances, optionally restricted to the registry ops in `ops`.
 
+    A preset name in `ops` (see `PRESETS`, e.g. "matmul3d") selects that preset's inputs and
+    instances instead; registry op names beside it restrict the preset's instances.
+
     Raises UsageError naming an op the generator does not know.
     """
-    instances = default_instances()
+    wanted = None if ops is None else [o.strip() for o in ops if o.strip()]
+    presets = [o for o in wanted or () if o in PRESETS]
+    if len(presets) > 1:
+        raise UsageError(f"--ops names more than one preset: {', '.join(presets)}")
+    if presets:
+        inputs, instances = PRESETS[presets[0]]()
+        wanted = [o for o in wanted if o not in PRESETS] or None
+    else:
+        inputs, instances = default_inputs(), default_instances()
     known = sorted({i.op for i in instances})
-    if ops is not None:
-        wanted = [o.strip() for o in ops if o.strip()]
+    if ops is not None and not wanted and not presets:
+        raise UsageError("--ops names no op")
+    if wanted is not None:
         unknown = [o for o in wanted if o not in known]
         if unknown:
-            raise UsageError(f"unknown op {unknown[0]!r} for --ops; the generator knows: "
-                             f"{', '.join(known)}")
-        if not wanted:
-            raise UsageError("--ops names no op")
+            where = f"the {presets[0]} preset" if presets else "the generator"
+            raise UsageError(f"unknown op {unknown[0]!r} for --ops; {where} knows: "
+                             f"{', '.join(known)}"
+                             + ("" if presets else f" (presets: {', '.join(PRESETS)})"))
         instances = [i for i in instances if i.op in set(wanted)]
-    return Universe(default_inputs(), instances, max_outputs,
-                    {"ops": sorted({i.op for i in instances})})
+    settings: dict = {"ops": sorted({i.op for i in instances})}
+    if presets:
+        settings["preset"] = presets[0]
+    return Universe(inputs, instances, max_outputs, settings)

@@ -434,11 +434,13 @@ class Graph:
                              output_types=out_types)
 
         for node in self.nodes:
+            if all(o in mapping for o in node.outputs):
+                continue  # replaced outright: rebuilding it would overwrite its mapping
             if any(v is not None and v in memo for v in node.inputs):
                 nn = new_node(node)
                 if nn is not node:
                     for old, new in zip(node.outputs, nn.outputs):
-                        memo[old] = new
+                        memo.setdefault(old, new)
         outs = [(name, memo.get(v, v)) for name, v in self.outputs]
         return Graph(self.inputs, outs, self.meta)
 

@@ -129,3 +129,25 @@ def test_values_and_nodes_are_immutable():
         x.name = "y"
     with pytest.raises(AttributeError):
         n.op = "Tanh"
+
+
+def test_replace_values_keeps_mappings_of_values_downstream_of_other_mappings():
+    """Folding a chain of constant nodes maps every link; rebuilding a link because its input
+    was mapped must not undo that link's own mapping."""
+    import numpy as np
+
+    from superopt.onnx_io import fold_constants
+    from superopt.registry import get_op
+
+    def make(op, attrs, ins):
+        return Node.make(op, get_op(op).canonical_attrs(attrs), ins).outputs[0]
+
+    k11 = Value.const(np.ones((4, 4, 1, 1), np.float32), name="k11")
+    k13 = Value.const(np.ones((4, 4, 1, 3), np.float32), name="k13")
+    wide = make("Concat", {"axis": 1}, [k13, k13])
+    kernel = make("EnlargeKernel", {}, [k11, wide])
+    t = Value.input("t", TensorType(1, (2, 4, 5, 5)))
+    graph = Graph([t], [("o", make("Conv", {"pads": (0, 1, 0, 1)}, [t, kernel]))])
+    folded = fold_constants(graph)
+    assert [n.op for n in folded.nodes] == ["Conv"]
+    assert folded.nodes[0].inputs[1].is_const
