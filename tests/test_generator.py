@@ -216,3 +216,55 @@ def test_result_does_not_depend_on_worker_count():
     two = generate(max_ops=2, ops=ops, workers=2, seed=SEED)
     assert [r.id for r in one.rules] == [r.id for r in two.rules]
     assert one.stages == two.stages
+
+
+# The `matmul3d` preset (`--ops matmul3d`): rank-3 activations `z`, `v` times 2-D weights, so
+# the merged MatMul splits on axis 2 (BERT's 1×128×768 by 768×768, NASRNN's 1×1×512).
+EXPECTED_3D = {
+    "two matmuls on a rank-3 input merge": (
+        ["(MatMul ?z ?a)", "(MatMul ?z ?b)"],
+        ["(Split[axis=2, split=(dim(?a,1), dim(?b,1))] (MatMul ?z (Concat[axis=1] ?a ?b)))",
+         "(Split.1[axis=2, split=(dim(?a,1), dim(?b,1))] (MatMul ?z (Concat[axis=1] ?a ?b)))"]),
+    "concat of rank-3 matmuls": (["(Concat[axis=2] (MatMul ?z ?a) (MatMul ?z ?b))"],
+                                 ["(MatMul ?z (Concat[axis=1] ?a ?b))"]),
+    "rank-3 matmul distributes over add": (["(Add (MatMul ?z ?a) (MatMul ?z ?b))"],
+                                           ["(MatMul ?z (Add ?a ?b))"]),
+    "rank-3 matmul associativity": (["(MatMul (MatMul ?z ?a) ?b)"],
+                                    ["(MatMul ?z (MatMul ?a ?b))"]),
+    "relu commutes with concat on axis 2": (["(Concat[axis=2] (Relu ?z) (Relu ?v))"],
+                                            ["(Relu (Concat[axis=2] ?z ?v))"]),
+    "relu commutes with split on axis 2": (
+        ["(Split[axis=2, split=(dim(?z,2), dim(?v,2))] (Relu (Concat[axis=2] ?z ?v)))",
+         "(Split.1[axis=2, split=(dim(?z,2), dim(?v,2))] (Relu (Concat[axis=2] ?z ?v)))"],
+        ["(Relu ?z)", "(Relu ?v)"]),
+}
+
+
+@pytest.fixture(scope="module")
+def result_3d():
+    return generate(max_ops=3, ops=["matmul3d"], workers=2, seed=SEED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_3D))
+def test_matmul3d_preset_proposes(name, result_3d):
+    canon = {canonical([str(p) for p in r.src], [str(p) for p in r.dst]) for r in result_3d.rules}
+    src, dst = EXPECTED_3D[name]
+    assert canonical(src, dst) in canon, f"{name} not proposed"
+
+
+def test_matmul3d_preset_universe_and_checks(result_3d):
+    universe = default_universe(["matmul3d"])
+    assert {s.name: s.shape for s in universe.inputs} == {
+        "z": (2, 2, 4), "v": (2, 2, 4), "a": (4, 4), "b": (4, 4)}
+    assert universe.settings == {"ops": ["Add", "Concat", "MatMul", "Relu", "Split",
+                                         "Transpose"], "preset": "matmul3d"}
+    assert result_3d.meta["settings"]["preset"] == "matmul3d"
+    assert all(r.provenance["preset"] == "matmul3d" for r in result_3d.rules)
+    # Registry ops beside the preset name restrict it; an op outside the preset is an error.
+    assert default_universe(["matmul3d", "MatMul"]).settings["ops"] == ["MatMul"]
+    with pytest.raises(UsageError, match="unknown op 'Conv'.*matmul3d"):
+        default_universe(["matmul3d", "Conv"])
+    # The default universe stays 2-D / 4-D: no rank-3 input.
+    assert all(len(s.shape) != 3 for s in default_universe().inputs)
+    checker = Checker(universe.inputs, seed=12345)
+    assert all(checker.check(list(r.src), list(r.dst)) for r in result_3d.rules)
