@@ -230,7 +230,10 @@ class Node:
         inputs_t = tuple(inputs)
         if name is None:
             name = derived_name(op, attrs_t, inputs_t)
-        key = (op, attrs_t, inputs_t, name, tuple(output_names) if output_names else None)
+        # Given output types (opaque nodes) are part of the identity: a second shape
+        # inference may know more about the same node.
+        key = (op, attrs_t, inputs_t, name, tuple(output_names) if output_names else None,
+               tuple(output_types) if output_types is not None else None)
         hit = cls._cache.get(key)
         if hit is not None:
             return hit

@@ -315,7 +315,31 @@ def load(source: str | os.PathLike | ModelProto | bytes,
         _apply_input_shapes(model, input_shapes, where)
     nodes = _check_structure(model.graph, where)
     inferred, non_tensor = _infer_types(model, where, strict=bool(input_shapes))
-    return _build_graph(model, nodes, inferred, where, non_tensor)
+    graph = _build_graph(model, nodes, inferred, where, non_tensor)
+    if _needs_second_inference(graph):
+        graph = _reinfer(graph, where)
+    return graph
+
+
+def _needs_second_inference(graph: Graph) -> bool:
+    """Static inputs but some opaque output still of unknown shape: ONNX's inference stopped
+    at a shape chain that import has since folded (exporters without constant folding)."""
+    if not all(v.type.is_static for v in graph.inputs):
+        return False
+    return any(n.is_opaque and not all(o.type.is_static for o in n.outputs if o.name)
+               for n in graph.nodes)
+
+
+def _reinfer(graph: Graph, where: str) -> Graph:
+    """Shape inference again on the graph as exported (shape chains now initializers)."""
+    model = to_onnx(graph)
+    try:
+        nodes = _check_structure(model.graph, where)
+        inferred, non_tensor = _infer_types(model, where, strict=False)
+        again = _build_graph(model, nodes, inferred, where, non_tensor)
+    except (ModelError, ShapeError):
+        return graph
+    return Graph(again.inputs, again.outputs, graph.meta)
 
 
 def _non_tensor_names(model: ModelProto) -> set[str]:

@@ -300,6 +300,66 @@ def _(A, t, i, s):
             A.all(_ranks_eq(A, a, b), ax == A.rank(a) - 2, in_range(A, a, ax, st, ln)))
 
 
+# MatMul of a rank-r activation (r >= 3) by a 2-D weight (numpy broadcast: (..., M, K) @ (K, N)):
+# the weight's columns are the output's last axis, its rows the input's last axis, and every
+# leading axis of the activation (batch or rows) passes through to the same output axis.
+
+
+def _mm_w2(A, a, *ws):
+    return A.all(A.rank(a) >= 3, *[A.rank(w) == 2 for w in ws])
+
+
+@axiom("MatMul-w2-Concat-lead", ["MatMul", "Concat"], "a b w", "ax",
+       [I({"a": (2, 1, 3), "b": (2, 2, 3), "w": (3, 2)}, {"ax": 1}),
+        I({"a": (1, 2, 3), "b": (2, 2, 3), "w": (3, 1)}, {"ax": 0}),
+        I({"a": (2, 1, 1, 2), "b": (2, 1, 2, 2), "w": (2, 2)}, {"ax": 2})], triggers="both")
+def _(A, t, i, s):
+    a, b, w, ax = t["a"], t["b"], t["w"], i["ax"]
+    return (A.matmul(A.cat(ax, a, b), w), A.cat(ax, A.matmul(a, w), A.matmul(b, w)),
+            A.all(_mm_w2(A, a, w), A.rank(b) == A.rank(a), 0 <= ax, ax <= A.rank(a) - 2))
+
+
+@axiom("MatMul-w2-Split-lead", ["MatMul", "Split"], "a w", "ax s l",
+       [I({"a": (2, 3, 2), "w": (2, 2)}, {"ax": 1, "s": 1, "l": 2}),
+        I({"a": (3, 2, 2), "w": (2, 1)}, {"ax": 0, "s": 0, "l": 2})], triggers="both")
+def _(A, t, i, s):
+    a, w, ax, st, ln = t["a"], t["w"], i["ax"], i["s"], i["l"]
+    return (A.matmul(A.slice(a, ax, st, ln), w), A.slice(A.matmul(a, w), ax, st, ln),
+            A.all(_mm_w2(A, a, w), ax <= A.rank(a) - 2, in_range(A, a, ax, st, ln)))
+
+
+@axiom("MatMul-w2-Concat-inner", ["MatMul", "Concat", "Add"], "a b c d", "ax bx",
+       [I({"a": (2, 2, 1), "b": (2, 2, 2), "c": (1, 3), "d": (2, 3)}, {"ax": 2, "bx": 0}),
+        I({"a": (1, 2, 2), "b": (1, 2, 1), "c": (2, 2), "d": (1, 2)}, {"ax": 2, "bx": 0})])
+def _(A, t, i, s):
+    a, b, c, d, ax, bx = t["a"], t["b"], t["c"], t["d"], i["ax"], i["bx"]
+    return (A.matmul(A.cat(ax, a, b), A.cat(bx, c, d)),
+            A.binary("Add", A.matmul(a, c), A.matmul(b, d)),
+            A.all(_mm_w2(A, a, c, d), A.rank(b) == A.rank(a), ax == A.rank(a) - 1, bx == 0,
+                  A.dim(a, ax) == A.dim(c, 0)))
+
+
+# Columns of the weight <-> the last axis of the output: the output axis depends on the rank
+# of the activation, so these are stated per rank (a trigger cannot hold `rank(a) - 1`).
+for _r in range(3, 5):
+    axiom(f"MatMul-w2-Concat-cols-r{_r}", ["MatMul", "Concat"], "a b c", "",
+          [I({"a": (2,) * (_r - 2) + (1, 3), "b": (3, 1), "c": (3, 2)}),
+           I({"a": (1,) * (_r - 2) + (2, 2), "b": (2, 2), "c": (2, 1)})], triggers="both")(
+        lambda A, t, i, s, r=_r: (
+            A.matmul(t["a"], A.cat(1, t["b"], t["c"])),
+            A.cat(r - 1, A.matmul(t["a"], t["b"]), A.matmul(t["a"], t["c"])),
+            A.all(A.rank(t["a"]) == r, A.rank(t["b"]) == 2, A.rank(t["c"]) == 2)))
+    axiom(f"MatMul-w2-Split-cols-r{_r}", ["MatMul", "Split"], "a b", "s l",
+          [I({"a": (2,) * (_r - 2) + (2, 3), "b": (3, 4)}, {"s": 1, "l": 2}),
+           I({"a": (1,) * (_r - 2) + (1, 2), "b": (2, 3)}, {"s": 0, "l": 1})],
+          triggers="both")(
+        lambda A, t, i, s, r=_r: (
+            A.matmul(t["a"], A.slice(t["b"], 1, i["s"], i["l"])),
+            A.slice(A.matmul(t["a"], t["b"]), r - 1, i["s"], i["l"]),
+            A.all(A.rank(t["a"]) == r, A.rank(t["b"]) == 2,
+                  in_range(A, t["b"], 1, i["s"], i["l"]))))
+
+
 # ---------------------------------------------------------------------------------------------
 # Conv (stride, pads and group as quantified integers; dilation 1)
 
@@ -691,6 +751,12 @@ shape_axiom("dim-MatMul", ["MatMul"], "a b", "",
             lambda A, t, i, k: A.all(A.rank(t["a"]) == A.rank(t["b"]), A.rank(t["a"]) >= 2,
                                      0 <= k, k < A.rank(t["a"])),
             ranks=lambda x: len(x.shapes["a"]))
+shape_axiom("dim-MatMul-w2", ["MatMul"], "a b", "",
+            [I({"a": (2, 1, 3), "b": (3, 4)}), I({"a": (1, 2, 2, 3), "b": (3, 1)})],
+            lambda A, t, i: A.matmul(t["a"], t["b"]),
+            lambda A, t, i, k: A.ite(k == A.rank(t["a"]) - 1, A.dim(t["b"], 1), A.dim(t["a"], k)),
+            lambda A, t, i, k: A.all(_mm_w2(A, t["a"], t["b"]), 0 <= k, k < A.rank(t["a"])),
+            ranks=lambda x: len(x.shapes["a"]))
 shape_axiom("dim-EnlargeKernel", ["EnlargeKernel"], "w r", "",
             [I({"w": (2, 1, 1, 3), "r": (1, 1, 3, 3)})],
             lambda A, t, i: A.enlarge(t["w"], t["r"]),
@@ -753,6 +819,10 @@ _rank_axiom("rank-Conv", ["Conv"], "x w", CP, _CONV_SHAPE,
 _rank_axiom("rank-MatMul", ["MatMul"], "a b", "", [I({"a": (2, 3), "b": (3, 4)})],
             lambda A, t, i: A.matmul(t["a"], t["b"]), lambda A, t, i: A.rank(t["a"]),
             lambda A, t, i: A.rank(t["a"]) == A.rank(t["b"]))
+_rank_axiom("rank-MatMul-w2", ["MatMul"], "a b", "",
+            [I({"a": (2, 2, 3), "b": (3, 4)}), I({"a": (1, 2, 2, 3), "b": (3, 1)})],
+            lambda A, t, i: A.matmul(t["a"], t["b"]), lambda A, t, i: A.rank(t["a"]),
+            lambda A, t, i: _mm_w2(A, t["a"], t["b"]))
 _rank_axiom("rank-EnlargeKernel", ["EnlargeKernel"], "w r", "",
             [I({"w": (2, 1, 1, 3), "r": (1, 1, 3, 3)})],
             lambda A, t, i: A.enlarge(t["w"], t["r"]), lambda A, t, i: 4)
