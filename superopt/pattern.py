@@ -312,9 +312,19 @@ def _match_attr(pv: AttrValue, actual: Any, b: Bindings) -> bool:
     if isinstance(pv, tuple):
         return (isinstance(actual, tuple) and len(actual) == len(pv)
                 and all(_match_attr(p, a, b) for p, a in zip(pv, actual)))
-    if isinstance(pv, float) or isinstance(actual, float):
-        return isinstance(actual, (int, float)) and float(pv) == float(actual)
-    return pv == actual
+    return same_attr(pv, actual)
+
+
+def same_attr(a: Any, b: Any) -> bool:
+    """Attribute equality as ONNX stores attributes: floats compare as float32 (an exported
+    epsilon of 1e-5 reads back as 9.99999974e-06), tuples element-wise."""
+    if isinstance(a, (tuple, list)) or isinstance(b, (tuple, list)):
+        return (isinstance(a, (tuple, list)) and isinstance(b, (tuple, list))
+                and len(a) == len(b) and all(same_attr(x, y) for x, y in zip(a, b)))
+    if isinstance(a, float) or isinstance(b, float):
+        return (isinstance(a, (int, float)) and isinstance(b, (int, float))
+                and np.float32(a) == np.float32(b))
+    return a == b
 
 
 def match(p: Pattern, v: Value, b: Bindings) -> bool:
@@ -340,8 +350,7 @@ def match(p: Pattern, v: Value, b: Bindings) -> bool:
         if key in listed:
             if not _match_attr(listed[key], actual, b):
                 return False
-        elif key in op.defaults and op.defaults[key] != actual and not (
-                isinstance(actual, tuple) and tuple(op.defaults[key]) == actual):
+        elif key in op.defaults and not same_attr(op.defaults[key], actual):
             return False
     return all(k in node._attr_map for k in listed)
 

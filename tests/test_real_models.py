@@ -44,3 +44,17 @@ def test_real_export_optimizes_and_matches(shared_models, tmp_path, name):
     assert result.check is not None and result.check.passed and not result.check.skipped
     assert out.exists()
     onnx.checker.check_model(onnx.load(str(out)))
+
+
+def test_unfused_batchnorms_of_a_real_export_fold_into_their_convs(shared_models, tmp_path):
+    """The exporter writes epsilon as a float32 (9.99999974e-06); the generated rules say 1e-05.
+    Attributes compare as float32, so the generated, proved Conv+BN rules fire."""
+    out = tmp_path / "out.onnx"
+    result = superopt.optimize(shared_models / "shufflenet_v2_x0_5_bn.onnx", out, device="cpu",
+                               cost="analytic", gate=False, time_limit=30)
+    before = superopt.load(shared_models / "shufflenet_v2_x0_5_bn.onnx").op_counts()
+    after = superopt.load(out).op_counts()
+    assert before["BatchNormalization"] == 56
+    assert after["BatchNormalization"] <= 56 - 30
+    assert after["Conv"] == before["Conv"]
+    assert result.check.passed

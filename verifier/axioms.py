@@ -142,6 +142,14 @@ for _op in UNARY:
                                     A.transpose(A.unary(op, t["x"]), p),
                                     A.rank(t["x"]) == len(p)))
 
+# Relu is idempotent and positively homogeneous (Relu(x + x) = Relu(x) + Relu(x)).
+axiom("Relu-Relu", ["Relu"], "x", "", [I({"x": (2, 3)}), I({"x": (2, 1, 2)})])(
+    lambda A, t, i, s: (A.unary("Relu", A.unary("Relu", t["x"])), A.unary("Relu", t["x"]), True))
+axiom("Relu-Add-self", ["Relu", "Add"], "x", "", [I({"x": (2, 3)}), I({"x": (2, 1, 2)})],
+      triggers="both")(
+    lambda A, t, i, s: (A.unary("Relu", A.binary("Add", t["x"], t["x"])),
+                        A.binary("Add", A.unary("Relu", t["x"]), A.unary("Relu", t["x"])), True))
+
 for _op in POINTWISE_BINARY:
     axiom(f"{_op}-Concat", [_op, "Concat"], "a b c d", "ax",
           [I({"a": (1, 2), "b": (2, 2), "c": (1, 2), "d": (2, 2)}, {"ax": 0}),
