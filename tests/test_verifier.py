@@ -49,6 +49,25 @@ KNOWN_TRUE = {
     "transpose-of-matmul": rule("(Transpose[perm=(1,0)] (MatMul ?x ?a))",
                                 "(MatMul (Transpose[perm=(1,0)] ?a) (Transpose[perm=(1,0)] ?x))",
                                 {"x": "tensor", "a": "weight"}, {"x": (2, 4), "a": (4, 4)}),
+    # Rank-3 activation times a 2-D weight (numpy-broadcast MatMul): merge two MatMuls that
+    # share the activation into one over the concatenated weights, then split the output.
+    "matmul3d-merge-split": rule(
+        ["(MatMul ?x ?b)", "(MatMul ?x ?a)"],
+        [f"(Split.{k}[axis=2, split=(dim(?a,1), dim(?b,1))] "
+         "(MatMul ?x (Concat[axis=1] ?a ?b)))" for k in (1, 0)],
+        W2, {"x": (2, 3, 4), "a": (4, 4), "b": (4, 2)}),
+    "matmul4d-concat-cols": rule("(Concat[axis=3] (MatMul ?x ?a) (MatMul ?x ?b))",
+                                 "(MatMul ?x (Concat[axis=1] ?a ?b))",
+                                 W2, {"x": (2, 2, 3, 4), "a": (4, 4), "b": (4, 2)}),
+    "matmul3d-concat-batch": rule(
+        "(Concat[axis=0] (MatMul ?x ?a) (MatMul ?y ?a))", "(MatMul (Concat[axis=0] ?x ?y) ?a)",
+        {"x": "tensor", "y": "tensor", "a": "weight"},
+        {"x": (2, 3, 4), "y": (1, 3, 4), "a": (4, 4)}),
+    "matmul3d-concat-inner": rule(
+        "(MatMul (Concat[axis=2] ?x ?y) (Concat[axis=0] ?a ?a))", "(MatMul (Add ?x ?y) ?a)",
+        {"x": "tensor", "y": "tensor", "a": "weight"},
+        {"x": (2, 3, 4), "y": (2, 3, 4), "a": (4, 4)}),
+    "relu-relu": rule("(Relu (Relu ?x))", "(Relu ?x)", {"x": "tensor"}, {"x": (2, 3, 4)}),
 }
 
 # Conv + BatchNormalization folded into one Conv and a per-channel bias, in registry ops only.
@@ -111,6 +130,23 @@ MUTANTS = {
     "conv-linear-w dropped op": rule(f"(Add (Conv[{P1}] ?x ?a) (Conv[{P1}] ?x ?b))",
                                      f"(Conv[{P1}] ?x ?a)", W2,
                                      {"x": I4, "a": (4, 4, 3, 3), "b": (4, 4, 3, 3)}),
+    # The rank-3 merge with the Split on the wrong axis, or the weights concatenated in the
+    # opposite order to the Split outputs.
+    "matmul3d-merge split axis 1": rule(
+        ["(MatMul ?x ?b)", "(MatMul ?x ?a)"],
+        [f"(Split.{k}[axis=1, split=(dim(?a,1), dim(?b,1))] "
+         "(MatMul ?x (Concat[axis=1] ?a ?b)))" for k in (1, 0)],
+        W2, {"x": (2, 8, 4), "a": (4, 4), "b": (4, 4)}),
+    "matmul3d-merge weights swapped": rule(
+        ["(MatMul ?x ?b)", "(MatMul ?x ?a)"],
+        [f"(Split.{k}[axis=2, split=(dim(?a,1), dim(?b,1))] "
+         "(MatMul ?x (Concat[axis=1] ?b ?a)))" for k in (1, 0)],
+        W2, {"x": (2, 3, 4), "a": (4, 4), "b": (4, 4)}),
+    "matmul3d-concat-cols wrong axis": rule(
+        "(Concat[axis=1] (MatMul ?x ?a) (MatMul ?x ?b))", "(MatMul ?x (Concat[axis=1] ?a ?b))",
+        W2, {"x": (2, 4, 4), "a": (4, 4), "b": (4, 4)}),
+    "relu-add not linear": rule("(Add (Relu ?x) (Relu ?y))", "(Relu (Add ?x ?y))",
+                                {"x": "tensor", "y": "tensor"}, {"x": (2, 3), "y": (2, 3)}),
 }
 
 
