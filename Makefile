@@ -34,9 +34,14 @@ test-all: install
 bench: install
 	$(PY) -m superopt bench --device cpu --out benchmarks/results/cpu.md
 
-# Regenerate and re-verify the shipped rule database.
+# Regenerate and re-verify the shipped rule database: TASO's op set at k=3, plus the rank-3
+# MatMul preset (transformer/RNN activations times 2-D weights), joined into one file.
 rules: install
-	$(PY) -m superopt generate -o rules_db/rules.json
+	@mkdir -p $(OUT)
+	$(PY) -m superopt generate -o $(OUT)/rules-default.json
+	$(PY) -m superopt generate --ops matmul3d -o $(OUT)/rules-matmul3d.json
+	$(PY) -m superopt rules merge $(OUT)/rules-default.json $(OUT)/rules-matmul3d.json \
+		-o rules_db/rules.json
 
 lint: install
 	$(PY) -m ruff check superopt generator verifier search cost_model tests benchmarks

@@ -43,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="where to write the imported rules (superopt-rules/1)")
     add_verbosity(imp)
     imp.set_defaults(func=run_import)
+    merge = sub.add_parser("merge", help="join rules files into one (duplicates by id once)")
+    merge.add_argument("files", nargs="+", metavar="FILE", help="rules files to join")
+    merge.add_argument("-o", "--output", required=True, metavar="FILE.json",
+                       help="where to write the joined rules (atomically)")
+    add_verbosity(merge)
+    merge.set_defaults(func=run_merge)
 
 
 def _load(path: str | None):
@@ -186,6 +192,23 @@ def run_stats(args: argparse.Namespace) -> int:
         for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
             table.add_row(k, str(v))
         console.print(table)
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    """Union of several rules files; each file's meta is kept under "parts"."""
+    from superopt.rules import save_rules
+
+    rules: dict[str, object] = {}
+    parts = []
+    for path in args.files:
+        rs = _load(path)
+        parts.append({"file": Path(path).name, "rules": len(rs.rules), **rs.meta})
+        for r in rs.rules:
+            rules.setdefault(r.id, r)
+    save_rules(list(rules.values()), Path(args.output), {"merged": parts})
+    if not args.quiet:
+        print(f"wrote {args.output}: {len(rules)} rules from {len(args.files)} files")
     return 0
 
 
