@@ -31,7 +31,6 @@ import math
 import os
 import platform
 import re
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +41,7 @@ import numpy as np
 import onnx
 
 import superopt
+from superopt.atomic import atomic_write
 from superopt.errors import SuperoptError, UsageError
 
 #: the variants of a model, in table order: (label, optimization level)
@@ -627,17 +627,5 @@ def write_json(report: BenchReport, path: str | os.PathLike) -> Path:
 
 
 def _write_atomic(text: str, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".md", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a results file is for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, text)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -35,7 +34,8 @@ from onnx import (
     numpy_helper,
 )
 
-from superopt.errors import ModelError, OutputError, ShapeError
+from superopt.atomic import atomic_write, check_output_path
+from superopt.errors import ModelError, ShapeError
 from superopt.ir import Graph, ModelMeta, Node, TensorType, Value
 from superopt.registry import BY_ONNX_TYPE, WEIGHT_ONLY, _ensure_loaded, get_op
 
@@ -692,47 +692,34 @@ def save(graph: Graph | ModelProto, path: str | os.PathLike, *,
 def write_model(model: ModelProto, path: str | os.PathLike, *,
                 external_data: bool | None = None) -> None:
     """Atomic write of a ModelProto (see `save`)."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"{path}: folder {folder} does not exist")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory")
+    path = check_output_path(path)
     if external_data is None:
         external_data = model.ByteSize() > TWO_GB if _cheap_size_ok(model) else True
+    if not external_data:
+        atomic_write(path, model.SerializeToString())
+        return
+    # The model names its data file: the data goes to a temp name first, the model is written
+    # pointing at the final name, then the data is moved into place and the model renamed.
+    data_name = f"{path.name}.data"
+    tmp_data = path.parent / f".{data_name}.tmp"
+
+    def write(tmp: str) -> None:
+        m = _copy(model)
+        onnx.external_data_helper.convert_model_to_external_data(
+            m, all_tensors_to_one_file=True, location=tmp_data.name, size_threshold=1024)
+        onnx.save_model(m, tmp)
+        for t in m.graph.initializer:
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = data_name
+        onnx.save_model(m, tmp, save_as_external_data=False)
+        os.replace(tmp_data, path.parent / data_name)
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        # mkstemp makes the file private (0600); a written model gets the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror})") from None
-    try:
-        if external_data:
-            data_name = f"{path.name}.data"
-            tmp_data = folder / f".{data_name}.tmp"
-            m = _copy(model)
-            onnx.external_data_helper.convert_model_to_external_data(
-                m, all_tensors_to_one_file=True, location=tmp_data.name, size_threshold=1024)
-            onnx.save_model(m, tmp)
-            # The model names its data file: point it at the final name, then move both.
-            for t in onnx.external_data_helper._get_all_tensors(m):
-                for e in t.external_data:
-                    if e.key == "location":
-                        e.value = data_name
-            onnx.save_model(m, tmp, save_as_external_data=False)
-            os.replace(tmp_data, folder / data_name)
-        else:
-            with open(tmp, "wb") as f:
-                f.write(model.SerializeToString())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror})") from None
+        atomic_write(path, write)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp_data.exists():
+            tmp_data.unlink()
 
 
 def _cheap_size_ok(model: ModelProto) -> bool:

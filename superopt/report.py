@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from html import escape
-from pathlib import Path
 from typing import Any
 
+from superopt.atomic import atomic_write
 from superopt.drawing import draw_subgraph
-from superopt.errors import OutputError
 
 REPORT_FORMAT = "superopt-report/1"
 
@@ -97,12 +95,12 @@ footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
 
 def write_report(result: Any, path: str | os.PathLike) -> None:
     """Write the HTML report of `result` (an `OptimizeResult` or its `to_json()` dict)."""
-    _atomic_write(path, render_html(_as_doc(result)))
+    atomic_write(path, render_html(_as_doc(result)))
 
 
 def write_json(result: Any, path: str | os.PathLike) -> None:
     """Write the JSON report of `result` (an `OptimizeResult` or its `to_json()` dict)."""
-    _atomic_write(path, json.dumps(_as_doc(result), indent=1, default=str) + "\n")
+    atomic_write(path, json.dumps(_as_doc(result), indent=1, default=str) + "\n")
 
 
 def _as_doc(result: Any) -> dict[str, Any]:
@@ -110,32 +108,6 @@ def _as_doc(result: Any) -> dict[str, Any]:
     if doc.get("format") != REPORT_FORMAT:
         raise ValueError(f"not a {REPORT_FORMAT} document (format {doc.get('format')!r})")
     return doc
-
-
-def _atomic_write(path: str | os.PathLike, text: str) -> None:
-    """Temp file in the same folder, then rename: never a half-written report."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"{path}: folder {folder} does not exist")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------------------------

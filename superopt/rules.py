@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from superopt.errors import RulesError
+from superopt.errors import OutputError, RulesError
 from superopt.ir import Value
 from superopt.pattern import Bindings, Pattern, PatternError, PNode, check_ops, parse
 
@@ -325,12 +325,9 @@ def dump_rules(rules: RuleSet | Sequence[Rule], meta: Mapping[str, Any] | None =
 def save_rules(rules: RuleSet | Sequence[Rule], path: str | os.PathLike,
                meta: Mapping[str, Any] | None = None) -> None:
     """Write atomically (temp file + rename)."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise RulesError(f"{path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp")
+    from superopt.atomic import atomic_write
+
     try:
-        tmp.write_text(dump_rules(rules, meta))
-        os.replace(tmp, path)
-    except OSError as e:
-        raise RulesError(f"{path}: cannot write ({e.strerror})") from None
+        atomic_write(path, dump_rules(rules, meta))
+    except OutputError as e:
+        raise RulesError(str(e)) from None

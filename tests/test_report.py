@@ -36,12 +36,14 @@ ASSOC = Rule.make(["(MatMul (MatMul ?x ?a) ?b)"], ["(MatMul ?x (MatMul ?a ?b))"]
 
 
 def hostile_matmul_model(path: Path, k: int = 256) -> Path:
-    """y = (x @ A) @ B; the first node's name is an HTML injection, the middle value has '<'."""
+    """y = (x @ A) @ B with a narrow B; the first node's name is an HTML injection, the middle value has '<'."""
     rng = np.random.default_rng(SEED)
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, k])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    inits = [numpy_helper.from_array(rng.standard_normal((k, k)).astype(np.float32) / 20, n)
-             for n in ("A", "B")]
+    # B is narrow, so x @ (A @ B) does ~17x less work than (x @ A) @ B: a win the end-to-end
+    # gate sees even on a loaded machine (no timing assertion rests on a small margin).
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) / 20, n)
+             for n, shape in (("A", (k, k)), ("B", (k, 16)))]
     nodes = [helper.make_node("MatMul", ["x", "A"], ["t<1>"], name=HOSTILE),
              helper.make_node("MatMul", ["t<1>", "B"], ["y"], name="mm2")]
     g = helper.make_graph(nodes, "g", [x], [y], inits)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from superopt.atomic import atomic_write
 from superopt.rules import Rule
 
 
@@ -85,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     print(file=sys.stderr)
     text = render(done, time.perf_counter() - start, args.pb, args.timeout)
     out = Path(args.output)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    atomic_write(out, text)
     print(text.split("\n\n")[3])
     return 0
 

@@ -120,7 +120,6 @@ def write_onnx_pair(rule, folder: Path, seed: int = 0, *, shapes=None,
     constants with random values (the exporter folds the helper away); the returned lines say so.
     """
     import numpy as np
-
     from onnx import helper as onnx_helper
 
     from superopt.ir import Graph, TensorType, Value

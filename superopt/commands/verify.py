@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from superopt.atomic import atomic_write
 from superopt.cli import add_verbosity
-from superopt.errors import RulesError, UsageError
+from superopt.errors import OutputError, RulesError, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +36,6 @@ def _save_keeping_malformed(src: Path, out: Path, verified: list) -> None:
     """Write the file with the new proof records, keeping malformed rules verbatim (a verify
     run must never delete a user's rule, even one it cannot read)."""
     import json
-    import os
 
     doc = json.loads(src.read_text())
     proofs = {r.id: r.proof for r in verified}
@@ -45,12 +45,10 @@ def _save_keeping_malformed(src: Path, out: Path, verified: list) -> None:
     rest = {k: v for k, v in doc.items() if k != "rules"}
     body = ",\n  ".join(json.dumps(d) for d in doc["rules"])
     text = json.dumps(rest)[:-1] + ',\n "rules": [\n  ' + body + "\n ]}\n"
-    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        tmp.write_text(text)
-        os.replace(tmp, out)
-    except OSError as e:
-        raise RulesError(f"{out}: cannot write ({e.strerror})") from None
+        atomic_write(out, text)
+    except OutputError as e:
+        raise RulesError(str(e)) from None
 
 
 def run(args: argparse.Namespace) -> int:
