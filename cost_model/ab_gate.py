@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from superopt.cost_model.ort_runtime import (
     ModelLike,
     Runner,

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from superopt.cost_model.base import CostModel
-
 from superopt.ir import Node
 from superopt.registry import get_op
 

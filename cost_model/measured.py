@@ -32,6 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 from onnx import helper
+
 from superopt.cost_model.analytic import AnalyticCost
 from superopt.cost_model.base import CostModel, Progress, constant_values, runtime_nodes
 from superopt.cost_model.cache import CostCache, make_key
@@ -42,7 +43,6 @@ from superopt.cost_model.ort_runtime import (
     runtime_fingerprint,
     session_fixed_cost,
 )
-
 from superopt.ir import Graph, Node, Value
 from superopt.registry import ELEMENTWISE, get_op
 

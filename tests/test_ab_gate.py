@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
 from superopt.cost_model.ab_gate import ModelTiming, compare_models, decide
 
 SIZE = 256

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from superopt.cost_model.cache import FILE_NAME, CostCache, default_cache_dir, make_key
 
 

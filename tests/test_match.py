@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from onnx import TensorProto
-from superopt.search.match import Refused, RuleIndex, apply_match, explain, find_matches
 
 from superopt.ir import FLOAT, Graph, Node, TensorType, Value
 from superopt.rules import Rule
+from superopt.search.match import Refused, RuleIndex, apply_match, explain, find_matches
 
 PROVED = {"result": "proved"}
 ASSOC = Rule.make(

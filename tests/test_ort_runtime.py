@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from superopt.cost_model import ort_runtime as rt
 
+from superopt.cost_model import ort_runtime as rt
 from superopt.errors import DeviceError, ModelError, ShapeError
 
 CUDA_WORKS, CUDA_REASON = rt.cuda_probe()

@@ -36,7 +36,8 @@ ASSOC = Rule.make(["(MatMul (MatMul ?x ?a) ?b)"], ["(MatMul ?x (MatMul ?a ?b))"]
 
 
 def hostile_matmul_model(path: Path, k: int = 256) -> Path:
-    """y = (x @ A) @ B with a narrow B; the first node's name is an HTML injection, the middle value has '<'."""
+    """y = (x @ A) @ B with a narrow B; the first node's name is an HTML injection, the middle
+    value has '<'."""
     rng = np.random.default_rng(SEED)
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, k])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from superopt.cost_model.analytic import AnalyticCost
-from superopt.cost_model.base import NodeCount, OpTableCost
-from superopt.search import SearchLimits, search, search_auto, search_regions
-from superopt.search.regions import windows
 
 import superopt
+from superopt.cost_model.analytic import AnalyticCost
+from superopt.cost_model.base import NodeCount, OpTableCost
 from superopt.ir import FLOAT, Graph, Node, TensorType, Value
 from superopt.rules import Rule
+from superopt.search import SearchLimits, search, search_auto, search_regions
+from superopt.search.regions import windows
 
 SEED = 0
 PROVED = {"result": "proved"}
