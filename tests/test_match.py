@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+from handwritten_rules import ASSOC, PROVED
 from onnx import TensorProto
 
 from superopt.ir import FLOAT, Graph, Node, TensorType, Value
 from superopt.rules import Rule
 from superopt.search.match import Refused, RuleIndex, apply_match, explain, find_matches
 
-PROVED = {"result": "proved"}
-ASSOC = Rule.make(
-    ["(MatMul (MatMul ?x ?a) ?b)"],
-    ["(MatMul ?x (MatMul ?a ?b))"],
-    {"x": "tensor", "a": "weight", "b": "weight"},
-    proof=PROVED,
-)
 PAIR = Rule.make(
     ["(MatMul ?x ?a)", "(MatMul ?x ?b)"],
     [

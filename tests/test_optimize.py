@@ -7,6 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+from handwritten_rules import ASSOC, MERGE_CONV, PROVED
 from onnx import TensorProto, helper, numpy_helper
 
 import superopt
@@ -15,27 +16,6 @@ from superopt.errors import CheckError, ShapeError
 from superopt.rules import Rule, save_rules
 
 SEED = 0
-PROVED = {"result": "proved"}
-ASSOC = Rule.make(
-    ["(MatMul (MatMul ?x ?a) ?b)"],
-    ["(MatMul ?x (MatMul ?a ?b))"],
-    {"x": "tensor", "a": "weight", "b": "weight"},
-    name="matmul-assoc",
-    proof=PROVED,
-)
-_SPLIT = "Split.{i}[axis=1, split=(dim(?w1,0), dim(?w2,0))]"
-MERGE_CONV = Rule.make(
-    ["(Conv[pads=(1, 1, 1, 1)] ?x ?w1)", "(Conv ?x ?w2)"],
-    [
-        f"({_SPLIT.format(i=i)} (Conv[pads=(1, 1, 1, 1)] ?x "
-        "(Concat[axis=0] ?w1 (EnlargeKernel ?w2 ?w1))))"
-        for i in range(2)
-    ],
-    {"x": "tensor", "w1": "weight", "w2": "weight"},
-    conditions=("dim(?w1, 2) == 3", "dim(?w2, 2) == 1"),
-    name="merge-conv",
-    proof=PROVED,
-)
 
 
 def matmul_model(path, n=64, k=512, batch="64"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from handwritten_rules import ASSOC, MERGE_CONV, PROVED
 
 import superopt
 from superopt.cost_model.analytic import AnalyticCost
@@ -14,15 +15,6 @@ from superopt.search import SearchLimits, search, search_auto, search_regions
 from superopt.search.regions import windows
 
 SEED = 0
-PROVED = {"result": "proved"}
-
-ASSOC = Rule.make(
-    ["(MatMul (MatMul ?x ?a) ?b)"],
-    ["(MatMul ?x (MatMul ?a ?b))"],
-    {"x": "tensor", "a": "weight", "b": "weight"},
-    name="matmul-assoc",
-    proof=PROVED,
-)
 QKV = Rule.make(
     ["(MatMul ?x ?a)", "(MatMul ?x ?b)", "(MatMul ?x ?c)"],
     [
@@ -44,19 +36,6 @@ CONV_BN = Rule.make(
     ],
     {k: "weight" for k in ("w", "scale", "bias", "mean", "var")} | {"x": "tensor"},
     name="conv-bn-fold",
-    proof=PROVED,
-)
-_SPLIT = "Split.{i}[axis=1, split=(dim(?w1,0), dim(?w2,0))]"
-MERGE_CONV = Rule.make(
-    ["(Conv[pads=(1, 1, 1, 1)] ?x ?w1)", "(Conv ?x ?w2)"],
-    [
-        f"({_SPLIT.format(i=i)} (Conv[pads=(1, 1, 1, 1)] ?x "
-        "(Concat[axis=0] ?w1 (EnlargeKernel ?w2 ?w1))))"
-        for i in range(2)
-    ],
-    {"x": "tensor", "w1": "weight", "w2": "weight"},
-    conditions=("dim(?w1, 2) == 3", "dim(?w1, 3) == 3", "dim(?w2, 2) == 1", "dim(?w2, 3) == 1"),
-    name="merge-conv3x3-conv1x1",
     proof=PROVED,
 )
 
