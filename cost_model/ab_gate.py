@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -193,40 +194,12 @@ def compare_models(
         ]
         for model in models
     ]
-    # The first run of a session allocates memory and, on CUDA, searches cuDNN algorithms.
     for model_runners in runners:
         for runner in model_runners:
-            runner.run()
-    # The budget is for measuring: building sessions and their first runs (seconds for a big
-    # model on CUDA) must not squeeze the rounds down to one run each.
-    measuring_since = time.perf_counter()
-    # Keep the device busy a little longer: a GPU ramps its clocks up over a fraction of a
-    # second (on an H100 the first rounds ran 30% slower without this, and the spread that
-    # caused made margins of 30-40%), a CPU core leaves its idle state.
-    if warmup_s is None:
-        warmup_s = 1.0 if resolved == "cuda" else 0.1
-    warm_until = time.perf_counter() + warmup_s
-    while time.perf_counter() < warm_until:
-        for model_runners in runners:
-            for runner in model_runners:
-                runner.run()
-    if runs_per_round is None:
-        # Rounds cost the mean run, not the best one: estimate with the mean of a few.
-        estimate = sum(float(np.mean(model_runners[0].times(3))) for model_runners in runners)
-        remaining = budget_s - (time.perf_counter() - measuring_since)
-        runs_per_round = _runs_per_round(remaining, rounds, estimate)
-
-    per_round: list[list[float]] = [[] for _ in models]
-    total, done = rounds * len(models), 0
-    for r in range(rounds):
-        session_index = (r // len(models)) % n_sessions
-        shift = r % len(models)
-        for m in [*range(shift, len(models)), *range(shift)]:
-            per_round[m].append(runners[m][session_index].best_of(runs_per_round))
-            done += 1
-            if progress is not None:
-                progress(done, total)
-
+            runner.run()  # allocations and, on CUDA, the cuDNN algorithm search
+    per_round, runs_per_round = time_rounds(runners, resolved, rounds=rounds,
+                                            runs_per_round=runs_per_round, budget_s=budget_s,
+                                            warmup_s=warmup_s, progress=progress)
     timings = [ModelTiming.from_rounds(values) for values in per_round]
     base, cands = timings[0], timings[1:]
     ratios, margins, best = decide(base, cands, min_margin)
@@ -257,10 +230,67 @@ def decide(
     ratios = [
         baseline.median_s / cand.median_s if cand.median_s > 0 else math.inf for cand in candidates
     ]
-    margins = [max(min_margin, math.hypot(baseline.spread, cand.spread)) for cand in candidates]
+    margins = [noise_margin(baseline, cand, min_margin) for cand in candidates]
     winners = [i for i, (ratio, margin) in enumerate(zip(ratios, margins)) if ratio > 1 + margin]
     best = max(winners, key=lambda i: ratios[i]) if winners else None
     return ratios, margins, best
+
+
+def noise_margin(a: ModelTiming, b: ModelTiming, min_margin: float = 0.01) -> float:
+    """How far from 1 the ratio of two timings must be to count: the larger of `min_margin`
+    and their spreads combined in quadrature (see `compare_models` for why)."""
+    return max(min_margin, math.hypot(a.spread, b.spread))
+
+
+def time_rounds(runners: Sequence[Sequence[Runner]], device: str, *, rounds: int,
+                runs_per_round: int | None = None, budget_s: float = 4.0,
+                warmup_s: float | None = None,
+                progress: Callable[[int, int], None] | None = None
+                ) -> tuple[list[list[float]], int]:
+    """The measuring part of `compare_models`, for any group of models: each entry of `runners`
+    is one model's sessions (already run once). Returns each model's best run per round, in
+    round order, and the runs per round used.
+
+    Warm-up for `warmup_s` (default 1 s on CUDA, where clocks ramp up, 0.1 s on the CPU); then
+    `rounds` rounds in which the order of the models rotates and round r uses session
+    (r // models) mod sessions; each model keeps its best of `runs_per_round` runs (None: fitted
+    so that warm-up and rounds take about `budget_s`). The garbage collector is off while
+    timing: a collection inside one run would be charged to one model.
+    """
+    measuring_since = time.perf_counter()
+    # A GPU ramps its clocks up over a fraction of a second (on an H100 the first rounds ran
+    # 30% slower without this, and the spread that caused made margins of 30-40%); a CPU core
+    # leaves its idle state.
+    if warmup_s is None:
+        warmup_s = 1.0 if device == "cuda" else 0.1
+    warm_until = time.perf_counter() + warmup_s
+    while time.perf_counter() < warm_until:
+        for model_runners in runners:
+            for runner in model_runners:
+                runner.run()
+    if runs_per_round is None:
+        # Rounds cost the mean run, not the best one: estimate with the mean of a few.
+        estimate = sum(float(np.mean(model_runners[0].times(3))) for model_runners in runners)
+        remaining = budget_s - (time.perf_counter() - measuring_since)
+        runs_per_round = _runs_per_round(remaining, rounds, estimate)
+    n, n_sessions = len(runners), len(runners[0])
+    per_round: list[list[float]] = [[] for _ in runners]
+    total, done = rounds * n, 0
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            session_index = (r // n) % n_sessions
+            shift = r % n
+            for m in [*range(shift, n), *range(shift)]:
+                per_round[m].append(runners[m][session_index].best_of(runs_per_round))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    finally:
+        if was_enabled:
+            gc.enable()
+    return per_round, runs_per_round
 
 
 def _runs_per_round(remaining_s: float, rounds: int, seconds_per_round_run: float) -> int:

@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
-import gc
 import math
 import os
 import platform
@@ -42,6 +41,7 @@ import onnx
 
 import superopt
 from superopt.atomic import atomic_write
+from superopt.cost_model.ab_gate import ModelTiming, noise_margin, time_rounds
 from superopt.errors import SuperoptError, UsageError
 
 #: the variants of a model, in table order: (label, optimization level)
@@ -57,27 +57,11 @@ Log = Callable[[str], None]
 Builder = Callable[[str], onnx.ModelProto]
 
 
-@dataclass(frozen=True)
-class VariantTiming:
-    """One variant's timings: median of the per-round best runs, and their relative spread."""
-
-    median_s: float
-    spread: float
-    rounds_s: list[float] = field(repr=False)
-
-    @classmethod
-    def from_rounds(cls, rounds_s: Sequence[float]) -> VariantTiming:
-        from superopt.cost_model.ab_gate import ModelTiming
-
-        t = ModelTiming.from_rounds(rounds_s)
-        return cls(median_s=t.median_s, spread=t.spread, rounds_s=list(rounds_s))
-
-
 @dataclass
 class InterleavedResult:
     """`time_interleaved`'s outcome: a timing or an error per variant, and the method used."""
 
-    timings: list[VariantTiming | None]
+    timings: list[ModelTiming | None]
     errors: list[str | None]
     rounds: int
     runs_per_round: int
@@ -92,7 +76,7 @@ class ModelBench:
     name: str
     nodes_before: int | None = None
     nodes_after: int | None = None
-    timings: dict[str, VariantTiming] = field(default_factory=dict)
+    timings: dict[str, ModelTiming] = field(default_factory=dict)
     optimize_s: float | None = None
     cache_state: str = ""  # "cold", "warm" or "partial" (of the measured-cost cache)
     rewrites: dict[str, int] = field(default_factory=dict)  # rule label -> times applied
@@ -117,8 +101,7 @@ class ModelBench:
         ratio = self.ratio(reference, variant)
         if ratio is None:
             return None
-        margin = max(NOISE_FLOOR, math.hypot(self.timings[reference].spread,
-                                             self.timings[variant].spread))
+        margin = noise_margin(self.timings[reference], self.timings[variant], NOISE_FLOOR)
         return abs(ratio - 1.0) > margin
 
     @property
@@ -180,7 +163,6 @@ def time_interleaved(models: Sequence[onnx.ModelProto], levels: Sequence[str], d
     about `budget_s`). A model whose session cannot be built or run gets an error instead of a
     timing; the others go on. `models[0]` failing raises `SuperoptError`: nothing to compare.
     """
-    from superopt.cost_model.ab_gate import MAX_RUNS_PER_ROUND
     from superopt.cost_model.ort_runtime import Runner, make_session, random_feeds, resolve_device
 
     if rounds < 1:
@@ -208,32 +190,11 @@ def time_interleaved(models: Sequence[onnx.ModelProto], levels: Sequence[str], d
         errors.append(None)
     live = [i for i, r in enumerate(runners) if r is not None]
 
-    measuring_since = time.perf_counter()
-    warm_until = measuring_since + (warmup_s if warmup_s is not None else
-                                    (1.0 if resolved == "cuda" else 0.1))
-    while time.perf_counter() < warm_until:
-        for i in live:
-            for runner in runners[i]:
-                runner.run()
-    if runs_per_round is None:
-        per_round_s = sum(float(np.mean(runners[i][0].times(3))) for i in live)
-        remaining = budget_s - (time.perf_counter() - measuring_since)
-        fit = int(max(remaining, 0.0) / (rounds * per_round_s)) if per_round_s > 0 else 1
-        runs_per_round = max(1, min(MAX_RUNS_PER_ROUND, fit))
-
-    per_round: dict[int, list[float]] = {i: [] for i in live}
-    was_enabled = gc.isenabled()
-    gc.disable()  # a collection inside a timed run would be charged to one model
-    try:
-        for r in range(rounds):
-            session_index = (r // len(live)) % n_sessions
-            shift = r % len(live)
-            for i in [*live[shift:], *live[:shift]]:
-                per_round[i].append(runners[i][session_index].best_of(runs_per_round))
-    finally:
-        if was_enabled:
-            gc.enable()
-    timings = [VariantTiming.from_rounds(per_round[i]) if i in per_round else None
+    rounds_s, runs_per_round = time_rounds([runners[i] for i in live], resolved, rounds=rounds,
+                                           runs_per_round=runs_per_round, budget_s=budget_s,
+                                           warmup_s=warmup_s)
+    per_round = dict(zip(live, rounds_s))
+    timings = [ModelTiming.from_rounds(per_round[i]) if i in per_round else None
                for i in range(len(models))]
     return InterleavedResult(timings=timings, errors=errors, rounds=rounds,
                              runs_per_round=runs_per_round, sessions=n_sessions,
@@ -482,7 +443,7 @@ def default_out_path(device: str, device_name: str, folder: str | os.PathLike = 
     return Path(folder) / f"{device}.md"
 
 
-def _ms(t: VariantTiming | None) -> str:
+def _ms(t: ModelTiming | None) -> str:
     return "—" if t is None else f"{t.median_s * 1e3:.3f} ± {t.spread:.0%}"
 
 
@@ -608,7 +569,7 @@ def report_from_json(data: Mapping) -> BenchReport:
     report = BenchReport(**{**fields, "models": []})
     for row in data["models"]:
         kwargs = {k: v for k, v in row.items() if k in ModelBench.__dataclass_fields__}
-        kwargs["timings"] = {label: VariantTiming(t["median_s"], t["spread"], list(t["rounds_s"]))
+        kwargs["timings"] = {label: ModelTiming(t["median_s"], t["spread"], list(t["rounds_s"]))
                              for label, t in row["timings"].items()}
         report.models.append(ModelBench(**kwargs))
     return report

@@ -34,6 +34,15 @@ def have_rich() -> bool:
     return importlib.util.find_spec("rich") is not None
 
 
+def format_bytes(n: float) -> str:
+    """A size for people, in decimal units: `4951572` -> "4.95 MB"."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} GB"
+
+
 def strip_markup(text: str) -> str:
     """Drop rich style tags, keep everything else.
 

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from superopt.console import format_bytes
 from superopt.errors import ModelError, UsageError
 
 RULES_FORMAT = "superopt-rules/1"
@@ -83,7 +84,7 @@ class ModelSummary:
         head = Table(title=f"{self.path}", show_header=False, title_justify="left")
         head.add_column(style="bold")
         head.add_column()
-        head.add_row("file", f"{_size(self.file_bytes)}"
+        head.add_row("file", f"{format_bytes(self.file_bytes)}"
                      + (" + external data" if self.external_data else ""))
         head.add_row("IR version", str(self.ir_version))
         head.add_row("producer", self.producer or "-")
@@ -91,7 +92,8 @@ class ModelSummary:
                                          for d, v in self.opset_imports.items()))
         head.add_row("nodes", f"{self.node_count} in the file, {self.imported_node_count} "
                               "after import")
-        head.add_row("parameters", f"{self.parameter_count:,} ({_size(self.parameter_bytes)})")
+        head.add_row("parameters",
+                     f"{self.parameter_count:,} ({format_bytes(self.parameter_bytes)})")
         console.print(head)
 
         io = Table(title="inputs and outputs", title_justify="left")
@@ -135,7 +137,7 @@ class RulesSummary:
         from rich.table import Table
 
         console.print(f"[bold]{self.path}[/bold]: {self.rule_count} rules ({self.format}, "
-                      f"{_size(self.file_bytes)})")
+                      f"{format_bytes(self.file_bytes)})")
         results = Table(title="by proof result", title_justify="left")
         results.add_column("result")
         results.add_column("rules", justify="right")
@@ -353,9 +355,3 @@ def _shape_text(shape: list | None) -> str:
     return "?" if shape is None else "×".join(str(d) for d in shape) or "scalar"
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"

@@ -21,6 +21,7 @@ from html import escape
 from typing import Any
 
 from superopt.atomic import atomic_write
+from superopt.console import format_bytes
 from superopt.drawing import draw_subgraph
 
 REPORT_FORMAT = "superopt-report/1"
@@ -170,7 +171,7 @@ def _cards(doc: dict) -> str:
         ("speedup", f"{lat.get('speedup', 1.0):.3f}×", "measured end to end" if before
          else "not timed"),
         ("nodes", f"{ops_b} → {ops_a}", _delta(ops_b, ops_a)),
-        ("model size", f"{_bytes(size['before'])} → {_bytes(size['after'])}",
+        ("model size", f"{format_bytes(size['before'])} → {format_bytes(size['after'])}",
          _delta(size["before"], size["after"])),
         ("rewrites", str(len(doc.get("steps", []))),
          f"{len(doc.get('candidate_steps', []))} in the best candidate"),
@@ -346,14 +347,6 @@ def _us(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     return f"{seconds * 1e6:,.1f} µs" if abs(seconds) < 1e-1 else f"{seconds:.3f} s"
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n} B"
 
 
 def _delta(before: float, after: float) -> str:

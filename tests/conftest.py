@@ -66,3 +66,24 @@ def assert_identical(actual: list, expected: list) -> None:
             a, e = np.asarray(a), np.asarray(e)
             assert a.dtype == e.dtype and a.shape == e.shape
             assert np.array_equal(a, e, equal_nan=a.dtype.kind in "fc")
+
+
+def matmul_chain(n: int, size: int = 64, batch: int | str | None = None) -> onnx.ModelProto:
+    """y = x @ W0 @ ... @ W(n-1): n MatMuls of equal work on size x size constant weights;
+    x is `batch` x size (default size x size; a string makes the batch dim symbolic)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, weights, previous = [], [], "x"
+    for i in range(n):
+        weight = (rng.standard_normal((size, size)) / size**0.5).astype(np.float32)
+        weights.append(numpy_helper.from_array(weight, f"w{i}"))
+        output = "y" if i == n - 1 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [previous, f"w{i}"], [output]))
+        previous = output
+    rows = size if batch is None else batch
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, size])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, size])
+    graph = helper.make_graph(nodes, f"chain{n}", [x], [y], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import conftest
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from superopt.cost_model.ab_gate import ModelTiming, compare_models, decide
 
@@ -13,19 +13,7 @@ SIZE = 256
 
 
 def matmul_chain(n: int, size: int = SIZE) -> onnx.ModelProto:
-    """y = x @ W0 @ ... @ W(n-1) on size x size matrices: n MatMuls of equal work."""
-    rng = np.random.default_rng(0)
-    nodes, weights, previous = [], [], "x"
-    for i in range(n):
-        weight = (rng.standard_normal((size, size)) / size**0.5).astype(np.float32)
-        weights.append(numpy_helper.from_array(weight, f"w{i}"))
-        output = "y" if i == n - 1 else f"h{i}"
-        nodes.append(helper.make_node("MatMul", [previous, f"w{i}"], [output]))
-        previous = output
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])
-    graph = helper.make_graph(nodes, f"chain{n}", [x], [y], weights)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return conftest.matmul_chain(n, size)
 
 
 def check_consistent(result, n_candidates: int) -> None:

@@ -24,7 +24,6 @@ from superopt import zoo
 from superopt.bench import (
     BenchReport,
     ModelBench,
-    VariantTiming,
     default_out_path,
     geomean,
     render_markdown,
@@ -34,6 +33,7 @@ from superopt.bench import (
     time_interleaved,
 )
 from superopt.cli import main
+from superopt.cost_model.ab_gate import ModelTiming
 from superopt.errors import SuperoptError
 from superopt.rules import Rule, save_rules
 
@@ -182,8 +182,8 @@ def test_geomean():
     assert geomean([None]) is None
 
 
-def _timing(ms: float, spread: float) -> VariantTiming:
-    return VariantTiming(median_s=ms / 1e3, spread=spread, rounds_s=[ms / 1e3] * 3)
+def _timing(ms: float, spread: float) -> ModelTiming:
+    return ModelTiming(median_s=ms / 1e3, spread=spread, rounds_s=[ms / 1e3] * 3)
 
 
 def test_ratios_within_the_noise_are_marked():

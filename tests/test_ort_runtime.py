@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import conftest
 import numpy as np
 import onnx
 import pytest
@@ -24,18 +25,8 @@ def make_model(nodes, inputs, outputs, initializers=(), ir_version: int = 8) -> 
 
 
 def matmul_chain(n: int, size: int = 64) -> onnx.ModelProto:
-    """y = x @ W0 @ W1 ... with constant weights."""
-    rng = np.random.default_rng(0)
-    nodes, weights, previous = [], [], "x"
-    for i in range(n):
-        weight = (rng.standard_normal((size, size)) / size**0.5).astype(np.float32)
-        weights.append(numpy_helper.from_array(weight, f"w{i}"))
-        output = "y" if i == n - 1 else f"h{i}"
-        nodes.append(helper.make_node("MatMul", [previous, f"w{i}"], [output]))
-        previous = output
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", size])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", size])
-    return make_model(nodes, [x], [y], weights)
+    """y = x @ W0 @ W1 ... with constant weights and a symbolic batch dim."""
+    return conftest.matmul_chain(n, size, batch="batch")
 
 
 # -- devices ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from superopt.cli import add_verbosity
-from superopt.console import PhaseProgress
+from superopt.console import PhaseProgress, format_bytes
 from superopt.errors import OutputError, UsageError
 
 
@@ -162,7 +162,7 @@ def _print_summary(console, result, verbose: bool) -> None:
     table.add_section()
     table.add_row("nodes", str(sum(result.op_counts_before.values())),
                   str(sum(result.op_counts_after.values())))
-    table.add_row("model size", _mb(result.size_before), _mb(result.size_after))
+    table.add_row("model size", format_bytes(result.size_before), format_bytes(result.size_after))
     if result.latency_before:
         where = f" ({result.device}, {result.provider})"
         table.add_row("latency" + where, _lat(result.latency_before),
@@ -187,10 +187,6 @@ def _print_summary(console, result, verbose: bool) -> None:
                           f"{', '.join(s.created_nodes)} (gain {s.gain * 1e6:.1f} µs)")
         if result.ab_summary:
             console.print(result.ab_summary)
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.2f} MB"
 
 
 def _lat(t: dict | None) -> str:
