@@ -44,7 +44,7 @@ if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu: load the CUDA/cuDNN pip lib
         ort.preload_dlls()
     except Exception as e:  # noqa: BLE001
         print("preload_dlls failed:", e)
-from superopt.cost_model.ort_runtime import cuda_probe
+from superopt.runtime import cuda_probe
 print("python", platform.python_version(), "| onnxruntime", ort.__version__, "| onnx",
       onnx.__version__, "| numpy", numpy.__version__)
 for mod in ("rich", "z3", "onnxslim"):

@@ -23,8 +23,8 @@ step "checking the wheel's contents"
 LISTING="$("$BUILD_PY" -m zipfile -l "$WHEEL")"
 for want in superopt/rules_db/rules.json superopt/search/backtrack.py \
             superopt/cost_model/__init__.py superopt/verifier/__init__.py \
-            superopt/generator/__init__.py superopt/zoo/squeezenet.py superopt/report.py \
-            superopt/drawing.py; do
+            superopt/generator/__init__.py superopt/zoo/squeezenet.py superopt/face/report.py \
+            superopt/face/drawing.py; do
   grep -q " *$want " <<<"$LISTING" || grep -q "$want" <<<"$LISTING" \
     || { echo "wheel-check: FAILED: $want is not in the wheel"; exit 1; }
 done

@@ -5,18 +5,18 @@
 
 from __future__ import annotations
 
-from superopt.cost_model.base import CostModel, NodeCount, OpTableCost, runtime_nodes
+from superopt.core.costing import CostModel, NodeCount, OpTableCost, runtime_nodes
 
 __all__ = ["CostModel", "NodeCount", "OpTableCost", "make_cost_model", "runtime_nodes"]
 
 
 def make_cost_model(kind: str, device: str = "auto", **kwargs) -> CostModel:
     """The cost model named `kind` for `device` (measured imports ONNX Runtime lazily)."""
-    from superopt.errors import UsageError
+    from superopt.core.errors import UsageError
 
     if kind == "analytic":
         from superopt.cost_model.analytic import AnalyticCost
-        from superopt.cost_model.ort_runtime import resolve_device
+        from superopt.runtime import resolve_device
 
         return AnalyticCost.for_device(resolve_device(device))
     if kind == "measured":

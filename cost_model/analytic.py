@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from superopt.cost_model.base import CostModel
-from superopt.ir import Node
-from superopt.registry import get_op
+from superopt.core.costing import CostModel
+from superopt.core.ir import Node
+from superopt.core.registry import get_op
 
 
 @dataclass(frozen=True)

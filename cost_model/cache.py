@@ -9,7 +9,7 @@ one SQLite file (`$SUPEROPT_CACHE_DIR/costs.sqlite3`, else `$XDG_CACHE_HOME/supe
 Keys are opaque strings the caller builds, normally with `make_key`. A key must contain
 everything the cost depends on: the op, its attributes, input shapes and dtypes, *and* the
 runtime it was measured on: execution provider, device name and ONNX Runtime version
-(`ort_runtime.runtime_fingerprint(device)` gives those three). The cache itself does not know
+(`superopt.runtime.runtime_fingerprint(device)` gives those three). The cache itself does not know
 about devices; a key without them would hand a CPU timing to a CUDA search.
 
 The cache never stops a run: a corrupt file is moved aside and rebuilt, and an unwritable

@@ -2,7 +2,7 @@
 
 Each distinct (op, attributes, input shapes, dtypes, which inputs are constants) is built as a
 one-node model (constant inputs as initializers, so ORT sees weights the way it will in the
-real model), timed on the chosen execution provider with the `ort_runtime` helpers (warm-up,
+real model), timed on the chosen execution provider with the `superopt.runtime` helpers (warm-up,
 repeated runs, median; IO binding, so host/device copies are not timed) and cached on disk in a
 `CostCache` keyed by the node's signature *and* the provider, device name and ORT version.
 
@@ -33,18 +33,18 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from superopt.core.costing import CostModel, Progress, constant_values, runtime_nodes
+from superopt.core.ir import Graph, Node, Value
+from superopt.core.registry import ELEMENTWISE, get_op
 from superopt.cost_model.analytic import AnalyticCost
-from superopt.cost_model.base import CostModel, Progress, constant_values, runtime_nodes
 from superopt.cost_model.cache import CostCache, make_key
-from superopt.cost_model.ort_runtime import (
+from superopt.runtime import (
     Runner,
     make_session,
     resolve_device,
     runtime_fingerprint,
     session_fixed_cost,
 )
-from superopt.ir import Graph, Node, Value
-from superopt.registry import ELEMENTWISE, get_op
 
 #: per-kernel floor in seconds, by device
 KERNEL_FLOOR_S = {"cuda": 4.4e-6, "cpu": 1e-6}

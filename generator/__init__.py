@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from superopt.errors import UsageError
+from superopt.core.errors import UsageError
+from superopt.core.rules import Rule
 from superopt.generator.candidates import Decoder, fingerprint_groups, propose_group
 from superopt.generator.enumeration import Enumerator, enumerate_graphs
 from superopt.generator.opset import Universe, default_universe
@@ -29,7 +30,6 @@ from superopt.generator.prune import (
     renaming_key,
     specializations,
 )
-from superopt.rules import Rule
 
 __all__ = ["generate", "GenerateResult", "estimate_graphs", "candidate_rule"]
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from superopt.core.pattern import DimOf, Pattern, PNode, PVar
 from superopt.generator.enumeration import Enumerator
-from superopt.pattern import DimOf, Pattern, PNode, PVar
 
 HEAVY_OPS = frozenset({"Conv", "MatMul", "Gemm"})
 

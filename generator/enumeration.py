@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from superopt.core.registry import get_op
 from superopt.generator.fingerprint import outputs_hash, tensor_hash
 from superopt.generator.opset import Arg, SymShape, Universe
-from superopt.registry import get_op
 
 INPUT_LIMIT = 64  # packed graphs name inputs by one byte below this
 NO_ARG = 255

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from superopt.errors import UsageError
+from superopt.core.errors import UsageError
 
 # A symbolic dim is a sum of atoms; an atom is (input name, axis).
 Atom = tuple[str, int]

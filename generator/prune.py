@@ -24,10 +24,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from superopt.core.pattern import Pattern, PNode, PVar, evaluate
 from superopt.generator.candidates import Candidate
 from superopt.generator.enumeration import Enumerator
 from superopt.generator.opset import InputSpec
-from superopt.pattern import Pattern, PNode, PVar, evaluate
 
 _VAR = re.compile(r"\?(\w+)")
 RTOL = 1e-7

@@ -4,7 +4,7 @@ A rule with several source patterns (a multi-output rule, e.g. two MatMuls shari
 only where all of its patterns match jointly with consistent variable bindings. Matching never
 goes into opaque nodes (an opaque node's op is never a registry op) and only binds float tensors.
 
-Applying a match builds the target patterns with `superopt.pattern.build`, checks that each new
+Applying a match builds the target patterns with `superopt.core.pattern.build`, checks that each new
 value has exactly the type of the value it replaces, and swaps them in with
 `Graph.replace_values`; interior nodes still used elsewhere stay, dead ones disappear, graph
 outputs keep their names. Every refusal carries a reason, and `explain(graph, rule)` lists the
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 from onnx import TensorProto
 
-from superopt.ir import Graph, Node, Value
-from superopt.pattern import Bindings, Pattern, PatternError, PNode, PVar, build, match
-from superopt.rules import Rule
+from superopt.core.ir import Graph, Node, Value
+from superopt.core.pattern import Bindings, Pattern, PatternError, PNode, PVar, build, match
+from superopt.core.rules import Rule
 
 # Element types a rewrite may touch: rules are proved over reals, so only float tensors.
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16,

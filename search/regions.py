@@ -21,9 +21,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 
-from superopt.cost_model.base import CostModel
-from superopt.ir import Graph
-from superopt.rules import Rule
+from superopt.core.costing import CostModel
+from superopt.core.ir import Graph
+from superopt.core.rules import Rule
 from superopt.search.backtrack import (
     STOP_EXHAUSTED,
     STOP_TIME,

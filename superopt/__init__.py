@@ -8,18 +8,17 @@ Public API:
 `import superopt` never imports z3: only the verifier needs it.
 """
 
-from superopt.errors import SuperoptError
-from superopt.ir import Graph, Node, TensorType, Value
-from superopt.onnx_io import load, save, to_onnx
-
-__version__ = "0.1.0"
+from superopt.core.errors import SuperoptError
+from superopt.core.ir import Graph, Node, TensorType, Value
+from superopt.core.onnx_io import load, save, to_onnx
+from superopt.core.version import __version__
 
 __all__ = ["Graph", "Node", "TensorType", "Value", "SuperoptError", "load", "save", "to_onnx",
            "optimize", "__version__"]
 
 
 def optimize(*args, **kwargs):
-    """Optimize a model; see `superopt.optimizer.optimize` (imported lazily)."""
-    from superopt.optimizer import optimize as _optimize
+    """Optimize a model; see `superopt.pipeline.optimize.optimize` (imported lazily)."""
+    from superopt.pipeline.optimize import optimize as _optimize
 
     return _optimize(*args, **kwargs)

@@ -1,5 +1,5 @@
 import sys
 
-from superopt.cli import main
+from superopt.face.cli import main
 
 sys.exit(main())

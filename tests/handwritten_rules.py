@@ -4,7 +4,7 @@ verifier's tests); the proof record here only lets the optimizer use them."""
 
 from __future__ import annotations
 
-from superopt.rules import Rule
+from superopt.core.rules import Rule
 
 PROVED = {"result": "proved"}
 

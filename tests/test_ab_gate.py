@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from superopt.cost_model.ab_gate import ModelTiming, compare_models, decide
+from superopt.pipeline.gate import ModelTiming, compare_models, decide
 
 SIZE = 256
 

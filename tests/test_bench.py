@@ -21,7 +21,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from superopt import zoo
-from superopt.bench import (
+from superopt.core.errors import SuperoptError
+from superopt.core.rules import Rule, save_rules
+from superopt.face.bench import (
     BenchReport,
     ModelBench,
     default_out_path,
@@ -32,10 +34,8 @@ from superopt.bench import (
     run_bench,
     time_interleaved,
 )
-from superopt.cli import main
-from superopt.cost_model.ab_gate import ModelTiming
-from superopt.errors import SuperoptError
-from superopt.rules import Rule, save_rules
+from superopt.face.cli import main
+from superopt.pipeline.gate import ModelTiming
 
 SEED = 0
 ROOT = Path(__file__).resolve().parents[1]

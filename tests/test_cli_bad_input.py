@@ -16,8 +16,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from superopt.cli import build_parser, main
-from superopt.rules import Rule, save_rules
+from superopt.core.rules import Rule, save_rules
+from superopt.face.cli import build_parser, main
 
 SEED = 0
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +150,7 @@ def test_unwritable_output(tmp_path, capsys, rules, where, phrase):
 
 
 def test_verbose_shows_the_traceback(tmp_path, capsys, rules):
-    from superopt.errors import ModelError
+    from superopt.core.errors import ModelError
 
     with pytest.raises(ModelError, match="no such file"):
         main(["optimize", str(tmp_path / "nope.onnx"), "--cost", "analytic", "-v"])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from superopt.core.costing import NodeCount, runtime_nodes
+from superopt.core.errors import UsageError
+from superopt.core.ir import FLOAT, Graph, Node, TensorType, Value
 from superopt.cost_model import make_cost_model
 from superopt.cost_model.analytic import AnalyticCost, Roofline
-from superopt.cost_model.base import NodeCount, runtime_nodes
 from superopt.cost_model.cache import CostCache
 from superopt.cost_model.measured import MeasuredCost, fused_nodes
-from superopt.errors import UsageError
-from superopt.ir import FLOAT, Graph, Node, TensorType, Value
 
 SEED = 0
 

@@ -11,14 +11,14 @@ import re
 import numpy as np
 import pytest
 
-from superopt.errors import UsageError
+from superopt.core.errors import UsageError
+from superopt.core.pattern import PNode, parse
 from superopt.generator import estimate_graphs, generate
 from superopt.generator.candidates import fingerprint_groups
 from superopt.generator.enumeration import Enumerator, enumerate_graphs
 from superopt.generator.fingerprint import outputs_hash, tensor_hash
 from superopt.generator.opset import default_universe
 from superopt.generator.prune import Checker, renaming_key
-from superopt.pattern import PNode, parse
 
 # The op set of the expected rules below (the full default set is exercised by the slow test).
 TEST_OPS = ["MatMul", "Add", "Conv", "Concat", "Split", "Relu", "BatchNormalization",

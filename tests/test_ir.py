@@ -7,8 +7,8 @@ import pytest
 from onnx import TensorProto, helper
 
 import superopt
-from superopt.errors import ModelError
-from superopt.ir import Graph, Node, TensorType, Value
+from superopt.core.errors import ModelError
+from superopt.core.ir import Graph, Node, TensorType, Value
 
 F32 = TensorType(TensorProto.FLOAT, (2, 4))
 
@@ -136,8 +136,8 @@ def test_replace_values_keeps_mappings_of_values_downstream_of_other_mappings():
     was mapped must not undo that link's own mapping."""
     import numpy as np
 
-    from superopt.onnx_io import fold_constants
-    from superopt.registry import get_op
+    from superopt.core.onnx_io import fold_constants
+    from superopt.core.registry import get_op
 
     def make(op, attrs, ins):
         return Node.make(op, get_op(op).canonical_attrs(attrs), ins).outputs[0]

@@ -8,8 +8,8 @@ import pytest
 from onnx import TensorProto, helper
 
 import superopt
-from superopt.cli import main
-from superopt.errors import ModelError, ShapeError, SuperoptError
+from superopt.core.errors import ModelError, ShapeError, SuperoptError
+from superopt.face.cli import main
 
 
 def _model(nodes, inputs, outputs, opset=17, inits=()) -> onnx.ModelProto:

@@ -6,8 +6,8 @@ import numpy as np
 from handwritten_rules import ASSOC, PROVED
 from onnx import TensorProto
 
-from superopt.ir import FLOAT, Graph, Node, TensorType, Value
-from superopt.rules import Rule
+from superopt.core.ir import FLOAT, Graph, Node, TensorType, Value
+from superopt.core.rules import Rule
 from superopt.search.match import Refused, RuleIndex, apply_match, explain, find_matches
 
 PAIR = Rule.make(

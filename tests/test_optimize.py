@@ -11,9 +11,9 @@ from handwritten_rules import ASSOC, MERGE_CONV, PROVED
 from onnx import TensorProto, helper, numpy_helper
 
 import superopt
-from superopt.cli import main
-from superopt.errors import CheckError, ShapeError
-from superopt.rules import Rule, save_rules
+from superopt.core.errors import CheckError, ShapeError
+from superopt.core.rules import Rule, save_rules
+from superopt.face.cli import main
 
 SEED = 0
 
@@ -91,7 +91,7 @@ def test_optimize_without_gate_writes_the_cheapest_candidate(tmp_path, rules_fil
 
 
 def test_gate_rejects_a_slower_candidate_and_keeps_the_original(tmp_path, rules_file):
-    from superopt.cost_model.base import OpTableCost
+    from superopt.core.costing import OpTableCost
 
     src = conv_model(tmp_path / "conv.onnx")
     out = tmp_path / "conv.opt.onnx"
@@ -176,7 +176,7 @@ def test_cli_bad_inputs_exit_2_without_output(tmp_path, rules_file, capsys, case
 
 
 def test_cli_cuda_where_cuda_does_not_work(tmp_path, rules_file, capsys):
-    from superopt.cost_model.ort_runtime import cuda_probe
+    from superopt.runtime import cuda_probe
 
     if cuda_probe()[0]:
         pytest.skip("CUDA works here")
@@ -202,7 +202,7 @@ def test_ctrl_c_during_search_leaves_no_file(tmp_path, rules_file, monkeypatch, 
 
 
 def test_a_candidate_ort_cannot_load_is_dropped(tmp_path, rules_file, monkeypatch):
-    import superopt.optimizer as opt
+    import superopt.pipeline.optimize as opt
 
     monkeypatch.setattr(opt, "_ort_loads", lambda proto: "ONNX Runtime cannot load it")
     src = matmul_model(tmp_path / "mm.onnx", k=16)

@@ -11,8 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from superopt.cost_model import ort_runtime as rt
-from superopt.errors import DeviceError, ModelError, ShapeError
+from superopt.core.errors import DeviceError, ModelError, ShapeError
+from superopt import runtime as rt
 
 CUDA_WORKS, CUDA_REASON = rt.cuda_probe()
 
@@ -200,8 +200,8 @@ def test_session_fixed_cost_is_small_positive_and_cached():
 def test_nothing_here_imports_z3():
     code = (
         "import sys\n"
-        "import superopt.cost_model.ort_runtime, superopt.cost_model.cache\n"
-        "import superopt.cost_model.ab_gate\n"
+        "import superopt.runtime, superopt.cost_model.cache\n"
+        "import superopt.pipeline.gate\n"
         "assert 'z3' not in sys.modules, 'z3 was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

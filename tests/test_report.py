@@ -20,12 +20,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import superopt
-from superopt.cli import main
-from superopt.drawing import describe_subgraph, draw_subgraph
-from superopt.inspect import ReportSummary, summarize
-from superopt.ir import Graph, Node, TensorType, Value
-from superopt.report import render_html, write_json, write_report
-from superopt.rules import Rule, save_rules
+from superopt.core.ir import Graph, Node, TensorType, Value
+from superopt.core.rules import Rule, save_rules
+from superopt.face.cli import main
+from superopt.face.drawing import describe_subgraph, draw_subgraph
+from superopt.face.inspection import ReportSummary, summarize
+from superopt.face.report import render_html, write_json, write_report
 
 SEED = 0
 SCHEMA = Path(__file__).resolve().parents[1] / "docs" / "report-schema.md"
@@ -208,7 +208,7 @@ def test_html_of_a_kept_original_shows_the_candidate_rewrites(reports):
 
 
 def test_write_report_refuses_a_missing_folder(tmp_path, reports):
-    from superopt.errors import OutputError
+    from superopt.core.errors import OutputError
 
     doc = json.loads(reports["gated"].read_text())
     with pytest.raises(OutputError, match="does not exist"):

@@ -18,8 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import superopt
 from superopt import zoo
-from superopt.errors import OutputError
-from superopt.onnx_io import fold_constants
+from superopt.core.errors import OutputError
+from superopt.core.onnx_io import fold_constants
 
 ZOO = zoo.list_models()
 SEED = 0

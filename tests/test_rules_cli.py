@@ -13,9 +13,9 @@ import pytest
 
 import superopt.generator as generator
 import superopt.generator.enumeration as enumeration
-from superopt.cli import main
+from superopt.core.rules import Rule, load_rules, save_rules
+from superopt.face.cli import main
 from superopt.generator import generate
-from superopt.rules import Rule, load_rules, save_rules
 
 OPS = ["MatMul", "Add", "Conv", "EnlargeKernel", "Relu", "Concat", "Transpose"]
 

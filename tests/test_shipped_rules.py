@@ -9,9 +9,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from superopt.commands.rules import write_onnx_pair
+from superopt.core.rules import load_rules
+from superopt.face.commands.rules import write_onnx_pair
 from superopt.generator.opset import default_inputs, matmul3d_inputs
-from superopt.rules import load_rules
 
 SEED = 20261126
 # Fresh shapes: the generator's second shape set (8 channels, 3×8 / 8×8 matrices, 7×7 images).

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from superopt.errors import RulesError
-from superopt.ir import FLOAT, TensorType, Value
-from superopt.pattern import Bindings, build
+from superopt.core.errors import RulesError
+from superopt.core.ir import FLOAT, TensorType, Value
+from superopt.core.pattern import Bindings, build
 from superopt.verifier.taso import _Reader, decode, import_taso
 
 PB = Path("/work/shared/external/taso/graph_subst.pb")

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from superopt.pattern import evaluate
-from superopt.rules import Rule
+from superopt.core.pattern import evaluate
+from superopt.core.rules import Rule
 from superopt.verifier import verify_rules
 from superopt.verifier.bounded import check_rule
 from superopt.verifier.prove import prove_rule
@@ -220,7 +220,7 @@ def test_parallel_workers_keep_order_and_report_progress():
 
 
 def test_cli_verify_writes_records_and_names_a_malformed_rule(tmp_path, capsys):
-    from superopt.cli import main
+    from superopt.face.cli import main
 
     good = [KNOWN_TRUE["matmul-assoc"].to_json(), MUTANTS["matmul-assoc swapped"].to_json()]
     bad = {"id": "rbad", "src": ["(Frobnicate ?x)"], "dst": ["?x"], "vars": {"x": "tensor"}}
@@ -237,8 +237,8 @@ def test_cli_verify_writes_records_and_names_a_malformed_rule(tmp_path, capsys):
 
 
 def test_cli_verify_to_output_file(tmp_path, capsys):
-    from superopt.cli import main
-    from superopt.rules import load_rules, save_rules
+    from superopt.core.rules import load_rules, save_rules
+    from superopt.face.cli import main
 
     src = tmp_path / "in.json"
     save_rules([KNOWN_TRUE["relu-concat"]], src)
@@ -250,7 +250,7 @@ def test_cli_verify_to_output_file(tmp_path, capsys):
 
 
 def test_cli_verify_missing_file_is_one_line(tmp_path, capsys):
-    from superopt.cli import main
+    from superopt.face.cli import main
 
     assert main(["verify", str(tmp_path / "nope.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -6,8 +6,8 @@ Random data uses a fixed seed (printed on failure via the assertion message)."""
 import numpy as np
 import pytest
 
-from superopt.pattern import evaluate
-from superopt.rules import Rule
+from superopt.core.pattern import evaluate
+from superopt.core.rules import Rule
 from superopt.verifier import verify_rules
 from superopt.verifier.axioms import AXIOMS
 from superopt.verifier.bounded import check_axiom, check_rule

@@ -6,7 +6,7 @@ the equality holds at those shapes; a model is a concrete counterexample (number
 input element, and the first output element that differs).
 
 Example:
-    >>> from superopt.rules import Rule
+    >>> from superopt.core.rules import Rule
     >>> r = Rule.make(["(Relu (Relu ?x))"], ["(Relu ?x)"], {"x": "tensor"}, example={"x": (2, 2)})
     >>> check_rule(r)["result"]
     'holds'
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import z3
 
-from superopt.pattern import Bindings, Pattern, PVar, resolve_attr
+from superopt.core.pattern import Bindings, Pattern, PVar, resolve_attr
 from superopt.verifier.algebra import Concrete
 from superopt.verifier.axioms import Axiom
 from superopt.verifier.semantics import BoundedContext, bounded_apply, real

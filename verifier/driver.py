@@ -6,7 +6,7 @@ equality that holds there alone is recorded as "unknown" ("holds at the example 
 never as proved. Every Z3 query has a timeout, so a rule costs at most about 2 × timeout_s.
 
 Example:
-    >>> from superopt.rules import Rule
+    >>> from superopt.core.rules import Rule
     >>> r = Rule.make(["(Relu (Relu ?x))"], ["(Relu ?x)"], {"x": "tensor"}, example={"x": (2, 2)})
     >>> verify_rules([r])[0].proof["result"]                                # doctest: +SKIP
     'unknown'
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from superopt.rules import Rule
+from superopt.core.rules import Rule
 
 Progress = Callable[[int, int, Rule], None]
 

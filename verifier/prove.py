@@ -8,7 +8,7 @@ E-matching on their triggers only (MBQI off), under a per-query timeout: a timeo
 (the axioms are incomplete, so `sat` does not refute) gives "unknown", never a hang.
 
 Example:
-    >>> from superopt.rules import Rule
+    >>> from superopt.core.rules import Rule
     >>> r = Rule.make(["(MatMul (MatMul ?x ?a) ?b)"], ["(MatMul ?x (MatMul ?a ?b))"],
     ...               {"x": "tensor", "a": "weight", "b": "weight"},
     ...               example={"x": (2, 4), "a": (4, 4), "b": (4, 4)})
@@ -23,8 +23,8 @@ from typing import Any
 
 import z3
 
-from superopt.pattern import Bindings, DimOf, Param, Pattern, PVar
-from superopt.registry import get_op
+from superopt.core.pattern import Bindings, DimOf, Param, Pattern, PVar
+from superopt.core.registry import get_op
 from superopt.verifier.algebra import Symbolic
 from superopt.verifier.axioms import all_formulas
 from superopt.verifier.semantics import check_rule_ops, lower
@@ -90,8 +90,8 @@ class _Lowering:
 
 def _shape_of(p: Pattern, shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...] | None:
     """Static shape inference of a subpattern at the example shapes (None if it fails)."""
-    from superopt.ir import FLOAT, TensorType, Value
-    from superopt.pattern import build
+    from superopt.core.ir import FLOAT, TensorType, Value
+    from superopt.core.pattern import build
 
     try:
         b = Bindings({k: Value.input(f"?{k}", TensorType(FLOAT, v)) for k, v in shapes.items()})

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import z3
 
-from superopt.ops import _k_eff, _out_dim
-from superopt.registry import all_ops, get_op
+from superopt.core.ops import _k_eff, _out_dim
+from superopt.core.registry import all_ops, get_op
 
 
 class MissingSemantics(Exception):

@@ -22,11 +22,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from superopt.errors import RulesError
-from superopt.ir import FLOAT, Node, TensorType, Value
-from superopt.ops import _explicit_pads
-from superopt.registry import get_op
-from superopt.rules import Rule
+from superopt.core.errors import RulesError
+from superopt.core.ir import FLOAT, Node, TensorType, Value
+from superopt.core.ops import _explicit_pads
+from superopt.core.registry import get_op
+from superopt.core.rules import Rule
 
 # TASO OpType values and PMParameter keys.
 OP_CONV, OP_POOL_MAX, OP_POOL_AVG, OP_RELU, OP_CONCAT, OP_SPLIT = 3, 6, 7, 8, 12, 13

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from superopt.atomic import atomic_write
-from superopt.rules import Rule
+from superopt.core.atomic import atomic_write
+from superopt.core.rules import Rule
 
 
 def _short(text: str, n: int = 70) -> str:
@@ -65,7 +65,7 @@ def render(rules: list[Rule], seconds: float, source: str, timeout_s: float) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from superopt.errors import SuperoptError
+    from superopt.core.errors import SuperoptError
     from superopt.verifier import verify_rules
     from superopt.verifier.taso import import_taso
 

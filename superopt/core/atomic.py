@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from superopt.errors import OutputError
+from superopt.core.errors import OutputError
 
 
 def check_output_path(path: str | os.PathLike) -> Path:

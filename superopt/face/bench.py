@@ -1,6 +1,6 @@
 """Benchmarks: each zoo model as built, at ORT's best level, and after superopt, in one run.
 
-For every model `run_bench` builds it, optimizes it with `superopt.optimizer.optimize` (the
+For every model `run_bench` builds it, optimizes it with `superopt.pipeline.optimize.optimize` (the
 measured cost model on the chosen device, the shipped rules unless told), then times, in **one
 interleaved run**, the variants
 
@@ -9,7 +9,7 @@ interleaved run**, the variants
 - ``superopt``: superopt's output (what `optimize` would write), at ORT_ENABLE_ALL,
 - ``onnxslim``: onnxslim's output at ORT_ENABLE_ALL, when onnxslim is installed (a peer),
 
-with the method of `superopt.cost_model.ab_gate.compare_models`: fresh sessions per variant,
+with the method of `superopt.pipeline.gate.compare_models`: fresh sessions per variant,
 several rounds whose order rotates, the best of a few runs per round, the median over rounds
 and the spread (p90 - p10) / median. Unlike the gate, each variant has its own optimization
 level, and a variant that fails (a peer's output ORT cannot load) is reported, not fatal.
@@ -39,10 +39,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-import superopt
-from superopt.atomic import atomic_write
-from superopt.cost_model.ab_gate import ModelTiming, noise_margin, time_rounds
-from superopt.errors import SuperoptError, UsageError
+from superopt.core.atomic import atomic_write
+from superopt.core.errors import SuperoptError, UsageError
+from superopt.core.onnx_io import to_onnx
+from superopt.core.version import __version__
+from superopt.pipeline.gate import ModelTiming, noise_margin, time_rounds
 
 #: the variants of a model, in table order: (label, optimization level)
 VARIANTS: tuple[tuple[str, str], ...] = (
@@ -163,7 +164,7 @@ def time_interleaved(models: Sequence[onnx.ModelProto], levels: Sequence[str], d
     about `budget_s`). A model whose session cannot be built or run gets an error instead of a
     timing; the others go on. `models[0]` failing raises `SuperoptError`: nothing to compare.
     """
-    from superopt.cost_model.ort_runtime import Runner, make_session, random_feeds, resolve_device
+    from superopt.runtime import Runner, make_session, random_feeds, resolve_device
 
     if rounds < 1:
         raise UsageError("--rounds must be at least 1")
@@ -217,10 +218,10 @@ def environment(device: str) -> tuple[str, str, dict[str, str]]:
     """(device name, provider, versions) of this run."""
     import onnxruntime as ort
 
-    from superopt.cost_model.ort_runtime import PROVIDERS, device_name
+    from superopt.runtime import PROVIDERS, device_name
 
     versions = {"onnxruntime": ort.__version__, "onnx": onnx.__version__,
-                "numpy": np.__version__, "superopt": superopt.__version__,
+                "numpy": np.__version__, "superopt": __version__,
                 "python": platform.python_version()}
     if onnxslim_available():
         import onnxslim
@@ -245,8 +246,8 @@ def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
     per phase.
     """
     from superopt import zoo
-    from superopt.cost_model.ort_runtime import resolve_device
-    from superopt.optimizer import select_rules
+    from superopt.pipeline.optimize import select_rules
+    from superopt.runtime import resolve_device
 
     started = time.perf_counter()
     say = log or (lambda line: None)
@@ -323,7 +324,7 @@ def bench_model(name: str, builder: Builder, device: str, rules: Sequence, cost_
                 rounds: int, timing_budget_s: float, time_limit: float, use_slim: bool,
                 log: Log) -> ModelBench:
     """Build, optimize and time one model; every failure ends up in the returned row."""
-    from superopt.optimizer import optimize
+    from superopt.pipeline.optimize import optimize
 
     row = ModelBench(name)
     t = time.perf_counter()
@@ -349,7 +350,7 @@ def bench_model(name: str, builder: Builder, device: str, rules: Sequence, cost_
     else:
         row.optimize_s = time.perf_counter() - t
         row.cache_state = _cache_state(cost_model, measured_before)
-        superopt_model = superopt.to_onnx(result.graph_after)
+        superopt_model = to_onnx(result.graph_after)
         row.nodes_after = len(superopt_model.graph.node)
         row.kept, row.kept_reason = result.kept, result.kept_reason
         row.rewrites = dict(Counter(_rule_label(s) for s in result.steps))
@@ -392,7 +393,7 @@ def bench_model(name: str, builder: Builder, device: str, rules: Sequence, cost_
 def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Valid inputs: the zoo's (token ids below the vocabulary size) or generic random ones."""
     from superopt import zoo
-    from superopt.cost_model.ort_runtime import random_feeds
+    from superopt.runtime import random_feeds
 
     try:
         return zoo.input_feeds(model)

@@ -149,7 +149,7 @@ class PhaseProgress:
     """Progress of a pipeline's phases: rich bars on a terminal; plain text, one line per new
     phase, without rich; nothing when quiet.
 
-    `update(phase, done, total, detail)` matches `superopt.optimizer.PipelineProgress`.
+    `update(phase, done, total, detail)` matches `superopt.pipeline.optimize.PipelineProgress`.
     """
 
     LABELS: ClassVar[dict[str, str]] = {

@@ -9,9 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import ClassVar
 
-from superopt.cli import add_verbosity
-from superopt.console import PhaseProgress, format_bytes
-from superopt.errors import OutputError, UsageError
+from superopt.core.errors import OutputError, UsageError
+from superopt.face.cli import add_verbosity
+from superopt.face.console import PhaseProgress, format_bytes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -94,8 +94,8 @@ def check_writable(path: str | Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superopt.console import Console  # rich when installed, plain text without it
-    from superopt.optimizer import default_output_path, optimize
+    from superopt.face.console import Console  # rich when installed, plain text without it
+    from superopt.pipeline.optimize import default_output_path, optimize
 
     console = Console(stderr=True, quiet=args.quiet)
     output = Path(args.output) if args.output else default_output_path(args.input)
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             check_writable(target)
     writer = _report_writer() if args.report else None
     if args.report and writer is None:
-        raise UsageError("--report needs superopt.report, which this installation lacks")
+        raise UsageError("--report needs superopt.face.report, which this installation lacks")
 
     with _Progress(console, args.quiet) as progress:
         result = optimize(
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             rtol=args.rtol, atol=args.atol, save_as_external_data=args.save_as_external_data,
             progress=progress.update)
     if args.json:
-        from superopt.report import write_json
+        from superopt.face.report import write_json
 
         write_json(result, args.json)
     if writer is not None:
@@ -127,11 +127,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report_writer():
-    """`superopt.report.write_report(result, path)` when that module exists."""
+    """`superopt.face.report.write_report(result, path)` when that module exists."""
     try:
-        module = importlib.import_module("superopt.report")
+        module = importlib.import_module("superopt.face.report")
     except ModuleNotFoundError as e:
-        if e.name == "superopt.report":
+        if e.name == "superopt.face.report":
             return None
         raise
     return getattr(module, "write_report", None)
@@ -148,7 +148,7 @@ class _Progress(PhaseProgress):
 
 
 def _print_summary(console, result, verbose: bool) -> None:
-    from superopt.console import Table
+    from superopt.face.console import Table
 
     table = Table(title=f"superopt optimize: {result.input_path}")
     table.add_column("op type")

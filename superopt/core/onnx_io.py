@@ -34,10 +34,10 @@ from onnx import (
     numpy_helper,
 )
 
-from superopt.atomic import atomic_write, check_output_path
-from superopt.errors import ModelError, ShapeError
-from superopt.ir import Graph, ModelMeta, Node, TensorType, Value
-from superopt.registry import BY_ONNX_TYPE, WEIGHT_ONLY, _ensure_loaded, get_op
+from superopt.core.atomic import atomic_write, check_output_path
+from superopt.core.errors import ModelError, ShapeError
+from superopt.core.ir import Graph, ModelMeta, Node, TensorType, Value
+from superopt.core.registry import BY_ONNX_TYPE, WEIGHT_ONLY, _ensure_loaded, get_op
 
 MIN_OPSET = 13
 TWO_GB = 2**31 - 1
@@ -303,7 +303,7 @@ def load(source: str | os.PathLike | ModelProto | bytes,
     """Import an ONNX model (path, bytes or ModelProto) into a Graph.
 
     `input_shapes` overrides input shapes (`{"input": (1, 3, 224, 224)}`; the key may be None
-    when the model has one input). Raises a `superopt.errors.SuperoptError` subclass with one
+    when the model has one input). Raises a `superopt.core.errors.SuperoptError` subclass with one
     clear line for anything wrong with the file.
     """
     _ensure_loaded()

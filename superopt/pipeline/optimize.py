@@ -6,12 +6,12 @@
 3. searches for the cheapest graph under the cost model (region by region for large graphs),
 4. **gate**: times the original and the best distinct candidates as whole models at ONNX
    Runtime's default level (ENABLE_ALL), interleaved, over fresh sessions
-   (`cost_model.ab_gate.compare_models`); a candidate is written only if it is faster beyond the
+   (`superopt.pipeline.gate.compare_models`); a candidate is written only if it is faster beyond the
    measured spread, else the original is kept (re-exported unchanged) and the result says so.
    A candidate ORT cannot load is dropped and the run goes on;
 5. **check**: original vs result on random inputs through ORT's CPU provider (deterministic
    fp32) within rtol/atol; a failure raises `CheckError` and writes nothing;
-6. writes atomically (`superopt.onnx_io.write_model`).
+6. writes atomically (`superopt.core.onnx_io.write_model`).
 
 Example:
     >>> result = superopt.optimize("model.onnx", "model.opt.onnx", device="cpu")  # doctest: +SKIP
@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import onnx
 
-import superopt
-from superopt.errors import CheckError, ModelError, ShapeError, UsageError
-from superopt.ir import Graph
-from superopt.rules import Rule, RuleSet, load_rules
+from superopt.core.errors import CheckError, ModelError, ShapeError, UsageError
+from superopt.core.ir import Graph
+from superopt.core.onnx_io import load, to_onnx, write_model
+from superopt.core.rules import Rule, RuleSet, load_rules
+from superopt.core.version import __version__
 
 REPORT_FORMAT = "superopt-report/1"
 DEFAULT_BUDGET = 300
@@ -96,7 +97,7 @@ class OptimizeResult:
     ab_summary: str = ""
     dropped_candidates: list[str] = field(default_factory=list)
     # For each of `steps` / `candidate_steps`: {"before", "after"} subgraph descriptions
-    # (`superopt.drawing.describe_subgraph`), None where the step could not be replayed.
+    # (`superopt.face.drawing.describe_subgraph`), None where the step could not be replayed.
     step_subgraphs: list = field(default_factory=list)
     candidate_step_subgraphs: list = field(default_factory=list)
     graph_before: Graph | None = field(default=None, repr=False)
@@ -138,10 +139,10 @@ def describe_steps(graph: Graph, steps: Sequence, rules: Iterable[Rule]) -> list
 
     The search keeps only names (matched and created nodes); replaying the same rule at the
     same matched nodes rebuilds the intermediate graphs (the IR is deterministic), from which
-    `superopt.drawing.describe_subgraph` takes the affected nodes and their neighbours. A step
+    `superopt.face.drawing.describe_subgraph` takes the affected nodes and their neighbours. A step
     that cannot be replayed (it should not happen) gets None, and so do the steps after it.
     """
-    from superopt.drawing import describe_subgraph
+    from superopt.face.drawing import describe_subgraph
     from superopt.search.match import Refused, apply_match, find_matches
 
     by_id = {r.id: r for r in rules}
@@ -230,7 +231,7 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
     and writes the cheapest candidate by the cost model (still checked numerically).
     """
     from superopt.cost_model import make_cost_model
-    from superopt.cost_model.ort_runtime import device_name, resolve_device, runtime_fingerprint
+    from superopt.runtime import device_name, resolve_device, runtime_fingerprint
     from superopt.search import SearchLimits, search_auto
 
     phases: dict[str, float] = {}
@@ -245,7 +246,7 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
     t = time.perf_counter()
     say("load", 0, 1, "reading the model")
     shapes = dict(input_shapes) if input_shapes else None
-    graph = superopt.load(model, input_shapes=shapes)
+    graph = load(model, input_shapes=shapes)
     check_static(graph)
     say("load", 1, 1, f"{len(graph.nodes)} nodes")
     say("rules", 0, 1, "reading the rule database")
@@ -268,9 +269,9 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
     phases["search"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    baseline = superopt.to_onnx(graph)
+    baseline = to_onnx(graph)
     candidates = [(g, steps) for c, g, steps in result.candidates if g != graph][:2]
-    exported = [(superopt.to_onnx(g), g, steps) for g, steps in candidates]
+    exported = [(to_onnx(g), g, steps) for g, steps in candidates]
     phases["export"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -293,7 +294,7 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
         chosen_proto, chosen_graph, chosen_steps = viable[0]
         reason = "written without the end-to-end gate (gate disabled)"
     else:
-        from superopt.cost_model.ab_gate import compare_models
+        from superopt.pipeline.gate import compare_models
 
         say("gate", 0, None, f"timing the original and {len(viable)} candidate(s)")
         try:
@@ -350,7 +351,7 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
     written = False
     if write and output is not None:
         say("write", 0, 1, str(output))
-        superopt.onnx_io.write_model(chosen_proto, output, external_data=save_as_external_data)
+        write_model(chosen_proto, output, external_data=save_as_external_data)
         written = True
         say("write", 1, 1, str(output))
     phases["write"] = time.perf_counter() - t
@@ -372,7 +373,7 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
         input_path=input_path, output_path=str(output) if output is not None else None,
         written=written, device=resolved, provider=fp["provider"],
         device_name=device_name(resolved), ort_version=fp["ort"],
-        superopt_version=superopt.__version__, cost_model=cost_model.describe(), kept=kept,
+        superopt_version=__version__, cost_model=cost_model.describe(), kept=kept,
         kept_reason=reason, op_counts_before=_onnx_op_counts(baseline),
         op_counts_after=_onnx_op_counts(chosen_proto), size_before=baseline.ByteSize(),
         size_after=chosen_proto.ByteSize(), latency_before=latency_before,
@@ -394,7 +395,7 @@ def _onnx_op_counts(model: onnx.ModelProto) -> dict[str, int]:
 
 def _ort_loads(model: onnx.ModelProto) -> str | None:
     """None if ORT can load the model on the CPU provider, else why (one line)."""
-    from superopt.cost_model.ort_runtime import make_session
+    from superopt.runtime import make_session
 
     try:
         make_session(model, "cpu", level="disable")
@@ -415,7 +416,7 @@ def numerical_check(original: str | os.PathLike | onnx.ModelProto | None,
         >>> numerical_check("in.onnx", onnx.load("out.onnx")).passed   # doctest: +SKIP
         True
     """
-    from superopt.cost_model.ort_runtime import make_session, random_feeds
+    from superopt.runtime import make_session, random_feeds
 
     ref_model = original if original is not None else baseline_fallback
     try:

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from superopt.errors import OutputError, RulesError
-from superopt.ir import Value
-from superopt.pattern import Bindings, Pattern, PatternError, PNode, check_ops, parse
+from superopt.core.errors import OutputError, RulesError
+from superopt.core.ir import Value
+from superopt.core.pattern import Bindings, Pattern, PatternError, PNode, check_ops, parse
 
 FORMAT = "superopt-rules/1"
 VAR_KINDS = ("tensor", "weight")
@@ -325,7 +325,7 @@ def dump_rules(rules: RuleSet | Sequence[Rule], meta: Mapping[str, Any] | None =
 def save_rules(rules: RuleSet | Sequence[Rule], path: str | os.PathLike,
                meta: Mapping[str, Any] | None = None) -> None:
     """Write atomically (temp file + rename)."""
-    from superopt.atomic import atomic_write
+    from superopt.core.atomic import atomic_write
 
     try:
         atomic_write(path, dump_rules(rules, meta))

@@ -15,8 +15,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from onnx import NodeProto, helper, numpy_helper
 
-from superopt.ir import Dim, Shape, TensorType
-from superopt.registry import (
+from superopt.core.ir import Dim, Shape, TensorType
+from superopt.core.registry import (
     ASSOCIATIVE,
     COMMUTATIVE,
     ELEMENTWISE,

@@ -238,7 +238,7 @@ class Node:
         if hit is not None:
             return hit
         if output_types is None:
-            from superopt.registry import get_op  # registry imports ir
+            from superopt.core.registry import get_op  # registry imports ir
 
             output_types = get_op(op).infer(dict(attrs_t), [v.type if v else None
                                                             for v in inputs_t])

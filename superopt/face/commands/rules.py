@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from superopt.cli import add_verbosity
-from superopt.errors import OutputError, RulesError
+from superopt.core.errors import OutputError, RulesError
+from superopt.face.cli import add_verbosity
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(path: str | None):
-    from superopt.rules import load_rules
+    from superopt.core.rules import load_rules
 
     return load_rules(path)
 
@@ -122,10 +122,10 @@ def write_onnx_pair(rule, folder: Path, seed: int = 0, *, shapes=None,
     import numpy as np
     from onnx import helper as onnx_helper
 
-    from superopt.ir import Graph, TensorType, Value
-    from superopt.onnx_io import save
-    from superopt.pattern import Bindings, build
-    from superopt.registry import WEIGHT_ONLY, get_op
+    from superopt.core.ir import Graph, TensorType, Value
+    from superopt.core.onnx_io import save
+    from superopt.core.pattern import Bindings, build
+    from superopt.core.registry import WEIGHT_ONLY, get_op
 
     if not folder.is_dir():
         if folder.exists() or not folder.parent.is_dir():
@@ -196,7 +196,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_merge(args: argparse.Namespace) -> int:
     """Union of several rules files; each file's meta is kept under "parts"."""
-    from superopt.rules import save_rules
+    from superopt.core.rules import save_rules
 
     rules: dict[str, object] = {}
     parts = []
@@ -212,7 +212,7 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from superopt.rules import save_rules
+    from superopt.core.rules import save_rules
 
     src = Path(args.file)
     if not src.is_file():

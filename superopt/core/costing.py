@@ -17,8 +17,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-from superopt.ir import Graph, Node, Value
-from superopt.registry import WEIGHT_ONLY, get_op
+from superopt.core.ir import Graph, Node, Value
+from superopt.core.registry import WEIGHT_ONLY, get_op
 
 # progress(label, done, total): called while a cost model measures (total None: unknown).
 Progress = Callable[[str, int, "int | None"], None]

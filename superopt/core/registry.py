@@ -8,7 +8,7 @@ Adding an op is adding one entry (see `superopt/ops.py`); asking for an op that 
 loud `KeyError`, never a silent pass.
 
 Example:
-    >>> from superopt.registry import get_op
+    >>> from superopt.core.registry import get_op
     >>> get_op("Relu").compute({}, [np.array([-1.0, 2.0])])[0].tolist()
     [0.0, 2.0]
 """
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from onnx import NodeProto, TensorProto
 
-from superopt.ir import TensorType
+from superopt.core.ir import TensorType
 
 # Property names the generator, verifier and search read instead of re-listing ops.
 ELEMENTWISE = "elementwise"
@@ -115,7 +115,7 @@ def ops_with(prop: str) -> frozenset[str]:
 
 def _ensure_loaded() -> None:
     if not REGISTRY:
-        import superopt.ops  # noqa: F401  (registers every entry)
+        import superopt.core.ops  # noqa: F401  (registers every entry)
 
 
 def evaluate(op: str, attrs: Attrs, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -8,7 +8,7 @@ with a layered top-to-bottom layout (longest-path layers, barycentre ordering). 
 no fonts or images from elsewhere; every user string (node and value names) is escaped.
 
 Example:
-    >>> from superopt.ir import Node, Value, TensorType, Graph
+    >>> from superopt.core.ir import Node, Value, TensorType, Graph
     >>> x = Value.input("x", TensorType(1, (2, 4)))
     >>> r = Node.make("Relu", {}, [x], name="r1")
     >>> d = describe_subgraph(Graph([x], [("y", r.outputs[0])]), ["r1"])
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from superopt.ir import Graph, Node, Value, opaque_op_type
+from superopt.core.ir import Graph, Node, Value, opaque_op_type
 
 #: at most this many neighbour nodes are drawn around the focus (wide fan-outs are cut)
 MAX_CONTEXT_NODES = 10

@@ -3,7 +3,7 @@
 The HTML is rendered from the JSON document (`OptimizeResult.to_json()`, format
 `superopt-report/1`, documented in docs/report-schema.md), so the two never disagree and a report
 can be re-rendered from its JSON later (`render_html(json.load(f))`). The page needs nothing from
-the network: CSS and the SVG drawings (`superopt.drawing`) are inline, rewrites fold with native
+the network: CSS and the SVG drawings (`superopt.face.drawing`) are inline, rewrites fold with native
 `<details>` elements (no JavaScript), and a print stylesheet keeps each rewrite on one page where
 it fits. Every string that comes from the model or the rules is escaped.
 
@@ -20,9 +20,9 @@ import os
 from html import escape
 from typing import Any
 
-from superopt.atomic import atomic_write
-from superopt.console import format_bytes
-from superopt.drawing import draw_subgraph
+from superopt.core.atomic import atomic_write
+from superopt.face.console import format_bytes
+from superopt.face.drawing import draw_subgraph
 
 REPORT_FORMAT = "superopt-report/1"
 

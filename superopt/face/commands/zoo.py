@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from superopt.cli import add_verbosity
-from superopt.errors import UsageError
+from superopt.core.errors import UsageError
+from superopt.face.cli import add_verbosity
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,14 +45,14 @@ def run_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from superopt import zoo
-    from superopt.onnx_io import write_model
+    from superopt.core.onnx_io import write_model
 
     if args.name not in zoo.MODELS:
         raise UsageError(f"unknown zoo model {args.name!r}; valid names: "
                          f"{', '.join(zoo.list_models())}")
     folder = Path(args.output).parent
     if not folder.is_dir():  # fail before spending seconds building the model
-        from superopt.errors import OutputError
+        from superopt.core.errors import OutputError
 
         raise OutputError(f"{args.output}: folder {folder} does not exist")
     write_model(zoo.build(args.name, seed=args.seed), args.output)

@@ -40,7 +40,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from superopt.errors import DeviceError, ModelError, ShapeError
+from superopt.core.errors import DeviceError, ModelError, ShapeError
 
 ModelLike = onnx.ModelProto | bytes | str | os.PathLike
 

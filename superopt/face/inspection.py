@@ -4,7 +4,7 @@
 
 - an ONNX model -> `ModelSummary` (imported with `superopt.load`, so it also says which op types
   the registry models and which stay opaque),
-- JSON with `"format": "superopt-rules/1"` -> `RulesSummary` (via `superopt.rules.load_rules`),
+- JSON with `"format": "superopt-rules/1"` -> `RulesSummary` (via `superopt.core.rules.load_rules`),
 - JSON with `"format": "superopt-report/1"` (`superopt optimize --json`) -> `ReportSummary`:
   the run's verdict and the list of rewrites (full schema: docs/report-schema.md).
 
@@ -45,8 +45,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from superopt.console import format_bytes
-from superopt.errors import ModelError, UsageError
+from superopt.core.errors import ModelError, UsageError
+from superopt.face.console import format_bytes
 
 RULES_FORMAT = "superopt-rules/1"
 REPORT_FORMAT = "superopt-report/1"
@@ -261,8 +261,8 @@ def summarize_model(path: str | os.PathLike, input_shapes: InputShapes | None = 
     import onnx
     from onnx import TensorProto, helper
 
-    from superopt.ir import opaque_op_type
-    from superopt.onnx_io import load
+    from superopt.core.ir import opaque_op_type
+    from superopt.core.onnx_io import load
 
     graph = load(path, input_shapes=input_shapes)  # first: its errors name the file
     # The file as stored: counts and sizes of what is in it, external data left on disk.
@@ -290,7 +290,7 @@ def summarize_model(path: str | os.PathLike, input_shapes: InputShapes | None = 
 
 def summarize_rules(path: str | os.PathLike) -> RulesSummary:
     """Counts of a rules file by proof result and by op (malformed rules listed, not counted)."""
-    from superopt.rules import load_rules
+    from superopt.core.rules import load_rules
 
     rules = load_rules(path, strict=False)
     by_result = Counter(r.proof.get("result", "unverified") for r in rules.rules)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from superopt.cli import add_verbosity
+from superopt.face.cli import add_verbosity
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("file", metavar="FILE",
                    help="an .onnx model, a superopt rules .json or an optimization report .json")
     p.add_argument("--json", action="store_true",
-                   help="print machine-readable JSON (keys in superopt/inspect.py's docstring)")
+                   help="print machine-readable JSON (keys in superopt/face/inspection.py's docstring)")
     p.add_argument("--overwrite-input-shape", action="append", default=[], metavar="NAME:DIMS",
                    help="fix an input's shape before inspecting, e.g. input:1,3,224,224 "
                         "(repeatable; the name may be left out when the model has one input)")
@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from superopt.commands.optimize import parse_input_shapes
-    from superopt.inspect import summarize
+    from superopt.face.commands.optimize import parse_input_shapes
+    from superopt.face.inspection import summarize
 
     summary = summarize(args.file, parse_input_shapes(args.overwrite_input_shape))
     if args.json:

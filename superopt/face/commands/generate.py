@@ -14,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from superopt.cli import add_verbosity
-from superopt.errors import OutputError, SuperoptError, UsageError
+from superopt.core.errors import OutputError, SuperoptError, UsageError
+from superopt.face.cli import add_verbosity
 
 HOUR = 3600.0
 
@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from superopt import generator
+    from superopt.core.rules import save_rules
     from superopt.generator.opset import default_universe
-    from superopt.rules import save_rules
 
     console = Console(stderr=True, quiet=args.quiet)
     if args.max_ops < 1:

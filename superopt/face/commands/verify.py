@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from superopt.atomic import atomic_write
-from superopt.cli import add_verbosity
-from superopt.errors import OutputError, RulesError, UsageError
+from superopt.core.atomic import atomic_write
+from superopt.core.errors import OutputError, RulesError, UsageError
+from superopt.face.cli import add_verbosity
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
-    from superopt.rules import load_rules, save_rules
+    from superopt.core.rules import load_rules, save_rules
     from superopt.verifier import verify_rules
 
     if args.timeout <= 0:

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from superopt.ir import Node, Value
-from superopt.registry import get_op
+from superopt.core.ir import Node, Value
+from superopt.core.registry import get_op
 
 
 class PatternError(ValueError):

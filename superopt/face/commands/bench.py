@@ -6,11 +6,11 @@ import argparse
 import shlex
 import sys
 
-from superopt.cli import add_verbosity
+from superopt.face.cli import add_verbosity
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from superopt.bench import DEFAULT_ROUNDS, DEFAULT_TIME_LIMIT_S, DEFAULT_TIMING_BUDGET_S
+    from superopt.face.bench import DEFAULT_ROUNDS, DEFAULT_TIME_LIMIT_S, DEFAULT_TIMING_BUDGET_S
 
     p = subparsers.add_parser(
         "bench", help="benchmark the zoo models: ORT disabled, ORT all, superopt",
@@ -46,10 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superopt.bench import default_out_path, run_bench
-    from superopt.console import Console
-    from superopt.cost_model.ort_runtime import device_name, resolve_device
-    from superopt.errors import UsageError
+    from superopt.core.errors import UsageError
+    from superopt.face.bench import default_out_path, run_bench
+    from superopt.face.console import Console
+    from superopt.runtime import device_name, resolve_device
 
     if args.rounds < 1:
         raise UsageError("--rounds must be at least 1")
@@ -91,8 +91,8 @@ def _command_line(args: argparse.Namespace) -> str:
 
 def _console_table(report):
     """The Markdown table without its widest column: rewrites become a count."""
-    from superopt.bench import table_rows
-    from superopt.console import Table
+    from superopt.face.bench import table_rows
+    from superopt.face.console import Table
 
     headers, rows = table_rows(report)
     table = Table(title=f"superopt bench on {report.device} ({report.device_name})")

@@ -1,6 +1,6 @@
 """The `superopt` command line: one entry point, one module per subcommand.
 
-Each module in `superopt.commands` defines `register(subparsers)`, adding its subcommand with a
+Each module in `superopt.face.commands` defines `register(subparsers)`, adding its subcommand with a
 `func(args) -> int` default. Errors meant for users (`SuperoptError`) print as one line and exit
 with code 2; a traceback is shown only with `-v`.
 """
@@ -11,8 +11,8 @@ import argparse
 import importlib
 import sys
 
-from superopt import __version__
-from superopt.errors import SuperoptError
+from superopt.core.errors import SuperoptError
+from superopt.core.version import __version__
 
 # Subcommand modules, in the order `--help` lists them.
 COMMANDS = ("optimize", "inspect", "generate", "verify", "rules", "zoo", "bench")
@@ -28,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"superopt.commands.{name}")
+            module = importlib.import_module(f"superopt.face.commands.{name}")
         except ModuleNotFoundError as e:
-            if e.name == f"superopt.commands.{name}":
+            if e.name == f"superopt.face.commands.{name}":
                 continue  # a command not built yet
             raise
         module.register(sub)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from superopt.cost_model.ort_runtime import (
+from superopt.runtime import (
     ModelLike,
     Runner,
     make_session,
@@ -47,7 +47,7 @@ class ModelTiming:
 
     `rounds_s` holds the best run of each round, in round order; `median_s` is their median and
     `spread` is (p90 - p10) / median of them, the relative noise between rounds (the same
-    measure as `ort_runtime.Timing.spread`).
+    measure as `superopt.runtime.Timing.spread`).
     """
 
     median_s: float
