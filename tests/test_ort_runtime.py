@@ -11,8 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from superopt.core.errors import DeviceError, ModelError, ShapeError
 from superopt import runtime as rt
+from superopt.core.errors import DeviceError, ModelError, ShapeError
 
 CUDA_WORKS, CUDA_REASON = rt.cuda_probe()
 

@@ -3,9 +3,9 @@
 The HTML is rendered from the JSON document (`OptimizeResult.to_json()`, format
 `superopt-report/1`, documented in docs/report-schema.md), so the two never disagree and a report
 can be re-rendered from its JSON later (`render_html(json.load(f))`). The page needs nothing from
-the network: CSS and the SVG drawings (`superopt.face.drawing`) are inline, rewrites fold with native
-`<details>` elements (no JavaScript), and a print stylesheet keeps each rewrite on one page where
-it fits. Every string that comes from the model or the rules is escaped.
+the network: CSS and the SVG drawings (`superopt.face.drawing`) are inline, rewrites fold with
+native `<details>` elements (no JavaScript), and a print stylesheet keeps each rewrite on one
+page where it fits. Every string that comes from the model or the rules is escaped.
 
 Example:
     >>> result = superopt.optimize("m.onnx", device="cpu")     # doctest: +SKIP

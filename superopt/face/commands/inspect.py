@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("file", metavar="FILE",
                    help="an .onnx model, a superopt rules .json or an optimization report .json")
     p.add_argument("--json", action="store_true",
-                   help="print machine-readable JSON (keys in superopt/face/inspection.py's docstring)")
+                   help="print machine-readable JSON (keys in the docstring of "
+                        "superopt/face/inspection.py)")
     p.add_argument("--overwrite-input-shape", action="append", default=[], metavar="NAME:DIMS",
                    help="fix an input's shape before inspecting, e.g. input:1,3,224,224 "
                         "(repeatable; the name may be left out when the model has one input)")
