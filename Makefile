@@ -43,8 +43,10 @@ rules: install
 	$(PY) -m superopt rules merge $(OUT)/rules-default.json $(OUT)/rules-matmul3d.json \
 		-o rules_db/rules.json
 
+# ruff, then the import contracts (layers, no cycles) of pyproject.toml's [tool.importlinter].
 lint: install
-	$(PY) -m ruff check superopt generator verifier search cost_model tests benchmarks
+	$(PY) -m ruff check superopt generator verifier search cost_model tests benchmarks tools
+	$(PY) tools/lint_imports.py
 
 # Build a wheel and install it into a fresh venv outside the checkout; optimize a zoo model there.
 wheel-check: install

@@ -42,7 +42,6 @@ from superopt.core.pattern import Bindings, Pattern, PatternError, PNode, check_
 
 FORMAT = "superopt-rules/1"
 VAR_KINDS = ("tensor", "weight")
-PROOF_RESULTS = ("proved", "refuted", "unknown", "unverified")
 
 
 @dataclass(frozen=True)
