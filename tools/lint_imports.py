@@ -18,8 +18,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (dev extra)
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
