@@ -39,11 +39,10 @@ from superopt.core.registry import ELEMENTWISE, get_op
 from superopt.cost_model.analytic import AnalyticCost
 from superopt.cost_model.cache import CostCache, make_key
 from superopt.runtime import (
-    Runner,
-    make_session,
     resolve_device,
     runtime_fingerprint,
     session_fixed_cost,
+    time_model,
 )
 
 #: per-kernel floor in seconds, by device
@@ -156,12 +155,10 @@ class MeasuredCost(CostModel):
 
     def _time_one_node(self, node: Node, mask: tuple[bool, ...]) -> float:
         model, feeds = self.one_node_model(node, mask)
-        runner = Runner(make_session(model, self.device, level="all"), feeds)
-        runner.times(self.warmup)
-        first = runner.best_of(2)
-        n = int(np.clip(self.target_s / max(first, 1e-7), self.min_repeats, self.max_repeats))
-        median = float(np.median(runner.times(n)))
-        return max(self.floor_s, median - self.fixed_cost())
+        timing = time_model(model, self.device, level="all", feeds=feeds, warmup=self.warmup,
+                            target_s=self.target_s, min_repeats=self.min_repeats,
+                            repeats=self.max_repeats)
+        return max(self.floor_s, timing.median_s - self.fixed_cost())
 
     def one_node_model(self, node: Node, mask: tuple[bool, ...]
                        ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:

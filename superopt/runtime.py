@@ -1,8 +1,16 @@
-"""ONNX Runtime measuring infrastructure: devices, sessions, inputs and timings.
+"""The ONNX Runtime adapter: devices, sessions, inputs and timings, in one place.
 
 Everything here works on plain `onnx.ModelProto`s (or serialized bytes, or a path), independent
 of superopt's IR, so the cost model, the end-to-end A/B gate and the benchmarks share one way of
-building sessions and timing them.
+building sessions and timing them:
+
+- devices: `resolve_device`, `cuda_probe`, `device_name`, `runtime_fingerprint`;
+- sessions and inputs: `make_session`, `random_feeds`, `Runner` (one session bound to fixed
+  inputs, timing one run at a time);
+- timings, all summarized as one record, `Timing` (median, spread, samples):
+  `time_model` times one model's back-to-back runs (the cost model's one-node timings,
+  `session_fixed_cost`); `time_interleaved` times several models against each other in
+  rotating rounds (the A/B gate, which only adds its decision rule, and `superopt bench`).
 
 Measuring conventions (figures in `anchors.md`):
 - a session run has a fixed cost (about 17.5 µs on CUDA, a few µs on the CPU) that one-node
@@ -30,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -549,15 +557,25 @@ class Runner:
 
 @dataclass(frozen=True)
 class Timing:
-    """Repeated timings of one model: robust summaries and the raw samples (seconds).
+    """Repeated timings of one model (seconds): the one timing record of superopt.
 
-    `spread` is (p90 - p10) / median, a relative measure of the noise.
+    `samples` are the raw values, in the order measured: single runs (`time_model`) or each
+    round's best run (`time_interleaved`). `median_s` is their median and `spread` is
+    (p90 - p10) / median of them, a relative measure of the noise.
+
+    Example:
+        >>> t = Timing.from_samples([1.0, 2.0, 3.0])
+        >>> t.median_s, t.min_s, t.max_s
+        (2.0, 1.0, 3.0)
     """
 
     median_s: float
-    min_s: float
     spread: float
     samples: list[float] = field(repr=False)
+
+    @property
+    def min_s(self) -> float:
+        return min(self.samples)
 
     @property
     def max_s(self) -> float:
@@ -566,13 +584,13 @@ class Timing:
     @classmethod
     def from_samples(cls, samples: Sequence[float]) -> Timing:
         """Summarize raw samples (at least one)."""
-        if not samples:
+        if not len(samples):
             raise ValueError("no timing samples")
         values = np.asarray(samples, dtype=np.float64)
         median = float(np.median(values))
         p10, p90 = np.percentile(values, [10, 90])
         spread = float((p90 - p10) / median) if median > 0 else 0.0
-        return cls(median_s=median, min_s=float(values.min()), spread=spread, samples=list(samples))
+        return cls(median_s=median, spread=spread, samples=[float(v) for v in values])
 
 
 def time_model(
@@ -582,18 +600,23 @@ def time_model(
     level: str = "all",
     warmup: int = 5,
     repeats: int = 30,
+    target_s: float | None = None,
+    min_repeats: int = 1,
     feeds: Mapping[str, np.ndarray] | None = None,
     threads: int | None = None,
     seed: int = 0,
 ) -> Timing:
-    """Time whole runs of `model` on `device`: `warmup` untimed runs, then `repeats` timed ones.
+    """Time back-to-back runs of one model on `device`: `warmup` untimed runs, then timed ones.
 
-    Inputs are `feeds` or `random_feeds(model, seed)`. The timings include the session's fixed
-    per-run cost (see `session_fixed_cost`).
+    Without `target_s`, `repeats` runs are timed. With it, the count is fitted from the best of
+    two first runs so that the timed runs take about `target_s` seconds, between `min_repeats`
+    and `repeats` (the cost model's one-node timings). Inputs are `feeds` or
+    `random_feeds(model, seed)`. The timings include the session's fixed per-run cost (see
+    `session_fixed_cost`). To compare models with each other, use `time_interleaved`.
 
     Example:
         >>> t = time_model(model, "cpu", repeats=20)  # doctest: +SKIP
-        >>> t.min_s <= t.median_s
+        >>> t.min_s <= t.median_s                      # doctest: +SKIP
         True
     """
     if repeats < 1:
@@ -603,14 +626,18 @@ def time_model(
         feeds if feeds is not None else random_feeds(model, seed),
     )
     runner.times(max(0, warmup))
-    return Timing.from_samples(runner.times(repeats))
+    n = repeats
+    if target_s is not None:
+        first = runner.best_of(2)
+        n = int(np.clip(target_s / max(first, 1e-7), min_repeats, repeats))
+    return Timing.from_samples(runner.times(n))
 
 
 def session_fixed_cost(device: str) -> float:
     """The fixed cost of one session run on `device`, in seconds (measured once per process).
 
-    It is the median run time of a one-element Identity model, the same way `Runner` times
-    everything else; the cost model subtracts it from one-node timings, whose sum would
+    It is the median run time of a one-element Identity model, timed like everything else
+    (`time_model`); the cost model subtracts it from one-node timings, whose sum would
     otherwise count it once per node (anchors.md: about 17.5 µs on CUDA).
 
     Example:
@@ -622,9 +649,213 @@ def session_fixed_cost(device: str) -> float:
         cached = _fixed_costs.get(resolved)
     if cached is not None:
         return cached
-    runner = Runner(make_session(_identity_model(), resolved), {"x": np.ones(1, np.float32)})
-    runner.times(200)
-    cost = float(np.median(runner.times(2000)))
+    cost = time_model(
+        _identity_model(), resolved, warmup=200, repeats=2000, feeds={"x": np.ones(1, np.float32)}
+    ).median_s
     with _probe_lock:
         _fixed_costs[resolved] = cost
     return cost
+
+
+# ---------------------------------------------------------------------------------------------
+# Interleaved timing: several models against each other
+# ---------------------------------------------------------------------------------------------
+
+# Bounds on the adaptive number of runs per round: at least one; many more than a few hundred
+# only stretch a round over more drift without sharpening its minimum.
+MIN_RUNS_PER_ROUND = 1
+MAX_RUNS_PER_ROUND = 500
+
+
+@dataclass(frozen=True)
+class InterleavedResult:
+    """What `time_interleaved` measured: per model a `Timing` of its per-round best runs, or
+    (with `keep_going`) None and an error line; and the method used."""
+
+    device: str
+    timings: list[Timing | None]
+    errors: list[str | None]
+    rounds: int
+    runs_per_round: int
+    sessions: int
+    elapsed_s: float
+
+
+def time_interleaved(
+    models: Sequence[ModelLike],
+    device: str,
+    *,
+    level: str | Sequence[str] = "all",
+    rounds: int = 9,
+    runs_per_round: int | None = None,
+    sessions: int | None = None,
+    budget_s: float = 4.0,
+    warmup_s: float | None = None,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    threads: int | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    keep_going: bool = False,
+) -> InterleavedResult:
+    """Time `models` against each other on `device`, interleaved: the one measuring loop of the
+    end-to-end A/B gate and of the benchmarks.
+
+    Method (anchors.md: on real models it kept self-comparisons on the 2-core machines within
+    0.99-1.02):
+    - `sessions` fresh sessions per model (default 2 on the CPU, 3 on CUDA: on CUDA a session
+      can stay 50% slower than the next because of the cuDNN algorithms it picked), each run
+      once untimed; `level` is ORT's optimization level, one for all models or one per model;
+    - every session runs until `warmup_s` seconds have passed (default 1 s on CUDA, where
+      clocks ramp up, 0.1 s on the CPU);
+    - in each of `rounds` rounds every model runs `runs_per_round` times back to back and keeps
+      its fastest run (the least disturbed one); the order of the models rotates every round
+      and round r uses session (r // models) mod `sessions`, so every session meets every
+      position. `runs_per_round` None fits it from a few timed runs so that warm-up and rounds
+      take about `budget_s` seconds (building the sessions comes on top; at least one run per
+      round: very slow models overrun it). The garbage collector is off while timing;
+    - a model's `Timing` holds its per-round values: their median and spread (p90 - p10) /
+      median.
+
+    Inputs are `feeds` or `random_feeds(models[0], seed)`, the same for every model.
+    `progress`, if given, is called as progress(done, total) after each model's block of runs.
+    A model whose sessions cannot be built or run raises; with `keep_going`, a model other than
+    the first gets None and an error line instead, and the others go on (a first model that
+    fails raises `ModelError`: nothing to compare with).
+
+    Example:
+        >>> r = time_interleaved([model, other], "cpu", budget_s=1)  # doctest: +SKIP
+        >>> r.timings[0].median_s / r.timings[1].median_s            # doctest: +SKIP
+        1.31
+    """
+    start = time.perf_counter()
+    if not models:
+        raise ValueError("time_interleaved needs at least one model")
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1")
+    if runs_per_round is not None and runs_per_round < 1:
+        raise ValueError("runs_per_round must be at least 1")
+    levels = [level] * len(models) if isinstance(level, str) else list(level)
+    if len(levels) != len(models):
+        raise ValueError(f"{len(levels)} optimization levels for {len(models)} models")
+    resolved = resolve_device(device)
+    n_sessions = sessions if sessions is not None else (3 if resolved == "cuda" else 2)
+    if n_sessions < 1:
+        raise ValueError("sessions must be at least 1")
+    feeds = feeds if feeds is not None else random_feeds(models[0], seed)
+
+    runners: list[list[Runner] | None] = []
+    errors: list[str | None] = []
+    for i, (model, model_level) in enumerate(zip(models, levels)):
+        try:
+            built = [
+                Runner(make_session(model, resolved, level=model_level, threads=threads), feeds)
+                for _ in range(n_sessions)
+            ]
+            for runner in built:
+                runner.run()  # allocations and, on CUDA, the cuDNN algorithm search
+        # ORT raises plain Exceptions; with keep_going every failure becomes the model's error.
+        except Exception as exc:
+            if not keep_going:
+                raise
+            if i == 0:
+                raise ModelError(
+                    f"the model does not run in ONNX Runtime: {error_line(exc)}"
+                ) from None
+            runners.append(None)
+            errors.append(error_line(exc))
+            continue
+        runners.append(built)
+        errors.append(None)
+
+    live = [i for i, model_runners in enumerate(runners) if model_runners is not None]
+    per_round, runs_per_round = _time_rounds(
+        [runners[i] for i in live],  # type: ignore[misc]
+        resolved,
+        rounds=rounds,
+        runs_per_round=runs_per_round,
+        budget_s=budget_s,
+        warmup_s=warmup_s,
+        progress=progress,
+    )
+    by_model = dict(zip(live, per_round))
+    timings = [
+        Timing.from_samples(by_model[i]) if i in by_model else None for i in range(len(models))
+    ]
+    return InterleavedResult(
+        device=resolved,
+        timings=timings,
+        errors=errors,
+        rounds=rounds,
+        runs_per_round=runs_per_round,
+        sessions=n_sessions,
+        elapsed_s=time.perf_counter() - start,
+    )
+
+
+def _time_rounds(
+    runners: Sequence[Sequence[Runner]],
+    device: str,
+    *,
+    rounds: int,
+    runs_per_round: int | None,
+    budget_s: float,
+    warmup_s: float | None,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[list[list[float]], int]:
+    """The rounds of `time_interleaved`: each model's best run per round, in round order, and
+    the runs per round used. Each entry of `runners` is one model's sessions (already run)."""
+    measuring_since = time.perf_counter()
+    # A GPU ramps its clocks up over a fraction of a second (on an H100 the first rounds ran
+    # 30% slower without this, and the spread that caused made margins of 30-40%); a CPU core
+    # leaves its idle state.
+    if warmup_s is None:
+        warmup_s = 1.0 if device == "cuda" else 0.1
+    warm_until = time.perf_counter() + warmup_s
+    while time.perf_counter() < warm_until:
+        for model_runners in runners:
+            for runner in model_runners:
+                runner.run()
+    if runs_per_round is None:
+        # Rounds cost the mean run, not the best one: estimate with the mean of a few.
+        estimate = sum(float(np.mean(model_runners[0].times(3))) for model_runners in runners)
+        remaining = budget_s - (time.perf_counter() - measuring_since)
+        runs_per_round = _runs_per_round(remaining, rounds, estimate)
+    n, n_sessions = len(runners), len(runners[0])
+    per_round: list[list[float]] = [[] for _ in runners]
+    total, done = rounds * n, 0
+    # A garbage collection inside one run would be charged to one model.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            session_index = (r // n) % n_sessions
+            shift = r % n
+            for m in [*range(shift, n), *range(shift)]:
+                per_round[m].append(runners[m][session_index].best_of(runs_per_round))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    finally:
+        if was_enabled:
+            gc.enable()
+    return per_round, runs_per_round
+
+
+def _runs_per_round(remaining_s: float, rounds: int, seconds_per_round_run: float) -> int:
+    """How many runs per model and round fit `remaining_s` seconds."""
+    if seconds_per_round_run <= 0:
+        return MAX_RUNS_PER_ROUND
+    fit = int(max(remaining_s, 0.0) / (rounds * seconds_per_round_run))
+    return max(MIN_RUNS_PER_ROUND, min(MAX_RUNS_PER_ROUND, fit))
+
+
+def error_line(error: BaseException) -> str:
+    """An exception in one line for a report: its first non-blank line (else its type's name),
+    at most 300 characters.
+
+    Example:
+        >>> error_line(RuntimeError("[ONNXRuntimeError] : 1 : FAIL : bad\\n  details"))
+        '[ONNXRuntimeError] : 1 : FAIL : bad'
+    """
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:300]

@@ -7,7 +7,8 @@ import numpy as np
 import onnx
 import pytest
 
-from superopt.pipeline.gate import ModelTiming, compare_models, decide
+from superopt.pipeline.gate import compare_models, decide
+from superopt.runtime import Timing
 
 SIZE = 256
 
@@ -19,9 +20,9 @@ def matmul_chain(n: int, size: int = SIZE) -> onnx.ModelProto:
 def check_consistent(result, n_candidates: int) -> None:
     assert len(result.candidates) == len(result.ratios) == len(result.margins) == n_candidates
     for timing in (result.baseline, *result.candidates):
-        assert len(timing.rounds_s) == result.rounds
+        assert len(timing.samples) == result.rounds
         assert timing.median_s > 0 and timing.spread >= 0
-        assert min(timing.rounds_s) <= timing.median_s <= max(timing.rounds_s)
+        assert timing.min_s <= timing.median_s <= timing.max_s
     for cand, ratio, margin in zip(result.candidates, result.ratios, result.margins):
         assert ratio == pytest.approx(result.baseline.median_s / cand.median_s)
         assert margin >= 0.01
@@ -67,10 +68,10 @@ def test_the_fastest_winner_is_chosen_and_progress_is_reported():
 
 
 def test_the_decision_rule():
-    def timing(median_ms: float, spread: float) -> ModelTiming:
+    def timing(median_ms: float, spread: float) -> Timing:
         # Nine rounds whose p10..p90 span is about `spread` of the median.
         values = median_ms * 1e-3 * (1 + spread * np.linspace(-0.625, 0.625, 9))
-        return ModelTiming.from_rounds(values.tolist())
+        return Timing.from_samples(values.tolist())
 
     base = timing(10, 0.0)
     ratios, margins, best = decide(base, [timing(9.95, 0.0), timing(9.0, 0.0)])

@@ -1,4 +1,5 @@
-"""`superopt bench`: the interleaved timing, the Markdown results, failures, the GPU script.
+"""`superopt bench`: the Markdown results, failures, the GPU script (the interleaved timing it
+uses is tested with the runtime adapter, in test_ort_runtime.py).
 
 One benchmark run (squeezenet from the zoo, a MatMul chain a hand-written rule rewrites, and a
 model ONNX Runtime cannot load) is shared by the tests that read its results. No assertion
@@ -21,9 +22,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from superopt import zoo
-from superopt.core.errors import SuperoptError
 from superopt.core.rules import Rule, save_rules
-from superopt.face.bench import (
+from superopt.face.cli import main
+from superopt.face.commands.bench import (
     BenchReport,
     ModelBench,
     default_out_path,
@@ -32,10 +33,8 @@ from superopt.face.bench import (
     report_from_json,
     report_json,
     run_bench,
-    time_interleaved,
 )
-from superopt.face.cli import main
-from superopt.pipeline.gate import ModelTiming
+from superopt.runtime import Timing
 
 SEED = 0
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +117,7 @@ def test_rows_hold_the_measured_values(bench_run):
     squeeze = next(m for m in report.models if m.name == "squeezenet")
     assert squeeze.nodes_before == len(zoo.build("squeezenet").graph.node)
     assert set(squeeze.timings) >= {"ORT disable", "ORT all", "superopt"}
-    assert all(len(t.rounds_s) == 3 and t.median_s > 0 for t in squeeze.timings.values())
+    assert all(len(t.samples) == 3 and t.median_s > 0 for t in squeeze.timings.values())
     row = dict(zip(headers, rows["squeezenet"]))
     assert row["nodes before → after"] == f"{squeeze.nodes_before} → {squeeze.nodes_after}"
     all_ms = squeeze.timings["ORT all"]
@@ -182,8 +181,8 @@ def test_geomean():
     assert geomean([None]) is None
 
 
-def _timing(ms: float, spread: float) -> ModelTiming:
-    return ModelTiming(median_s=ms / 1e3, spread=spread, rounds_s=[ms / 1e3] * 3)
+def _timing(ms: float, spread: float) -> Timing:
+    return Timing(median_s=ms / 1e3, spread=spread, samples=[ms / 1e3] * 3)
 
 
 def test_ratios_within_the_noise_are_marked():
@@ -201,21 +200,6 @@ def test_ratios_within_the_noise_are_marked():
 def test_default_out_path():
     assert default_out_path("cpu", "AMD EPYC (2 cores)") == Path("benchmarks/results/cpu.md")
     assert default_out_path("cuda", "NVIDIA H200").name == "cuda-nvidia-h200.md"
-
-
-def test_time_interleaved_reports_a_variant_that_cannot_run():
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
-    relu = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "r",
-                                               [x], [y]),
-                             opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    result = time_interleaved([relu, broken_model(), relu], ["disable", "all", "all"], "cpu",
-                              rounds=4, runs_per_round=2)
-    assert result.timings[1] is None and result.errors[1]
-    assert [len(result.timings[i].rounds_s) for i in (0, 2)] == [4, 4]
-    assert result.runs_per_round == 2 and result.sessions == 2
-    with pytest.raises(SuperoptError, match="does not run in ONNX Runtime"):
-        time_interleaved([broken_model(), relu], ["all", "all"], "cpu", rounds=1)
 
 
 def test_time_limit_skips_the_remaining_models(tmp_path):

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 
 from superopt.core.rules import Rule, save_rules
 from superopt.face.cli import main
-from superopt.face.inspection import ModelSummary, RulesSummary, summarize
+from superopt.face.commands.inspect import ModelSummary, RulesSummary, summarize
 
 ONNX_KEYS = {"kind", "path", "file_bytes", "ir_version", "producer", "opset_imports", "inputs",
              "outputs", "node_count", "op_counts", "imported_node_count", "modeled", "opaque",

@@ -1,4 +1,4 @@
-"""Behaviour of the ONNX Runtime measuring layer: devices, sessions, inputs, timings."""
+"""Behaviour of the ONNX Runtime adapter: devices, sessions, inputs, timings."""
 
 from __future__ import annotations
 
@@ -189,6 +189,88 @@ def test_time_model_summaries_are_consistent():
     assert all(sample > 0 for sample in timing.samples)
     assert 0 < timing.min_s <= timing.median_s <= timing.max_s
     assert timing.spread >= 0
+
+
+def test_time_model_fits_the_repeats_to_a_target():
+    model = matmul_chain(1)
+    # A target far beyond the bound: capped at `repeats`; a target of zero: at `min_repeats`.
+    capped = rt.time_model(model, "cpu", warmup=1, repeats=7, target_s=1e6, min_repeats=3)
+    floored = rt.time_model(model, "cpu", warmup=1, repeats=7, target_s=0.0, min_repeats=3)
+    assert (len(capped.samples), len(floored.samples)) == (7, 3)
+
+
+def test_timing_summarizes_samples():
+    timing = rt.Timing.from_samples([3.0, 1.0, 2.0])
+    assert (timing.median_s, timing.min_s, timing.max_s) == (2.0, 1.0, 3.0)
+    assert timing.samples == [3.0, 1.0, 2.0]  # in the order measured
+    assert timing.spread == pytest.approx((2.8 - 1.2) / 2.0)
+    with pytest.raises(ValueError, match="no timing samples"):
+        rt.Timing.from_samples([])
+
+
+def relu_model() -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    return make_model([helper.make_node("Relu", ["x"], ["y"])], [x], [y])
+
+
+def unrunnable_model() -> onnx.ModelProto:
+    """A node ONNX Runtime does not know: no session can be built."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    node = helper.make_node("NoSuchOp", ["x"], ["y"], domain="com.example", name="mystery")
+    graph = helper.make_graph([node], "broken", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid("com.example", 1)],
+                             ir_version=8)
+
+
+def test_time_interleaved_times_every_model_per_round():
+    calls = []
+    result = rt.time_interleaved([relu_model(), relu_model()], "cpu", rounds=4,
+                                 runs_per_round=2, sessions=1, level=["disable", "all"],
+                                 progress=lambda done, total: calls.append((done, total)))
+    assert result.device == "cpu" and result.errors == [None, None]
+    assert result.rounds == 4 and result.runs_per_round == 2 and result.sessions == 1
+    for timing in result.timings:
+        assert len(timing.samples) == 4 and timing.median_s > 0 and timing.spread >= 0
+    assert calls == [(i, 8) for i in range(1, 9)]
+    assert result.elapsed_s > 0
+
+
+def test_time_interleaved_reports_a_model_that_cannot_run():
+    relu = relu_model()
+    result = rt.time_interleaved([relu, unrunnable_model(), relu], "cpu",
+                                 level=["disable", "all", "all"], rounds=4, runs_per_round=2,
+                                 keep_going=True)
+    assert result.timings[1] is None and result.errors[1]
+    assert [len(result.timings[i].samples) for i in (0, 2)] == [4, 4]
+    assert result.errors[0] is None and result.errors[2] is None
+    assert result.runs_per_round == 2 and result.sessions == 2
+    # The first model is what the others are compared with: its failure stops everything.
+    with pytest.raises(ModelError, match="does not run in ONNX Runtime"):
+        rt.time_interleaved([unrunnable_model(), relu], "cpu", rounds=1, keep_going=True)
+    # Without keep_going any failure raises.
+    with pytest.raises(ModelError):
+        rt.time_interleaved([relu, unrunnable_model()], "cpu", rounds=1)
+
+
+def test_time_interleaved_refuses_bad_arguments():
+    model = relu_model()
+    with pytest.raises(ValueError, match="rounds"):
+        rt.time_interleaved([model], "cpu", rounds=0)
+    with pytest.raises(ValueError, match="runs_per_round"):
+        rt.time_interleaved([model], "cpu", runs_per_round=0)
+    with pytest.raises(ValueError, match="sessions"):
+        rt.time_interleaved([model], "cpu", sessions=0)
+    with pytest.raises(ValueError, match="levels"):
+        rt.time_interleaved([model, model], "cpu", level=["all"])
+
+
+def test_error_line():
+    assert rt.error_line(RuntimeError("\n  first line \nsecond")) == "first line"
+    assert rt.error_line(KeyError()) == "KeyError"
+    assert len(rt.error_line(ValueError("x" * 1000))) == 300
 
 
 def test_session_fixed_cost_is_small_positive_and_cached():

@@ -1,21 +1,21 @@
 """The `superopt` command line: one entry point, one module per subcommand.
 
-Each module in `superopt.face.commands` defines `register(subparsers)`, adding its subcommand with a
-`func(args) -> int` default. Errors meant for users (`SuperoptError`) print as one line and exit
+Each module in `superopt.face.commands` defines `register(subparsers)`, adding its subcommand with
+a `func(args) -> int` default. Errors meant for users (`SuperoptError`) print as one line and exit
 with code 2; a traceback is shown only with `-v`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from superopt.core.errors import SuperoptError
 from superopt.core.version import __version__
+from superopt.face.commands import bench, generate, inspect, optimize, rules, verify, zoo
 
 # Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("optimize", "inspect", "generate", "verify", "rules", "zoo", "bench")
+COMMANDS = (optimize, inspect, generate, verify, rules, zoo, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,25 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "with ONNX Runtime.")
     parser.add_argument("--version", action="version", version=f"superopt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"superopt.face.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"superopt.face.commands.{name}":
-                continue  # a command not built yet
-            raise
+    for module in COMMANDS:
         module.register(sub)
     for choice in sub.choices.values():
         choice.set_defaults(_parser=choice)
     return parser
-
-
-def add_verbosity(p: argparse.ArgumentParser) -> None:
-    """-q / -v, shared by every subcommand."""
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    g.add_argument("-v", "--verbose", action="store_true",
-                   help="print more detail, and full tracebacks on errors")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,9 @@
 """Console output that works with or without `rich`: tables, styled lines, phase progress.
 
 `rich` is a dependency of the package, but the GPU machine runs superopt from an editable
-install with `--no-deps`, where it may be missing. The commands that must run there
-(`optimize`, `bench`) print through this module: with rich they get its tables, colours and
-progress bars; without it, the same content as plain text.
+install with `--no-deps`, where it may be missing. This is the one module that imports rich;
+the commands print through it: with rich they get its tables, colours and progress bars;
+without it, the same content as plain text.
 
 Example:
     >>> console = Console(stderr=False)
@@ -43,6 +43,21 @@ def format_bytes(n: float) -> str:
     return f"{n:.2f} GB"
 
 
+def escape(text: str) -> str:
+    """`text` made safe to print with markup: brackets that look like style tags are escaped
+    (rich's `escape`); without rich, unchanged.
+
+    Example:
+        >>> escape("model.onnx")
+        'model.onnx'
+    """
+    if not have_rich():
+        return text
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def strip_markup(text: str) -> str:
     """Drop rich style tags, keep everything else.
 
@@ -56,13 +71,20 @@ def strip_markup(text: str) -> str:
 class Table:
     """A table rendered by rich when available, else as aligned plain text."""
 
-    def __init__(self, title: str | None = None) -> None:
+    def __init__(self, title: str | None = None, *, show_header: bool = True,
+                 title_justify: str = "center") -> None:
+        """`title_justify` ("left", "center", "right") places the title (rich only)."""
         self.title = title
+        self.show_header = show_header
+        self.title_justify = title_justify
         self.columns: list[tuple[str, str]] = []  # (header, justify)
+        self.styles: list[str | None] = []  # a column's rich style, e.g. "bold"
         self.rows: list[list[str] | None] = []  # None marks a section break
 
-    def add_column(self, header: str, justify: str = "left") -> None:
+    def add_column(self, header: str = "", justify: str = "left", style: str | None = None
+                   ) -> None:
         self.columns.append((header, justify))
+        self.styles.append(style)
 
     def add_row(self, *cells: str) -> None:
         self.rows.append([str(c) for c in cells])
@@ -74,7 +96,7 @@ class Table:
         """The table as plain, aligned text (markup removed)."""
         headers = [h for h, _ in self.columns]
         body = [None if r is None else [strip_markup(c) for c in r] for r in self.rows]
-        widths = [len(h) for h in headers]
+        widths = [len(h) if self.show_header else 0 for h in headers]
         for row in body:
             for i, cell in enumerate(row or []):
                 widths[i] = max(widths[i], len(cell))
@@ -86,7 +108,8 @@ class Table:
             return "  ".join(out).rstrip()
 
         lines = [self.title] if self.title else []
-        lines += [line(headers), line(["-" * w for w in widths])]
+        if self.show_header:
+            lines += [line(headers), line(["-" * w for w in widths])]
         for row in body:
             lines.append(line(["-" * w for w in widths]) if row is None else line(row))
         return "\n".join(lines)
@@ -94,9 +117,10 @@ class Table:
     def to_rich(self) -> Any:
         from rich.table import Table as RichTable
 
-        table = RichTable(title=self.title)
-        for header, justify in self.columns:
-            table.add_column(header, justify=justify)  # type: ignore[arg-type]
+        table = RichTable(title=self.title, show_header=self.show_header,
+                          title_justify=self.title_justify)  # type: ignore[arg-type]
+        for (header, justify), style in zip(self.columns, self.styles):
+            table.add_column(header, justify=justify, style=style)  # type: ignore[arg-type]
         for row in self.rows:
             if row is None:
                 table.add_section()

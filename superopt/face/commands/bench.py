@@ -1,17 +1,152 @@
-"""`superopt bench [NAME ...]`: time zoo models as built, at ORT all, and after superopt."""
+"""`superopt bench [NAME ...]`: each zoo model as built, at ORT's best level, and after superopt,
+timed in one run. This module holds the command's parser, its logic and its rendering.
+
+For every model `run_bench` builds it, optimizes it with `superopt.pipeline.optimize.optimize` (the
+measured cost model on the chosen device, the shipped rules unless told), then times, in **one
+interleaved run**, the variants
+
+- ``ORT disable``: the model as built, at ORT_DISABLE_ALL,
+- ``ORT all``: the model as built, at ORT_ENABLE_ALL,
+- ``superopt``: superopt's output (what `optimize` would write), at ORT_ENABLE_ALL,
+- ``onnxslim``: onnxslim's output at ORT_ENABLE_ALL, when onnxslim is installed (a peer),
+
+with the A/B gate's measuring loop, `superopt.runtime.time_interleaved`: fresh sessions per
+variant, several rounds whose order rotates, the best of a few runs per round, the median over
+rounds and the spread (p90 - p10) / median; a ratio counts as significant by the gate's rule
+(`superopt.pipeline.gate.noise_margin`). Unlike the gate, each variant has its own optimization
+level, and a variant that fails (a peer's output ORT cannot load) is reported, not fatal.
+
+A model that fails anywhere is reported in its row; the others still run. `write_markdown`
+renders the results (rewritten after every model, so a run cut short leaves its rows).
+
+Example:
+    >>> report = run_bench(["squeezenet"], device="cpu", rounds=3)    # doctest: +SKIP
+    >>> report.models[0].speedup_over_all                              # doctest: +SKIP
+    1.004
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import math
+import os
+import platform
+import re
 import shlex
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from superopt.face.cli import add_verbosity
+import numpy as np
+import onnx
+
+from superopt.core.atomic import atomic_write
+from superopt.core.errors import UsageError
+from superopt.core.onnx_io import to_onnx
+from superopt.core.version import __version__
+from superopt.face.commands import add_verbosity
+
+if TYPE_CHECKING:
+    from superopt.runtime import Timing
+
+DEFAULT_ROUNDS = 9
+DEFAULT_TIMING_BUDGET_S = 8.0
+DEFAULT_TIME_LIMIT_S = 30.0
+#: the smallest relative difference ever called significant (the A/B gate's `min_margin`)
+NOISE_FLOOR = 0.01
+
+Log = Callable[[str], None]
+Builder = Callable[[str], onnx.ModelProto]
+
+
+@dataclass
+class ModelBench:
+    """One model's row: sizes, timings by variant label, the optimizer's work, errors."""
+
+    name: str
+    nodes_before: int | None = None
+    nodes_after: int | None = None
+    timings: dict[str, Timing] = field(default_factory=dict)
+    optimize_s: float | None = None
+    cache_state: str = ""  # "cold", "warm" or "partial" (of the measured-cost cache)
+    rewrites: dict[str, int] = field(default_factory=dict)  # rule label -> times applied
+    kept: bool | None = None  # True: superopt's candidate was kept by its gate
+    kept_reason: str = ""
+    error: str | None = None  # the failure that stopped this model, in one line
+    notes: list[str] = field(default_factory=list)  # lesser failures (a peer, a variant)
+    phase_s: dict[str, float] = field(default_factory=dict)
+    runs_per_round: int | None = None
+    sessions: int | None = None
+
+    def ratio(self, reference: str, variant: str = "superopt") -> float | None:
+        """reference median / variant median (above 1: `variant` is faster), or None."""
+        ref, var = self.timings.get(reference), self.timings.get(variant)
+        if ref is None or var is None or var.median_s <= 0:
+            return None
+        return ref.median_s / var.median_s
+
+    def significant(self, reference: str, variant: str = "superopt") -> bool | None:
+        """Whether `ratio(reference, variant)` differs from 1 beyond the noise, by the A/B
+        gate's rule (|ratio - 1| > max(1%, hypot of the two spreads)); None without timings."""
+        from superopt.pipeline.gate import noise_margin
+
+        ratio = self.ratio(reference, variant)
+        if ratio is None:
+            return None
+        margin = noise_margin(self.timings[reference], self.timings[variant], NOISE_FLOOR)
+        return abs(ratio - 1.0) > margin
+
+    @property
+    def speedup_over_all(self) -> float | None:
+        return self.ratio("ORT all")
+
+    @property
+    def speedup_over_disable(self) -> float | None:
+        return self.ratio("ORT disable")
+
+
+@dataclass
+class BenchReport:
+    """A whole benchmark run: the environment, the method and one `ModelBench` per model."""
+
+    device: str
+    device_name: str
+    provider: str
+    versions: dict[str, str]
+    command: str
+    date: str
+    rounds: int
+    timing_budget_s: float
+    rules_label: str
+    models: list[ModelBench] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    peers: list[str] = field(default_factory=list)  # peers whose outputs are timed
+
+
+def geomean(values: Sequence[float | None]) -> float | None:
+    """Geometric mean of the values that are not None (None if there are none).
+
+    Example:
+        >>> geomean([2.0, 0.5, None, 1.0])
+        1.0
+    """
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return float(math.exp(sum(math.log(v) for v in present) / len(present)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from superopt.face.bench import DEFAULT_ROUNDS, DEFAULT_TIME_LIMIT_S, DEFAULT_TIMING_BUDGET_S
-
     p = subparsers.add_parser(
         "bench", help="benchmark the zoo models: ORT disabled, ORT all, superopt",
         description="For each zoo model: optimize it with superopt, then time the model at "
@@ -46,8 +181,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superopt.core.errors import UsageError
-    from superopt.face.bench import default_out_path, run_bench
     from superopt.face.console import Console
     from superopt.runtime import device_name, resolve_device
 
@@ -91,7 +224,6 @@ def _command_line(args: argparse.Namespace) -> str:
 
 def _console_table(report):
     """The Markdown table without its widest column: rewrites become a count."""
-    from superopt.face.bench import table_rows
     from superopt.face.console import Table
 
     headers, rows = table_rows(report)
@@ -105,3 +237,399 @@ def _console_table(report):
     table.add_section()
     table.add_row(*[c.replace("**", "") for c in rows[-1]])
     return table
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark run
+# ---------------------------------------------------------------------------------------------
+
+
+def onnxslim_available() -> bool:
+    """Whether the onnxslim peer can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxslim") is not None
+
+
+def environment(device: str) -> tuple[str, str, dict[str, str]]:
+    """(device name, provider, versions) of this run."""
+    import onnxruntime as ort
+
+    from superopt.runtime import PROVIDERS, device_name
+
+    versions = {"onnxruntime": ort.__version__, "onnx": onnx.__version__,
+                "numpy": np.__version__, "superopt": __version__,
+                "python": platform.python_version()}
+    if onnxslim_available():
+        import onnxslim
+
+        versions["onnxslim"] = getattr(onnxslim, "__version__", "?")
+    return device_name(device), PROVIDERS[device], versions
+
+
+def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
+              rounds: int = DEFAULT_ROUNDS, timing_budget_s: float = DEFAULT_TIMING_BUDGET_S,
+              rules: str | os.PathLike | None = None,
+              time_limit: float = DEFAULT_TIME_LIMIT_S, peers: bool = True,
+              cache_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+              json_out: str | os.PathLike | None = None, command: str = "",
+              max_total_s: float | None = None,
+              builder: Builder | None = None, log: Log | None = None) -> BenchReport:
+    """Benchmark zoo models `names` (default: all) on `device`; see the module doc.
+
+    `out` (Markdown) and `json_out` (`report_json`), if given, are rewritten after every
+    model. `max_total_s` skips the models that would start after that many seconds (noted in
+    the report). `builder(name)` replaces `superopt.zoo.build` (tests). `log` receives one line
+    per phase.
+    """
+    from superopt import zoo
+    from superopt.pipeline.optimize import select_rules
+    from superopt.runtime import resolve_device
+
+    started = time.perf_counter()
+    say = log or (lambda line: None)
+    names = list(names) if names else zoo.list_models()
+    if builder is None:
+        unknown = [n for n in names if n not in zoo.MODELS]
+        if unknown:
+            raise UsageError(f"unknown zoo model {unknown[0]!r}; valid names: "
+                             f"{', '.join(zoo.list_models())}")
+        builder = zoo.build
+    resolved = resolve_device(device)
+    rule_list = select_rules(rules)  # RulesError for a bad file, before any model is built
+    name, provider, versions = environment(resolved)
+    report = BenchReport(
+        device=resolved, device_name=name, provider=provider, versions=versions,
+        command=command, date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        rounds=rounds, timing_budget_s=timing_budget_s,
+        rules_label=f"{len(rule_list)} proved rules from "
+                    f"{rules if rules else 'the shipped database (superopt/rules_db/rules.json)'}")
+    use_slim = peers and onnxslim_available()
+    if use_slim:
+        report.peers.append("onnxslim")
+    elif peers:
+        report.notes.append("onnxslim not installed: skipped (`pip install superopt[bench]`).")
+    cost_model = _cost_model(resolved, cache_dir)
+    load_before = _load_average()
+    for k, model_name in enumerate(names):
+        elapsed = time.perf_counter() - started
+        if max_total_s is not None and elapsed > max_total_s:
+            row = ModelBench(model_name, error=f"skipped: the run's time limit ({max_total_s:.0f}"
+                                               f" s) was reached")
+            report.models.append(row)
+            say(f"[{k + 1}/{len(names)}] {model_name}: {row.error}")
+            continue
+        say(f"[{k + 1}/{len(names)}] {model_name}")
+        row = bench_model(model_name, builder, resolved, rule_list, cost_model, rounds=rounds,
+                          timing_budget_s=timing_budget_s, time_limit=time_limit,
+                          use_slim=use_slim, log=say)
+        report.models.append(row)
+        _save(report, out, json_out)
+    if resolved == "cpu" and load_before is not None:
+        # Other processes share the cores: the load says how much to trust small differences.
+        report.notes.append(f"load average (1 min) {load_before:.2f} at the start, "
+                            f"{_load_average():.2f} at the end.")
+    _save(report, out, json_out)
+    return report
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def _save(report: BenchReport, out: str | os.PathLike | None,
+          json_out: str | os.PathLike | None) -> None:
+    if out is not None:
+        write_markdown(report, out)
+    if json_out is not None:
+        write_json(report, json_out)
+
+
+def _cost_model(device: str, cache_dir: str | os.PathLike | None):
+    from superopt.cost_model import make_cost_model
+    from superopt.cost_model.cache import CostCache
+
+    cache = CostCache(cache_dir) if cache_dir is not None else None
+    # `is not None`: an empty CostCache is falsy (it has a length).
+    return make_cost_model("measured", device, **({"cache": cache} if cache is not None else {}))
+
+
+def bench_model(name: str, builder: Builder, device: str, rules: Sequence, cost_model, *,
+                rounds: int, timing_budget_s: float, time_limit: float, use_slim: bool,
+                log: Log) -> ModelBench:
+    """Build, optimize and time one model; every failure ends up in the returned row."""
+    from superopt.pipeline.optimize import optimize
+    from superopt.runtime import time_interleaved
+
+    row = ModelBench(name)
+    t = time.perf_counter()
+    try:
+        model = builder(name)
+    except Exception as e:  # noqa: BLE001 - a broken builder must not stop the other models
+        row.error = f"build failed: {_one_line(e)}"
+        log(f"  {row.error}")
+        return row
+    row.phase_s["build"] = time.perf_counter() - t
+    row.nodes_before = len(model.graph.node)
+
+    variants: list[tuple[str, onnx.ModelProto, str]] = [
+        ("ORT disable", model, "disable"), ("ORT all", model, "all")]
+    t = time.perf_counter()
+    measured_before = (getattr(cost_model, "measured", 0), getattr(cost_model, "cache_hits", 0))
+    try:
+        result = optimize(model, None, rules=list(rules), device=device, time_limit=time_limit,
+                          cost_model=cost_model, write=False)
+    except Exception as e:  # noqa: BLE001 - reported in the row; the ORT variants still run
+        row.error = f"optimize failed: {_one_line(e)}"
+        log(f"  {row.error}")
+    else:
+        row.optimize_s = time.perf_counter() - t
+        row.cache_state = _cache_state(cost_model, measured_before)
+        superopt_model = to_onnx(result.graph_after)
+        row.nodes_after = len(superopt_model.graph.node)
+        row.kept, row.kept_reason = result.kept, result.kept_reason
+        row.rewrites = dict(Counter(_rule_label(s) for s in result.steps))
+        variants.append(("superopt", superopt_model, "all"))
+        log(f"  optimize {row.optimize_s:.1f} s (cost cache {row.cache_state}): "
+            f"{sum(row.rewrites.values())} rewrites; {result.kept_reason}")
+    row.phase_s["optimize"] = time.perf_counter() - t
+
+    if use_slim:
+        t = time.perf_counter()
+        try:
+            import onnxslim
+
+            variants.append(("onnxslim", onnxslim.slim(_copy(model)), "all"))
+        except Exception as e:  # noqa: BLE001 - a peer's failure is a note, not the model's
+            row.notes.append(f"onnxslim failed: {_one_line(e)}")
+        row.phase_s["onnxslim"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    try:
+        timed = time_interleaved([v[1] for v in variants], device, level=[v[2] for v in variants],
+                                 rounds=rounds, budget_s=timing_budget_s, feeds=_feeds(model),
+                                 keep_going=True)
+    except Exception as e:  # noqa: BLE001
+        row.error = (row.error + "; " if row.error else "") + f"timing failed: {_one_line(e)}"
+        log(f"  {row.error}")
+        return row
+    row.phase_s["timing"] = time.perf_counter() - t
+    row.runs_per_round, row.sessions = timed.runs_per_round, timed.sessions
+    for (label, _, _), timing, error in zip(variants, timed.timings, timed.errors):
+        if timing is not None:
+            row.timings[label] = timing
+        else:
+            row.notes.append(f"{label} output does not run in ONNX Runtime: {error}")
+    parts = ", ".join(f"{label} {t.median_s * 1e3:.3f} ms" for label, t in row.timings.items())
+    log(f"  timing {row.phase_s['timing']:.1f} s ({timed.rounds} rounds x "
+        f"{timed.runs_per_round} runs, {timed.sessions} sessions): {parts}")
+    return row
+
+
+def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Valid inputs: the zoo's (token ids below the vocabulary size) or generic random ones."""
+    from superopt import zoo
+    from superopt.runtime import random_feeds
+
+    try:
+        return zoo.input_feeds(model)
+    except ValueError:
+        return random_feeds(model)
+
+
+def _cache_state(cost_model, before: tuple[int, int]) -> str:
+    """How the measured-cost cache served this model: "cold: N ops measured" or "warm"."""
+    measured = getattr(cost_model, "measured", 0) - before[0]
+    hits = getattr(cost_model, "cache_hits", 0) - before[1]
+    if measured:
+        return f"cold: {measured} ops measured" + (f", {hits} cached" if hits else "")
+    return "warm" if hits else "no op costs needed"
+
+
+def _rule_label(step) -> str:
+    return step.rule_name or step.rule_id[:12]
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+def _one_line(error: BaseException) -> str:
+    from superopt.runtime import error_line
+
+    return error_line(error)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+
+def default_out_path(device: str, device_name: str, folder: str | os.PathLike = "benchmarks/results"
+                     ) -> Path:
+    """benchmarks/results/cpu.md, or cuda-<gpu name slug>.md.
+
+    Example:
+        >>> default_out_path("cuda", "NVIDIA H100 80GB HBM3").name
+        'cuda-nvidia-h100-80gb-hbm3.md'
+    """
+    if device == "cuda":
+        slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-") or "gpu"
+        return Path(folder) / f"cuda-{slug}.md"
+    return Path(folder) / f"{device}.md"
+
+
+def _ms(t: Timing | None) -> str:
+    return "—" if t is None else f"{t.median_s * 1e3:.3f} ± {t.spread:.0%}"
+
+
+def _x(ratio: float | None, significant: bool | None = True) -> str:
+    if ratio is None:
+        return "—"
+    return f"{ratio:.3f}×" + ("" if significant else " (n.s.)")
+
+
+def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the results table (the geomean row last), as plain strings."""
+    slim = "onnxslim" in report.peers
+    headers = ["model", "nodes before → after", "ORT disable (ms)", "ORT all (ms)",
+               "superopt (ms)"]
+    headers += ["onnxslim (ms)"] if slim else []
+    headers += ["superopt vs ORT all", "superopt vs disable"]
+    headers += ["onnxslim vs ORT all"] if slim else []
+    headers += ["optimize (s)", "rewrites applied"]
+    rows = []
+    for m in report.models:
+        nodes = "—" if m.nodes_before is None else (
+            f"{m.nodes_before} → {m.nodes_after if m.nodes_after is not None else '—'}")
+        row = [m.name, nodes, _ms(m.timings.get("ORT disable")), _ms(m.timings.get("ORT all")),
+               _ms(m.timings.get("superopt"))]
+        row += [_ms(m.timings.get("onnxslim"))] if slim else []
+        row += [_x(m.speedup_over_all, m.significant("ORT all")),
+                _x(m.speedup_over_disable, m.significant("ORT disable"))]
+        row += [_x(m.ratio("ORT all", "onnxslim"), m.significant("ORT all", "onnxslim"))] \
+            if slim else []
+        opt = "—" if m.optimize_s is None else f"{m.optimize_s:.1f} ({m.cache_state})"
+        row += [opt, _rewrites_cell(m)]
+        rows.append(row)
+    geo = ["**geomean**", "", "", "", ""] + ([""] if slim else [])
+    geo += [_x(geomean([m.speedup_over_all for m in report.models])),
+            _x(geomean([m.speedup_over_disable for m in report.models]))]
+    geo += [_x(geomean([m.ratio("ORT all", "onnxslim") for m in report.models]))] if slim else []
+    geo += ["", ""]
+    rows.append(geo)
+    return headers, rows
+
+
+def _rewrites_cell(m: ModelBench) -> str:
+    if m.error:
+        return f"**error**: {m.error}"
+    if m.kept is None:
+        return "—"
+    applied = ", ".join(f"{label} ×{n}" for label, n in sorted(m.rewrites.items()))
+    if m.kept:
+        return applied
+    return f"none (original kept: {m.kept_reason})"
+
+
+def render_markdown(report: BenchReport) -> str:
+    """The report as Markdown: header fields, the table, the method and notes."""
+    v = report.versions
+    lines = [
+        f"# superopt bench: {report.device} ({report.device_name})", "",
+        f"- date: {report.date}",
+        f"- device: {report.device_name}; provider: {report.provider}",
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- command: `{report.command}`" if report.command else "- command: (Python API)",
+        f"- rules: {report.rules_label}", "",
+    ]
+    headers, rows = table_rows(report)
+    lines.append("| " + " | ".join(headers) + " |")
+    left = (0, 1, len(headers) - 1)  # names and text left, numbers right
+    lines.append("|" + "|".join("---" if i in left else "---:" for i in range(len(headers))) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    runs = sorted({m.runs_per_round for m in report.models if m.runs_per_round})
+    sessions = sorted({m.sessions for m in report.models if m.sessions})
+    lines += [
+        "",
+        "Method: for each model the variants (the model as built at ORT_DISABLE_ALL and at "
+        "ORT_ENABLE_ALL, superopt's output at ORT_ENABLE_ALL"
+        + (", onnxslim's output at ORT_ENABLE_ALL" if report.peers else "") +
+        ") are timed in one interleaved run: "
+        f"{'/'.join(map(str, sessions)) or '?'} fresh sessions per variant, {report.rounds} rounds"
+        " whose order rotates and that cycle over the sessions, the best of "
+        f"{'/'.join(map(str, runs)) or '?'} runs per round (fitted to about "
+        f"{report.timing_budget_s:g} s of timing per model), inputs bound once with IO binding"
+        + (" (on the GPU, outputs stay there)" if report.device == "cuda" else "") + ". "
+        "Times are the median over rounds ± the spread (p90 − p10) / median; speedups are "
+        "reference median / variant median (above 1: faster); *n.s.* marks a ratio within the "
+        "noise by the end-to-end gate's rule (|ratio − 1| ≤ max(1%, the two spreads combined in "
+        "quadrature)). Optimize time is superopt's whole "
+        "pipeline (cost measurement, search, end-to-end gate, numerical check) with the state of "
+        "the measured-cost cache it started from. The geomean is over the models with a value.",
+    ]
+    notes = list(report.notes)
+    for m in report.models:
+        notes += [f"{m.name}: {n}" for n in m.notes]
+    if report.device == "cpu":
+        notes.append("CPU timings on a shared machine: other processes add noise; differences "
+                     "within the spread are not significant.")
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def report_json(report: BenchReport) -> dict:
+    """The report as JSON-ready data, with every round's time (for looking into the noise)."""
+    data = {k: v for k, v in report.__dict__.items() if k != "models"}
+    data["format"] = "superopt-bench/1"
+    data["models"] = []
+    for m in report.models:
+        row = {k: v for k, v in m.__dict__.items() if k != "timings"}
+        row["timings"] = {label: {"median_s": t.median_s, "spread": t.spread,
+                                  "rounds_s": t.samples} for label, t in m.timings.items()}
+        row["speedup_over_all"], row["speedup_over_disable"] = (m.speedup_over_all,
+                                                                m.speedup_over_disable)
+        data["models"].append(row)
+    data["geomean"] = {"over_all": geomean([m.speedup_over_all for m in report.models]),
+                       "over_disable": geomean([m.speedup_over_disable for m in report.models])}
+    return data
+
+
+def report_from_json(data: Mapping) -> BenchReport:
+    """The inverse of `report_json` (to re-render recorded results with `render_markdown`)."""
+    from superopt.runtime import Timing
+
+    if data.get("format") != "superopt-bench/1":
+        raise UsageError("not a superopt bench JSON file (format superopt-bench/1)")
+    fields = {k: v for k, v in data.items() if k in BenchReport.__dataclass_fields__}
+    report = BenchReport(**{**fields, "models": []})
+    for row in data["models"]:
+        kwargs = {k: v for k, v in row.items() if k in ModelBench.__dataclass_fields__}
+        kwargs["timings"] = {label: Timing(t["median_s"], t["spread"], list(t["rounds_s"]))
+                             for label, t in row["timings"].items()}
+        report.models.append(ModelBench(**kwargs))
+    return report
+
+
+def write_markdown(report: BenchReport, path: str | os.PathLike) -> Path:
+    """Write `render_markdown(report)` to `path` atomically (temp file + rename)."""
+    return _write_atomic(render_markdown(report), path)
+
+
+def write_json(report: BenchReport, path: str | os.PathLike) -> Path:
+    """Write `report_json(report)` to `path` atomically."""
+    import json
+
+    return _write_atomic(json.dumps(report_json(report), indent=1) + "\n", path)
+
+
+def _write_atomic(text: str, path: str | os.PathLike) -> Path:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, text)

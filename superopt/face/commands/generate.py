@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from superopt.core.errors import OutputError, SuperoptError, UsageError
-from superopt.face.cli import add_verbosity
+from superopt.face.commands import add_verbosity
 
 HOUR = 3600.0
 

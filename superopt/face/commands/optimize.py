@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from superopt.core.errors import OutputError, UsageError
-from superopt.face.cli import add_verbosity
+from superopt.face.commands import add_verbosity
 from superopt.face.console import PhaseProgress, format_bytes
 
 

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from superopt.core.errors import OutputError, RulesError
-from superopt.face.cli import add_verbosity
+from superopt.face.commands import add_verbosity
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from superopt.core.atomic import atomic_write
 from superopt.core.errors import OutputError, RulesError, UsageError
-from superopt.face.cli import add_verbosity
+from superopt.face.commands import add_verbosity
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from superopt.core.errors import UsageError
-from superopt.face.cli import add_verbosity
+from superopt.face.commands import add_verbosity
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
