@@ -79,12 +79,14 @@ class Table:
         self.title_justify = title_justify
         self.columns: list[tuple[str, str]] = []  # (header, justify)
         self.styles: list[str | None] = []  # a column's rich style, e.g. "bold"
+        self.overflows: list[str | None] = []  # rich's overflow, e.g. "fold" for long patterns
         self.rows: list[list[str] | None] = []  # None marks a section break
 
-    def add_column(self, header: str = "", justify: str = "left", style: str | None = None
-                   ) -> None:
+    def add_column(self, header: str = "", justify: str = "left", style: str | None = None,
+                   overflow: str | None = None) -> None:
         self.columns.append((header, justify))
         self.styles.append(style)
+        self.overflows.append(overflow)
 
     def add_row(self, *cells: str) -> None:
         self.rows.append([str(c) for c in cells])
@@ -119,8 +121,10 @@ class Table:
 
         table = RichTable(title=self.title, show_header=self.show_header,
                           title_justify=self.title_justify)  # type: ignore[arg-type]
-        for (header, justify), style in zip(self.columns, self.styles):
-            table.add_column(header, justify=justify, style=style)  # type: ignore[arg-type]
+        for (header, justify), style, overflow in zip(self.columns, self.styles, self.overflows):
+            extra = {"overflow": overflow} if overflow else {}
+            table.add_column(header, justify=justify, style=style,  # type: ignore[arg-type]
+                             **extra)
         for row in self.rows:
             if row is None:
                 table.add_section()
@@ -214,3 +218,44 @@ class PhaseProgress:
         if phase not in self.tasks:
             self.tasks[phase] = self.bars.add_task(label, total=total, detail=detail)
         self.bars.update(self.tasks[phase], completed=done, total=total, detail=detail[:60])
+
+
+class CountProgress:
+    """Counted progress bars, one per stage (`label  ━━━━  12/40  0:01`): rich bars on a
+    terminal, nothing otherwise (the commands print their own summary lines).
+
+    `update(stage, done, total)` creates the stage's bar on first use.
+    """
+
+    def __init__(self, console: Console, quiet: bool = False, label_width: int = 10) -> None:
+        self.bars = None
+        if not quiet and console.rich is not None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self.bars = Progress(
+                TextColumn(f"{{task.description:<{label_width}}}"), BarColumn(),
+                MofNCompleteColumn(), TimeElapsedColumn(), console=console.rich, transient=True,
+                disable=not console.is_terminal)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> CountProgress:  # noqa: PYI034 (typing.Self needs Python 3.11)
+        if self.bars is not None:
+            self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bars is not None:
+            self.bars.__exit__(*exc)
+
+    def update(self, stage: str, done: int, total: int | None) -> None:
+        if self.bars is None:
+            return
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bars.add_task(stage, total=total)
+        self.bars.update(self.tasks[stage], completed=done, total=total)

@@ -63,10 +63,9 @@ def _duration(seconds: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from superopt import generator
     from superopt.core.rules import save_rules
+    from superopt.face.console import Console
     from superopt.generator.opset import default_universe
 
     console = Console(stderr=True, quiet=args.quiet)
@@ -87,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = generator.estimate_seconds(n_graphs, workers)
     console.print(f"estimate: about {n_graphs:,} graphs of up to {args.max_ops} ops over "
                   f"{len(universe.instances)} op instances, ~{_duration(seconds)} on {workers} "
-                  f"worker{'s' if workers > 1 else ''}", soft_wrap=True)
+                  f"worker{'s' if workers > 1 else ''}", markup=False)
     if seconds > HOUR and not args.yes:
         raise UsageError(f"--max-ops {args.max_ops} would take about {_duration(seconds)}; "
                          "pass --yes to run it anyway")
@@ -112,21 +111,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_generator(args, ops, workers, console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from superopt import generator
+    from superopt.face.console import CountProgress
 
-    with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True,
-                  disable=args.quiet) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        result = generator.generate(args.max_ops, ops, workers, args.seed, progress=progress)
+    with CountProgress(console, quiet=args.quiet) as bar:
+        result = generator.generate(args.max_ops, ops, workers, args.seed, progress=bar.update)
     if not result.complete:
         console.print("[yellow]interrupted: writing the candidates found so far "
                       "(marked partial)[/]")
@@ -144,17 +133,13 @@ def _verifier():
 
 
 def _verify(verify_rules, args, rules, meta, workers, console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from superopt.face.console import CountProgress
 
     t0 = time.time()
     try:
-        with Progress(TextColumn("verify    "), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=True,
-                      disable=args.quiet) as bar:
-            task = bar.add_task("verify", total=len(rules))
-
+        with CountProgress(console, quiet=args.quiet) as bar:
             def progress(done: int, total: int, rule=None) -> None:
-                bar.update(task, completed=done, total=total)
+                bar.update("verify", done, total)
 
             checked = verify_rules(rules, timeout_s=args.timeout, workers=workers,
                                    progress=progress)
@@ -175,7 +160,7 @@ def _verify(verify_rules, args, rules, meta, workers, console):
 
 
 def _print_stages(console, stages: dict[str, int]) -> None:
-    from rich.table import Table
+    from superopt.face.console import Table
 
     table = Table(title="generation", title_justify="left")
     table.add_column("stage")

@@ -58,13 +58,13 @@ def _load(path: str | None):
 
 
 def _console():
-    from rich.console import Console
+    from superopt.face.console import Console
 
-    return Console()
+    return Console(stderr=False)
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from rich.table import Table
+    from superopt.face.console import Table, escape
 
     rs = _load(args.file)
     table = Table(title=f"{len(rs.rules)} rules", title_justify="left")
@@ -72,7 +72,7 @@ def run_list(args: argparse.Namespace) -> int:
         table.add_column(col, overflow="fold")
     for r in rs.rules:
         text = " | ".join(map(str, r.src)) + "  =>  " + " | ".join(map(str, r.dst))
-        table.add_row(r.id, r.name, text, str(r.proof.get("result", "-")))
+        table.add_row(r.id, escape(r.name), escape(text), str(r.proof.get("result", "-")))
     _console().print(table)
     return 0
 
@@ -168,7 +168,7 @@ def write_onnx_pair(rule, folder: Path, seed: int = 0, *, shapes=None,
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from rich.table import Table
+    from superopt.face.console import Table
 
     rs = _load(args.file)
     by_result: dict[str, int] = {}

@@ -52,11 +52,8 @@ def _save_keeping_malformed(src: Path, out: Path, verified: list) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import Progress
-    from rich.table import Table
-
     from superopt.core.rules import load_rules, save_rules
+    from superopt.face.console import Console, CountProgress, Table
     from superopt.verifier import verify_rules
 
     if args.timeout <= 0:
@@ -72,10 +69,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"superopt verify: skipped {line}", file=sys.stderr)
     start = time.perf_counter()
     quiet = args.quiet or not sys.stderr.isatty()
-    with Progress(console=err, disable=quiet, transient=True) as bar:
-        task = bar.add_task("verifying", total=len(ruleset.rules))
+    with CountProgress(err, quiet=quiet) as bar:
         verified = verify_rules(ruleset.rules, timeout_s=args.timeout, workers=args.workers,
-                                progress=lambda done, total, r: bar.update(task, completed=done))
+                                progress=lambda done, total, r: bar.update("verifying", done,
+                                                                           total))
     elapsed = time.perf_counter() - start
     ruleset.rules = verified
     if ruleset.skipped:
@@ -90,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             table.add_column(col, justify="right")
         table.add_row(*(str(counts[k]) for k in ("proved", "refuted", "unknown")),
                       str(len(ruleset.skipped)), f"{elapsed:.1f} s")
-        Console().print(table)
+        Console(stderr=False).print(table)
         if args.verbose:
             for r in verified:
                 if r.proof.get("result") != "proved":

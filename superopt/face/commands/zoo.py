@@ -27,9 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
+    from superopt.face.console import Console, Table
     from superopt.zoo import MODELS
 
     table = Table(title="superopt zoo", title_justify="left")
@@ -37,7 +35,7 @@ def run_list(args: argparse.Namespace) -> int:
     table.add_column("description")
     for name, (_, description) in MODELS.items():
         table.add_row(name, description)
-    Console().print(table)
+    Console(stderr=False).print(table)
     return 0
 
 
