@@ -1,6 +1,19 @@
-"""Rule matching on a Graph and TASO's cost-guided backtracking search."""
+"""Rule matching on a Graph and TASO's cost-guided backtracking search.
 
-from superopt.search.backtrack import SearchLimits, SearchResult, SearchStats, Step, search
+A search returns records (`SearchResult`): the path of `Step`s to the best graph, each with the
+whole graphs before and after, one `Iteration` per expansion, and a `StopReason`.
+"""
+
+from superopt.search.backtrack import (
+    Candidate,
+    Iteration,
+    SearchLimits,
+    SearchResult,
+    SearchStats,
+    Step,
+    StopReason,
+    search,
+)
 from superopt.search.match import (
     Applied,
     Match,
@@ -12,6 +25,6 @@ from superopt.search.match import (
 )
 from superopt.search.regions import search_auto, search_regions
 
-__all__ = ["Applied", "Match", "Refused", "RuleIndex", "SearchLimits", "SearchResult",
-           "SearchStats", "Step", "apply_match", "explain", "find_matches", "search",
-           "search_auto", "search_regions"]
+__all__ = ["Applied", "Candidate", "Iteration", "Match", "Refused", "RuleIndex", "SearchLimits",
+           "SearchResult", "SearchStats", "Step", "StopReason", "apply_match", "explain",
+           "find_matches", "search", "search_auto", "search_regions"]

@@ -4,25 +4,35 @@ A priority queue of graphs ordered by cost: pop the cheapest, apply every rule a
 and enqueue each new graph (deduplicated by its hash: the IR is hash-consed, so equal graphs
 hash alike at no cost) whose cost is below `alpha` times the best cost so far. `alpha` above 1
 lets the search pass through slightly worse graphs on the way to better ones. The search stops
-on a budget of expansions, a time limit or an empty queue, and returns the best graph found with
-the sequence of rewrites (`Step`s) that produced it.
+on a budget of expansions, a time limit or an empty queue (a `StopReason`).
+
+Like egg's `Runner`, the search keeps records rather than leaving callers to replay it: the
+result holds the path that led to the best graph (one `Step` per rewrite: the rule, the nodes
+it matched, the nodes it created, and the whole graphs before and after), the same for each
+kept candidate, and one `Iteration` record per expansion (queue size, graphs generated, best
+cost so far, elapsed time). A report draws each rewrite from its step's graphs; nothing is
+matched or applied again.
 
 Example:
     >>> result = search(graph, rules, AnalyticCost.for_device("cpu"))   # doctest: +SKIP
     >>> result.stop_reason, len(result.steps)                           # doctest: +SKIP
-    ('queue empty', 1)
+    (<StopReason.EXHAUSTED: 'queue empty'>, 1)
+    >>> result.steps[-1].after is result.best                           # doctest: +SKIP
+    True
 """
 
 from __future__ import annotations
 
+import enum
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
 
 from superopt.core.costing import CostModel
-from superopt.core.ir import Graph
+from superopt.core.ir import Graph, Value
 from superopt.core.rules import Rule
 from superopt.search.match import (
     Match,
@@ -33,10 +43,16 @@ from superopt.search.match import (
     nodes_by_op,
 )
 
-# Typed stop reasons (egg's StopReason): what ended the search.
-STOP_EXHAUSTED = "queue empty"
-STOP_BUDGET = "budget"
-STOP_TIME = "time limit"
+
+class StopReason(enum.Enum):
+    """What ended a search (egg's `StopReason`); `value` is the text reports show."""
+
+    EXHAUSTED = "queue empty"
+    BUDGET = "budget"
+    TIME_LIMIT = "time limit"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -72,35 +88,97 @@ class SearchLimits:
 
 @dataclass(frozen=True)
 class Step:
-    """One rewrite applied on the way to the best graph: the raw material of a report.
+    """One rewrite on the way to a graph, as the search applied it: the raw material of a report.
 
-    `matched_nodes` are the names of the nodes the source patterns covered in the graph before;
-    `created_nodes` the names of the nodes the target created in the graph after (a drawing of
-    the affected subgraph before/after starts from these). Costs are the whole graph's.
+    `before` and `after` are the whole graphs the rewrite went from and to (in a region search
+    too), `rule` the rule applied; `matched_nodes` are the names of the nodes its source patterns
+    covered in `before`, `created_nodes` the names of the nodes its target created in `after`,
+    and `replaced` the values of `before` the source patterns' roots matched (the values the
+    rewrite replaced). Costs are the whole graph's.
     """
 
-    rule_id: str
-    rule_name: str
-    src: tuple[str, ...]
-    dst: tuple[str, ...]
+    rule: Rule
     matched_nodes: tuple[str, ...]
     created_nodes: tuple[str, ...]
     cost_before: float
     cost_after: float
-    proof: dict = field(default_factory=dict)
+    before: Graph = field(repr=False)
+    after: Graph = field(repr=False)
+    replaced: tuple[Value, ...] = field(default=(), repr=False)
     region: int | None = None
+
+    @property
+    def rule_id(self) -> str:
+        return self.rule.id
+
+    @property
+    def rule_name(self) -> str:
+        return self.rule.name
+
+    @property
+    def src(self) -> tuple[str, ...]:
+        return tuple(str(p) for p in self.rule.src)
+
+    @property
+    def dst(self) -> tuple[str, ...]:
+        return tuple(str(p) for p in self.rule.dst)
+
+    @property
+    def proof(self) -> dict[str, Any]:
+        return dict(self.rule.proof)
 
     @property
     def gain(self) -> float:
         """Estimated seconds saved by this step (negative: a step through a worse graph)."""
         return self.cost_before - self.cost_after
 
+    @property
+    def after_focus(self) -> tuple[str, ...]:
+        """The nodes of `after` that show what the rewrite did: the created nodes or, when the
+        target only reuses existing values, the nodes that read the replaced values before."""
+        if self.created_nodes:
+            return self.created_nodes
+        users = self.before.users
+        readers = {u.name for v in self.replaced for u, _ in users.get(v, ())}
+        return tuple(n.name for n in self.after.nodes if n.name in readers)
+
     def to_json(self) -> dict:
         return {"rule_id": self.rule_id, "rule_name": self.rule_name, "src": list(self.src),
                 "dst": list(self.dst), "matched_nodes": list(self.matched_nodes),
                 "created_nodes": list(self.created_nodes), "cost_before": self.cost_before,
-                "cost_after": self.cost_after, "gain": self.gain, "proof": dict(self.proof),
+                "cost_after": self.cost_after, "gain": self.gain, "proof": self.proof,
                 "region": self.region}
+
+
+@dataclass(frozen=True)
+class Iteration:
+    """One expansion (egg's `Iteration`): a graph popped from the queue and rewritten.
+
+    `index` counts expansions from 0 over the whole search (a region search numbers on across
+    its windows); `generated` and `enqueued` are this expansion's new graphs and those of them
+    queued; `queue_size` is the queue's length after it; `best_cost` the best cost so far;
+    `elapsed_s` seconds since the search started.
+    """
+
+    index: int
+    cost: float
+    generated: int
+    enqueued: int
+    queue_size: int
+    best_cost: float
+    elapsed_s: float
+    region: int | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Candidate(NamedTuple):
+    """A distinct graph the search found, with its cost and the path of steps to it."""
+
+    cost: float
+    graph: Graph
+    steps: list[Step]
 
 
 @dataclass
@@ -137,21 +215,31 @@ class SearchStats:
 
 @dataclass
 class SearchResult:
-    """The best graph, the steps that lead to it, statistics and why the search stopped.
+    """The best graph, the path of steps that led to it, the records and why the search stopped.
 
-    `candidates` are the cheapest distinct graphs found, cheapest first, as (cost, graph,
-    steps); `candidates[0]` is the best.
+    `steps` is the path from the searched graph to `best`: each step's `before` is the previous
+    step's `after` (the first's is the searched graph), and the last step's `after` is `best`.
+    `candidates` are the cheapest distinct graphs found, cheapest first, each with its own path;
+    `candidates[0]` is the best. `iterations` has one record per expansion.
     """
 
     best: Graph
     steps: list[Step]
     stats: SearchStats
-    stop_reason: str
-    candidates: list[tuple[float, Graph, list[Step]]] = field(default_factory=list)
+    stop_reason: StopReason
+    candidates: list[Candidate] = field(default_factory=list)
+    iterations: list[Iteration] = field(default_factory=list)
 
     @property
     def best_cost(self) -> float:
         return self.stats.best_cost
+
+    @property
+    def graphs(self) -> list[Graph]:
+        """The path as graphs: the searched graph, then each step's graph after."""
+        if not self.steps:
+            return [self.best]
+        return [self.steps[0].before, *(s.after for s in self.steps)]
 
 
 # A filter on matches (regions: only matches inside the current window).
@@ -165,7 +253,8 @@ def search(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: CostMode
            progress: SearchProgress | None = None, region: int | None = None) -> SearchResult:
     """TASO's backtracking search from `graph` with `rules`, ranked by `cost_model`.
 
-    Always returns the best graph found (the input itself when nothing is cheaper).
+    Always returns the best graph found (the input itself when nothing is cheaper), with the
+    path of steps to it and one `Iteration` per expansion.
 
     Example:
         >>> r = search(g, [assoc_rule], NodeCount(), SearchLimits(budget=50))  # doctest: +SKIP
@@ -177,29 +266,31 @@ def search(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: CostMode
     start = time.perf_counter()
     deadline = start + limits.time_limit_s
     stats = SearchStats()
+    iterations: list[Iteration] = []
     max_nodes = int(limits.max_growth * len(graph.nodes)) + limits.growth_slack
 
     cost0 = cost_model.graph_cost(graph)
     stats.initial_cost = stats.best_cost = cost0
     best, best_cost = graph, cost0
-    # How each graph was reached: graph -> (parent graph, step); the start has no entry.
-    parent: dict[Graph, tuple[Graph, Step]] = {}
+    # How each graph was reached: graph -> the step that made it; the start has no entry.
+    parent: dict[Graph, Step] = {}
     costs: dict[Graph, float] = {graph: cost0}
     tie = itertools.count()
     queue: list[tuple[float, int, Graph]] = [(cost0, next(tie), graph)]
-    stop = STOP_EXHAUSTED
+    stop = StopReason.EXHAUSTED
 
     while queue:
         if stats.expansions >= limits.budget:
-            stop = STOP_BUDGET
+            stop = StopReason.BUDGET
             break
         if time.perf_counter() > deadline:
-            stop = STOP_TIME
+            stop = StopReason.TIME_LIMIT
             break
         cost, _, g = heapq.heappop(queue)
         if cost > limits.alpha * best_cost:
             continue  # the best improved since this graph was queued
         stats.expansions += 1
+        generated0, enqueued0 = stats.generated, stats.enqueued
         by_op = nodes_by_op(g)
         timed_out = False
         for rule in index.candidates(by_op):
@@ -229,10 +320,8 @@ def search(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: CostMode
                 new_cost = cost_model.graph_cost(new)
                 costs[new] = new_cost
                 stats.rule_fires[rule.id] = stats.rule_fires.get(rule.id, 0) + 1
-                step = Step(rule.id, rule.name, tuple(str(p) for p in rule.src),
-                            tuple(str(p) for p in rule.dst), m.matched_names,
-                            applied.created_names, cost, new_cost, dict(rule.proof), region)
-                parent[new] = (g, step)
+                parent[new] = Step(rule, m.matched_names, applied.created_names, cost, new_cost,
+                                   g, new, m.roots, region)
                 if new_cost < best_cost:
                     best, best_cost = new, new_cost
                 if new_cost < limits.alpha * best_cost:
@@ -240,33 +329,29 @@ def search(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: CostMode
                     stats.enqueued += 1
                 else:
                     stats.pruned_cost += 1
+        iterations.append(Iteration(
+            len(iterations), cost, stats.generated - generated0, stats.enqueued - enqueued0,
+            len(queue), best_cost, time.perf_counter() - start, region))
         if progress is not None:
             progress(stats.expansions, limits.budget, best_cost)
         if timed_out:
-            stop = STOP_TIME
+            stop = StopReason.TIME_LIMIT
             break
 
     stats.best_cost = best_cost
     stats.elapsed_s = time.perf_counter() - start
     ranked = sorted(((c, g) for g, c in costs.items() if c < float("inf")),
                     key=lambda cg: cg[0])
-    candidates = [(c, g, _path(parent, g)) for c, g in ranked[:limits.keep_candidates]]
-    return SearchResult(best, _path(parent, best), stats, stop, candidates)
+    candidates = [Candidate(c, g, _path(parent, g)) for c, g in ranked[:limits.keep_candidates]]
+    return SearchResult(best, _path(parent, best), stats, stop, candidates, iterations)
 
 
-def _path(parent: dict[Graph, tuple[Graph, Step]], g: Graph) -> list[Step]:
+def _path(parent: dict[Graph, Step], g: Graph) -> list[Step]:
+    """The steps from the searched graph to `g`, following each graph's step back."""
     steps: list[Step] = []
     while g in parent:
-        g, step = parent[g]
+        step = parent[g]
         steps.append(step)
+        g = step.before
     steps.reverse()
     return steps
-
-
-def apply_steps_summary(steps: Sequence[Step]) -> dict[str, int]:
-    """How often each rule (by label) was applied along a path."""
-    out: dict[str, int] = {}
-    for s in steps:
-        label = f"{s.rule_id} ({s.rule_name})" if s.rule_name else s.rule_id
-        out[label] = out.get(label, 0) + 1
-    return out

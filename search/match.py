@@ -337,14 +337,5 @@ def _explain_site(graph: Graph, rule: Rule, node: Node, by_op: dict[str, list[No
     return "; ".join(dict.fromkeys(reasons))
 
 
-def apply_all(graph: Graph, rule: Rule) -> Iterator[Applied]:
-    """Every graph one application of `rule` produces (refused sites skipped)."""
-    for m in find_matches(graph, rule):
-        try:
-            yield apply_match(graph, m)
-        except Refused:
-            continue
-
-
-__all__ = ["Applied", "Match", "Refused", "RuleIndex", "apply_all", "apply_match", "explain",
+__all__ = ["Applied", "Match", "Refused", "RuleIndex", "apply_match", "explain",
            "find_matches", "nodes_by_op"]

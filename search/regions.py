@@ -8,6 +8,11 @@ of a region is kept and the next window starts from it, so improvements accumula
 gets an equal share of the remaining time and expansion budget, and regions with no site of any
 rule are skipped at no cost. Rewrites across a window border are found by the overlap.
 
+A window's search runs on the whole graph (only its matches are restricted), so its steps'
+graphs before and after are whole graphs, and the windows' paths join into one path from the
+input to the best graph: the result looks like a whole-graph search's, with each step and
+iteration carrying its region number and iterations numbered on across the windows.
+
 Example:
     >>> limits = SearchLimits(time_limit_s=30)
     >>> result = search_regions(bert_graph, rules, cost, limits)  # doctest: +SKIP
@@ -25,12 +30,14 @@ from superopt.core.costing import CostModel
 from superopt.core.ir import Graph
 from superopt.core.rules import Rule
 from superopt.search.backtrack import (
-    STOP_EXHAUSTED,
-    STOP_TIME,
+    Candidate,
+    Iteration,
     SearchLimits,
     SearchProgress,
     SearchResult,
     SearchStats,
+    Step,
+    StopReason,
     search,
 )
 from superopt.search.match import Match, RuleIndex, find_matches, nodes_by_op
@@ -65,13 +72,15 @@ def search_regions(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: 
     original_names = frozenset(n.name for n in graph.nodes)
     stats = SearchStats(regions=len(regions))
     stats.initial_cost = cost_model.graph_cost(graph)
-    current, steps = graph, []
-    stop = STOP_EXHAUSTED
+    current = graph
+    steps: list[Step] = []
+    iterations: list[Iteration] = []
+    stop = StopReason.EXHAUSTED
     budget_left = limits.budget
     for i, region in enumerate(regions):
         remaining = limits.time_limit_s - (time.perf_counter() - start)
         if remaining <= 0 or budget_left <= 0:
-            stop = STOP_TIME if remaining <= 0 else "budget"
+            stop = StopReason.TIME_LIMIT if remaining <= 0 else StopReason.BUDGET
             break
         frozen = original_names - region
 
@@ -83,16 +92,29 @@ def search_regions(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: 
         share = len(regions) - i
         sub = replace(limits, time_limit_s=max(remaining / share, 1e-3),
                       budget=max(1, budget_left // share), keep_candidates=1)
+        offset = time.perf_counter() - start
         result = search(current, index, cost_model, sub, match_filter=inside, region=i)
         stats.merge(result.stats)
         budget_left -= result.stats.expansions
-        steps.extend(result.steps)
+        steps.extend(_continuing(current, result.steps))
+        done = len(iterations)
+        iterations.extend(replace(it, index=done + it.index, elapsed_s=offset + it.elapsed_s)
+                          for it in result.iterations)
         current = result.best
         if progress is not None:
             progress(i + 1, len(regions), result.best_cost)
     stats.best_cost = cost_model.graph_cost(current)
     stats.elapsed_s = time.perf_counter() - start
-    return SearchResult(current, steps, stats, stop, [(stats.best_cost, current, steps)])
+    return SearchResult(current, steps, stats, stop, [Candidate(stats.best_cost, current, steps)],
+                        iterations)
+
+
+def _continuing(current: Graph, path: list[Step]) -> list[Step]:
+    """A window's path, checked to start from the graph the previous windows ended on."""
+    if path and path[0].before != current:
+        raise RuntimeError("region search: a window's path does not start from the current "
+                           "graph")  # an internal error: windows always search `current`
+    return path
 
 
 def _has_site(graph: Graph, index: RuleIndex, inside) -> bool:

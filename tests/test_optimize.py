@@ -209,3 +209,31 @@ def test_a_candidate_ort_cannot_load_is_dropped(tmp_path, rules_file, monkeypatc
     r = superopt.optimize(src, rules=rules_file, device="cpu", cost="analytic")
     assert not r.kept and r.dropped_candidates and r.check.passed
     assert r.kept_reason == "every candidate failed to load in ONNX Runtime"
+
+
+def test_optimize_runs_its_phases_over_the_options(tmp_path, rules_file):
+    import dataclasses
+    import inspect
+
+    from superopt.core.errors import UsageError
+    from superopt.pipeline.optimize import PHASES, OptimizeOptions, optimize
+    from superopt.search import StopReason
+
+    # Every keyword of optimize() is a field of the options, with the same default.
+    params = dict(list(inspect.signature(optimize).parameters.items())[2:])
+    fields = {f.name: f.default for f in dataclasses.fields(OptimizeOptions)}
+    assert fields == {k: p.default for k, p in params.items()}
+    with pytest.raises(UsageError, match="check-n"):
+        OptimizeOptions(check_n=0)
+    assert [k for k, _ in PHASES] == ["load", "load", "search", "export", "gate", "check",
+                                      "write", "describe"]
+    src = matmul_model(tmp_path / "mm.onnx", k=16)
+    seen = []
+    r = superopt.optimize(src, rules=rules_file, device="cpu", cost="analytic", gate=False,
+                          progress=lambda phase, *a: seen.append(phase))
+    assert list(r.phase_s) == ["load", "search", "export", "gate", "check", "write", "describe"]
+    assert list(dict.fromkeys(seen)) == ["load", "rules", "search", "check", "write", "describe"]
+    assert r.stop_reason is StopReason.EXHAUSTED and r.to_json()["search"]["stop_reason"] == (
+        "queue empty")
+    assert r.search.steps == r.steps == r.candidate_steps
+    assert len(r.search.iterations) == r.search_stats["expansions"]

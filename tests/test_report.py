@@ -23,9 +23,10 @@ import superopt
 from superopt.core.ir import Graph, Node, TensorType, Value
 from superopt.core.rules import Rule, save_rules
 from superopt.face.cli import main
-from superopt.face.drawing import describe_subgraph, draw_subgraph
-from superopt.face.inspection import ReportSummary, summarize
+from superopt.face.commands.inspect import ReportSummary, summarize
+from superopt.face.drawing import draw_subgraph
 from superopt.face.report import render_html, write_json, write_report
+from superopt.pipeline.describe import describe_subgraph
 
 SEED = 0
 SCHEMA = Path(__file__).resolve().parents[1] / "docs" / "report-schema.md"
@@ -205,6 +206,46 @@ def test_html_of_a_kept_original_shows_the_candidate_rewrites(reports):
     html = render_html(doc)
     assert "Original model kept" in html and "best candidate the search found" in html
     assert html.count("<svg") == 2
+
+
+def test_rewrite_drawings_come_from_the_search_records(tmp_path, monkeypatch):
+    """The report describes each rewrite from the graphs the search recorded: once the search
+    has returned, nothing may match or apply a rule again."""
+    import superopt.face.report as face_report
+    import superopt.pipeline.optimize as pipeline_optimize
+    import superopt.search as search_pkg
+    import superopt.search.match as match_mod
+
+    real_search = search_pkg.search_auto
+
+    def forbidden(*a, **k):
+        raise AssertionError("rules matched or applied after the search")
+
+    def search_then_forbid(*a, **k):
+        result = real_search(*a, **k)
+        for module in (search_pkg, match_mod):
+            monkeypatch.setattr(module, "find_matches", forbidden)
+            monkeypatch.setattr(module, "apply_match", forbidden)
+        return result
+
+    monkeypatch.setattr(search_pkg, "search_auto", search_then_forbid)
+    rules = tmp_path / "rules.json"
+    save_rules([ASSOC], rules)
+    model = hostile_matmul_model(tmp_path / "mm.onnx", k=32)
+    result = superopt.optimize(model, rules=rules, device="cpu", cost="analytic", gate=False,
+                               check=False, write=False)
+    [step] = result.steps
+    assert step.before is result.graph_before and step.after is result.graph_after
+    assert result.search.steps == [step] and result.search.iterations
+    doc = result.to_json()
+    sub = doc["steps"][0]["subgraph"]
+    assert {n["name"] for n in sub["before"]["nodes"] if n["focus"]} == {HOSTILE, "mm2"}
+    assert {n["name"] for n in sub["after"]["nodes"] if n["focus"]} == set(step.created_nodes)
+    assert doc["search"]["stop_reason"] == "queue empty"
+    html = render_html(doc)
+    assert html.count("<svg") == 2
+    # One report format string, defined by the pipeline that produces the document.
+    assert face_report.REPORT_FORMAT is pipeline_optimize.REPORT_FORMAT == doc["format"]
 
 
 def test_write_report_refuses_a_missing_folder(tmp_path, reports):

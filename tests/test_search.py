@@ -11,7 +11,14 @@ from superopt.core.costing import NodeCount, OpTableCost
 from superopt.core.ir import FLOAT, Graph, Node, TensorType, Value
 from superopt.core.rules import Rule
 from superopt.cost_model.analytic import AnalyticCost
-from superopt.search import SearchLimits, search, search_auto, search_regions
+from superopt.search import (
+    SearchLimits,
+    SearchResult,
+    StopReason,
+    search,
+    search_auto,
+    search_regions,
+)
 from superopt.search.regions import windows
 
 SEED = 0
@@ -119,7 +126,7 @@ def test_matmul_chain_reassociates_and_folds():
     rng = np.random.default_rng(SEED)
     g = matmul_chain(rng)
     r = search(g, [ASSOC], AnalyticCost.for_device("cpu"))
-    assert r.stop_reason == "queue empty"
+    assert r.stop_reason is StopReason.EXHAUSTED and str(r.stop_reason) == "queue empty"
     assert exported_ops(r.best) == ["MatMul"]
     assert len(r.steps) == 1 and r.steps[0].rule_name == "matmul-assoc"
     assert set(r.steps[0].matched_nodes) == {"mm1", "mm2"}
@@ -174,7 +181,7 @@ def test_budget_and_growth_limits_stop_the_search():
     rng = np.random.default_rng(SEED)
     g = qkv_graph(rng)
     r = search(g, [QKV], NodeCount(), SearchLimits(budget=1))
-    assert r.stop_reason == "budget" and r.stats.expansions == 1
+    assert r.stop_reason is StopReason.BUDGET and r.stats.expansions == 1
     # A rule that only grows the graph is cut by the growth cap.
     grow = Rule.make(
         ["(MatMul ?x ?a)"],
@@ -218,3 +225,90 @@ def test_region_search_finds_the_rewrites_of_a_long_chain():
     assert_same_function(g, r.best, rng)
     auto = search_auto(g, [ASSOC], AnalyticCost.for_device("cpu"), threshold=1000)
     assert exported_ops(auto.best).count("MatMul") == 40
+    # The windows' paths join into one path over whole graphs, input to best.
+    assert_path_recorded(g, r)
+    assert [s.region for s in r.steps] == sorted(s.region for s in r.steps)
+    assert r.steps[0].before is g
+    assert all(len(s.before.nodes) >= 80 for s in r.steps)  # whole graphs, not 30-node windows
+    # Iterations are numbered on across the windows, each with its region.
+    assert [it.index for it in r.iterations] == list(range(r.stats.expansions))
+    assert {it.region for it in r.iterations} <= set(range(6))
+    assert sum(it.generated for it in r.iterations) == r.stats.generated
+    assert all(a.elapsed_s <= b.elapsed_s for a, b in zip(r.iterations, r.iterations[1:]))
+
+
+# ---------------------------------------------------------------------------------------------
+# the search's records: path, candidates, iterations, stop reason
+
+
+def assert_path_recorded(start: Graph, r: SearchResult) -> None:
+    """The path goes from `start` to `r.best`, each step's graph before being the previous
+    step's graph after; created nodes are new in the graph after, matched ones in the before."""
+    graphs = r.graphs
+    assert graphs[0] == start and graphs[-1] is r.best
+    for prev, step in zip([None, *r.steps], r.steps):
+        if prev is not None:
+            assert step.before is prev.after
+        before = {n.name for n in step.before.nodes}
+        after = {n.name for n in step.after.nodes}
+        assert set(step.matched_nodes) <= before
+        assert step.created_nodes and set(step.created_nodes) <= after
+        assert not set(step.created_nodes) & before
+        assert set(step.after_focus) == set(step.created_nodes)
+
+
+def test_search_records_the_path_to_the_best_graph():
+    rng = np.random.default_rng(SEED)
+    g = matmul_chain(rng)
+    r = search(g, [ASSOC], AnalyticCost.for_device("cpu"))
+    assert_path_recorded(g, r)
+    [step] = r.steps
+    assert step.before is g and step.after is r.best and step.rule is ASSOC
+    assert step.rule_id == ASSOC.id and step.src == ("(MatMul (MatMul ?x ?a) ?b)",)
+    assert step.cost_before == r.stats.initial_cost and step.cost_after == r.best_cost
+    doc = step.to_json()
+    assert doc["src"] == list(step.src) and doc["proof"] == dict(ASSOC.proof)
+    assert "before" not in doc and doc["region"] is None
+    # Every candidate carries its own path, from the input to its graph.
+    assert r.candidates[0].graph is r.best and r.candidates[0].steps == r.steps
+    for cand in r.candidates:
+        assert (cand.steps[-1].after if cand.steps else g) is cand.graph
+
+
+def test_a_rewrite_creating_no_node_focuses_on_the_new_readers():
+    rng = np.random.default_rng(SEED)
+    x = Value.input("x", TensorType(FLOAT, (2, 4)))
+    t1 = Node.make("Transpose", {"perm": (1, 0)}, [x], name="t1")
+    t2 = Node.make("Transpose", {"perm": (1, 0)}, [t1.outputs[0]], name="t2")
+    th = Node.make("Tanh", {}, [t2.outputs[0]], name="th")
+    g = Graph([x], [("y", th.outputs[0])])
+    cancel = Rule.make(["(Transpose[perm=(1,0)] (Transpose[perm=(1,0)] ?x))"], ["?x"],
+                       {"x": "tensor"}, proof=PROVED)
+    r = search(g, [cancel], NodeCount())
+    [step] = r.steps
+    assert step.created_nodes == () and set(step.matched_nodes) == {"t1", "t2"}
+    assert step.after_focus == ("th",)  # the Tanh now reads x
+    assert exported_ops(r.best) == ["Tanh"]
+    assert_same_function(g, r.best, rng)
+
+
+def test_iterations_record_each_expansion():
+    rng = np.random.default_rng(SEED)
+    g = two_convs(rng)
+    r = search(g, [MERGE_CONV], OpTableCost({"Split": 1.02}), SearchLimits(alpha=1.05))
+    assert len(r.iterations) == r.stats.expansions == 2
+    first, second = r.iterations
+    assert (first.index, first.generated, first.enqueued, first.queue_size) == (0, 1, 1, 1)
+    assert (second.index, second.queue_size) == (1, 0)
+    assert first.cost == r.stats.initial_cost and second.cost > first.cost
+    assert all(it.best_cost == r.best_cost for it in r.iterations)
+    assert 0 <= first.elapsed_s <= second.elapsed_s <= r.stats.elapsed_s
+    assert first.to_json()["queue_size"] == 1 and first.region is None
+
+
+def test_stop_reasons_are_typed():
+    assert [str(s) for s in StopReason] == ["queue empty", "budget", "time limit"]
+    rng = np.random.default_rng(SEED)
+    g = qkv_graph(rng)
+    r = search(g, [QKV], NodeCount(), SearchLimits(time_limit_s=1e-9))
+    assert r.stop_reason is StopReason.TIME_LIMIT and r.best is g and r.iterations == []

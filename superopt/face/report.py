@@ -23,8 +23,7 @@ from typing import Any
 from superopt.core.atomic import atomic_write
 from superopt.face.console import format_bytes
 from superopt.face.drawing import draw_subgraph
-
-REPORT_FORMAT = "superopt-report/1"
+from superopt.pipeline.optimize import REPORT_FORMAT
 
 _CSS = """
 :root { --fg:#1d2330; --muted:#5b6475; --line:#d5d9e0; --bg:#f6f7f9; --good:#176c35;
@@ -293,7 +292,7 @@ def _step_html(i: int, s: dict, rules: dict) -> str:
     before = draw_subgraph(sub.get("before"), side="before", ident=f"s{i}b")
     after = draw_subgraph(sub.get("after"), side="after", ident=f"s{i}a")
     if not sub:
-        before = after = "<p class='muted'>(this step could not be replayed for a drawing)</p>"
+        before = after = "<p class='muted'>(no subgraph was recorded for this step)</p>"
     return f"""<details class="rewrite" open id="rewrite-{i}">
 <summary><h3 style="display:inline">#{i} {_e(label)}</h3>
 <span class="gain {gain_cls}">estimated gain {_e(_us(gain))}{_e(pct)}{_e(region)}</span></summary>

@@ -1,17 +1,28 @@
-"""The optimization pipeline: load, search, end-to-end A/B gate, numerical check, atomic write.
+"""The optimization pipeline: `optimize` as its phases, over one options object and one run state.
 
-`optimize(model, output)`:
-1. loads the model (`superopt.load`; dynamic dims must be fixed with `input_shapes`),
-2. loads the rules (only `proved` ones unless told, minus `skip_rules`),
-3. searches for the cheapest graph under the cost model (region by region for large graphs),
-4. **gate**: times the original and the best distinct candidates as whole models at ONNX
-   Runtime's default level (ENABLE_ALL), interleaved, over fresh sessions
-   (`superopt.pipeline.gate.compare_models`); a candidate is written only if it is faster beyond the
-   measured spread, else the original is kept (re-exported unchanged) and the result says so.
-   A candidate ORT cannot load is dropped and the run goes on;
+`optimize(model, output, **options)` builds an `OptimizeOptions` and runs the phases of
+`PHASES` in order on an `OptimizeRun` (the state they pass along), timing each:
+
+1. **load**: reads the model (`superopt.load`; dynamic dims must be fixed with `input_shapes`),
+   then the rules (only `proved` ones unless told, minus `skip_rules`);
+2. **search**: searches for the cheapest graph under the cost model (region by region for large
+   graphs); the search returns records: the path of steps to each candidate, with the graphs
+   before and after every rewrite, per-expansion iterations and a typed stop reason;
+3. **export**: the original and the best distinct candidates to ONNX;
+4. **gate**: times the original and the candidates as whole models at ONNX Runtime's default
+   level (ENABLE_ALL), interleaved, over fresh sessions (`superopt.pipeline.gate.compare_models`);
+   a candidate is written only if it is faster beyond the measured spread, else the original is
+   kept (re-exported unchanged) and the result says so. A candidate ORT cannot load is dropped
+   and the run goes on;
 5. **check**: original vs result on random inputs through ORT's CPU provider (deterministic
-   fp32) within rtol/atol; a failure raises `CheckError` and writes nothing;
-6. writes atomically (`superopt.core.onnx_io.write_model`).
+   fp32) within rtol/atol (`superopt.pipeline.check`); a failure raises `CheckError` and writes
+   nothing;
+6. **write**: atomically (`superopt.core.onnx_io.write_model`);
+7. **describe**: the report's data for each rewrite (`superopt.pipeline.describe`), from the
+   graphs the search recorded; nothing is matched or applied again.
+
+The result (`OptimizeResult`) is the report's data; `to_json()` is the `superopt-report/1`
+document (`REPORT_FORMAT`, docs/report-schema.md) that the face renders.
 
 Example:
     >>> result = superopt.optimize("model.onnx", "model.opt.onnx", device="cpu")  # doctest: +SKIP
@@ -26,42 +37,115 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
 import onnx
 
-from superopt.core.errors import CheckError, ModelError, ShapeError, UsageError
+from superopt.core.errors import ModelError, ShapeError, UsageError
 from superopt.core.ir import Graph
 from superopt.core.onnx_io import load, to_onnx, write_model
 from superopt.core.rules import Rule, RuleSet, load_rules
 from superopt.core.version import __version__
+from superopt.pipeline.check import DEFAULT_CHECK_N, CheckResult, check_result
+from superopt.pipeline.describe import Description, describe_step
 
+if TYPE_CHECKING:
+    from superopt.search import SearchResult, Step, StopReason
+
+#: the format string of the report document `OptimizeResult.to_json()` produces
 REPORT_FORMAT = "superopt-report/1"
 DEFAULT_BUDGET = 300
 DEFAULT_TIME_LIMIT_S = 30.0
-DEFAULT_CHECK_N = 3
 
-# progress(phase, done, total, detail): phases "load", "measure", "search", "gate", "check",
-# "write"; total None when unknown.
+# progress(phase, done, total, detail): phases "load", "rules", "measure", "search", "gate",
+# "check", "write", "describe"; total None when unknown.
 PipelineProgress = Callable[[str, int, "int | None", str], None]
+
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_CHECK_N", "DEFAULT_TIME_LIMIT_S", "PHASES", "REPORT_FORMAT",
+           "CheckResult", "OptimizeOptions", "OptimizeResult", "OptimizeRun", "check_static",
+           "default_output_path", "optimize", "run_phases", "select_rules"]
+
+
+# ---------------------------------------------------------------------------------------------
+# options, run state, result
+
+
+@dataclass(frozen=True)
+class OptimizeOptions:
+    """The keywords of `optimize`, with their defaults (see `optimize`)."""
+
+    rules: RuleSet | Sequence[Rule] | str | os.PathLike | None = None
+    device: str = "auto"
+    cost: str = "measured"
+    alpha: float = 1.05
+    budget: int = DEFAULT_BUDGET
+    time_limit: float = DEFAULT_TIME_LIMIT_S
+    input_shapes: Mapping[str | None, Sequence[int]] | None = None
+    skip_rules: Iterable[str] = ()
+    check: bool = True
+    check_n: int = DEFAULT_CHECK_N
+    rtol: float = 1e-4
+    atol: float = 1e-5
+    save_as_external_data: bool | None = None
+    progress: PipelineProgress | None = None
+    include_unproved: bool = False
+    gate: bool = True
+    gate_budget_s: float = 4.0
+    cost_model: Any = None
+    write: bool = True
+
+    def __post_init__(self) -> None:
+        if self.check_n < 1:
+            raise UsageError("--check-n must be at least 1")
+
+
+class Exported(NamedTuple):
+    """A graph the run may write: its ONNX model, its graph and the search steps to it."""
+
+    proto: onnx.ModelProto
+    graph: Graph
+    steps: list[Step]
 
 
 @dataclass
-class CheckResult:
-    """The numerical check: original vs result through ORT on the CPU provider."""
+class OptimizeRun:
+    """The state the phases pass along: each phase reads what earlier ones set and adds its own.
 
-    passed: bool
-    n: int
-    rtol: float
-    atol: float
-    max_abs_error: float
-    max_rel_error: float
-    skipped: bool = False
-    note: str = ""  # why the check was skipped, when it was
+    Set at the start: `options`, `model`, `input_path`, `output`, `device` (resolved), `say`.
+    load: `graph`, `rules`; search: `cost_model`, `search`; export: `baseline`, `exported`;
+    gate: `chosen`, `kept_reason`, latencies, `speedup`, `ab_summary`, `dropped`; check:
+    `check`; write: `written`; describe: `step_subgraphs`, `candidate_step_subgraphs`.
+    """
 
-    def to_json(self) -> dict:
-        return dict(self.__dict__)
+    options: OptimizeOptions
+    model: str | os.PathLike | onnx.ModelProto
+    input_path: str | None
+    output: str | os.PathLike | None
+    device: str
+    say: PipelineProgress
+    phase_s: dict[str, float] = field(default_factory=dict)
+    graph: Graph | None = None
+    rules: list[Rule] = field(default_factory=list)
+    cost_model: Any = None
+    search: SearchResult | None = None
+    baseline: onnx.ModelProto | None = None
+    exported: list[Exported] = field(default_factory=list)
+    chosen: Exported | None = None
+    kept_reason: str = ""
+    latency_before: dict | None = None
+    latency_after: dict | None = None
+    speedup: float = 1.0
+    ab_summary: str = ""
+    dropped: list[str] = field(default_factory=list)
+    check: CheckResult | None = None
+    written: bool = False
+    step_subgraphs: list = field(default_factory=list)
+    candidate_step_subgraphs: list = field(default_factory=list)
+
+    @property
+    def kept(self) -> bool:
+        """Whether a candidate (not the original) was chosen."""
+        return self.chosen is not None and self.chosen.graph is not self.graph
 
 
 @dataclass
@@ -87,7 +171,7 @@ class OptimizeResult:
     latency_after: dict | None
     speedup: float
     search_stats: dict
-    stop_reason: str
+    stop_reason: StopReason  # the report shows its text ("queue empty", "budget", ...)
     steps: list  # search Steps of the written graph (empty when the original was kept)
     candidate_steps: list  # the steps of the best candidate found, even when not kept
     rules: dict  # rule id -> {"name", "src", "dst", "proof"} for every rule applied
@@ -97,11 +181,13 @@ class OptimizeResult:
     ab_summary: str = ""
     dropped_candidates: list[str] = field(default_factory=list)
     # For each of `steps` / `candidate_steps`: {"before", "after"} subgraph descriptions
-    # (`superopt.face.drawing.describe_subgraph`), None where the step could not be replayed.
+    # (`superopt.pipeline.describe.describe_step`, from the search's records).
     step_subgraphs: list = field(default_factory=list)
     candidate_step_subgraphs: list = field(default_factory=list)
     graph_before: Graph | None = field(default=None, repr=False)
     graph_after: Graph | None = field(default=None, repr=False)
+    # The search's records: its path, candidates, iterations and stop reason.
+    search: SearchResult | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """Stable keys, `"format": "superopt-report/1"`."""
@@ -115,7 +201,7 @@ class OptimizeResult:
             "size_bytes": {"before": self.size_before, "after": self.size_after},
             "latency": {"before": self.latency_before, "after": self.latency_after,
                         "speedup": self.speedup, "ab": self.ab_summary},
-            "search": {"stats": self.search_stats, "stop_reason": self.stop_reason},
+            "search": {"stats": self.search_stats, "stop_reason": str(self.stop_reason)},
             "steps": _steps_json(self.steps, self.step_subgraphs),
             "candidate_steps": _steps_json(self.candidate_steps, self.candidate_step_subgraphs),
             "rules": self.rules, "rules_loaded": self.rules_loaded,
@@ -134,44 +220,238 @@ def _steps_json(steps: Sequence, subgraphs: Sequence) -> list[dict]:
     return out
 
 
-def describe_steps(graph: Graph, steps: Sequence, rules: Iterable[Rule]) -> list[dict | None]:
-    """Replay `steps` from `graph` and describe, for each, the subgraph before and after.
+# ---------------------------------------------------------------------------------------------
+# the entry point
 
-    The search keeps only names (matched and created nodes); replaying the same rule at the
-    same matched nodes rebuilds the intermediate graphs (the IR is deterministic), from which
-    `superopt.face.drawing.describe_subgraph` takes the affected nodes and their neighbours. A step
-    that cannot be replayed (it should not happen) gets None, and so do the steps after it.
+
+def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLike | None = None,
+             *, rules: RuleSet | Sequence[Rule] | str | os.PathLike | None = None,
+             device: str = "auto", cost: str = "measured", alpha: float = 1.05,
+             budget: int = DEFAULT_BUDGET, time_limit: float = DEFAULT_TIME_LIMIT_S,
+             input_shapes: Mapping[str | None, Sequence[int]] | None = None,
+             skip_rules: Iterable[str] = (), check: bool = True, check_n: int = DEFAULT_CHECK_N,
+             rtol: float = 1e-4, atol: float = 1e-5, save_as_external_data: bool | None = None,
+             progress: PipelineProgress | None = None, include_unproved: bool = False,
+             gate: bool = True, gate_budget_s: float = 4.0, cost_model: Any = None,
+             write: bool = True) -> OptimizeResult:
+    """Optimize an ONNX model; see the module doc for the phases.
+
+    `output` None writes nothing unless `model` is a path (then IN.opt.onnx). `cost_model`
+    overrides `cost` with a ready CostModel (tests). `gate=False` skips the end-to-end timing
+    and writes the cheapest candidate by the cost model (still checked numerically).
     """
-    from superopt.face.drawing import describe_subgraph
-    from superopt.search.match import Refused, apply_match, find_matches
+    options = OptimizeOptions(
+        rules=rules, device=device, cost=cost, alpha=alpha, budget=budget, time_limit=time_limit,
+        input_shapes=input_shapes, skip_rules=skip_rules, check=check, check_n=check_n,
+        rtol=rtol, atol=atol, save_as_external_data=save_as_external_data, progress=progress,
+        include_unproved=include_unproved, gate=gate, gate_budget_s=gate_budget_s,
+        cost_model=cost_model, write=write)
+    return run_phases(model, output, options)
 
-    by_id = {r.id: r for r in rules}
-    out: list[dict | None] = []
-    g: Graph | None = graph
-    for step in steps:
-        rule = by_id.get(step.rule_id)
-        applied = None
-        if g is not None and rule is not None:
-            for m in find_matches(g, rule):
-                if m.matched_names != tuple(step.matched_nodes):
-                    continue
-                try:
-                    applied = apply_match(g, m)
-                except Refused:
-                    continue
-                break
-        if applied is None:
-            out.append(None)
-            g = None
-            continue
-        after_focus = list(applied.created_names)
-        if not after_focus:  # the target reuses existing values: show their new readers
-            readers = {u.name for v in applied.match.roots for u, _ in g.users.get(v, ())}
-            after_focus = [n.name for n in applied.graph.nodes if n.name in readers]
-        out.append({"before": describe_subgraph(g, step.matched_nodes),
-                    "after": describe_subgraph(applied.graph, after_focus)})
-        g = applied.graph
-    return out
+
+def run_phases(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLike | None,
+               options: OptimizeOptions) -> OptimizeResult:
+    """Start a run (`start_run`), run `PHASES` in order timing each, and build the result."""
+    run = start_run(model, output, options)
+    for key, phase in PHASES:
+        t = time.perf_counter()
+        phase(run)
+        run.phase_s[key] = run.phase_s.get(key, 0.0) + time.perf_counter() - t
+    return result_of(run)
+
+
+def start_run(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLike | None,
+              options: OptimizeOptions) -> OptimizeRun:
+    """The run state before any phase: the device resolved (DeviceError for a CUDA that does
+    not work) and the output path decided."""
+    from superopt.runtime import resolve_device
+
+    resolved = resolve_device(options.device)
+    input_path = None if isinstance(model, onnx.ModelProto) else str(model)
+    if output is None and input_path is not None and options.write:
+        output = default_output_path(input_path)
+    return OptimizeRun(options=options, model=model, input_path=input_path, output=output,
+                       device=resolved, say=options.progress or (lambda *a: None))
+
+
+# ---------------------------------------------------------------------------------------------
+# the phases, in order
+
+
+def load_phase(run: OptimizeRun) -> None:
+    """Read the model into a Graph with static shapes (ShapeError names the input to fix)."""
+    run.say("load", 0, 1, "reading the model")
+    shapes = dict(run.options.input_shapes) if run.options.input_shapes else None
+    run.graph = load(run.model, input_shapes=shapes)
+    check_static(run.graph)
+    run.say("load", 1, 1, f"{len(run.graph.nodes)} nodes")
+
+
+def rules_phase(run: OptimizeRun) -> None:
+    """Select the rules (`select_rules`)."""
+    run.say("rules", 0, 1, "reading the rule database")
+    o = run.options
+    run.rules = select_rules(o.rules, o.skip_rules, o.include_unproved)
+    run.say("rules", 1, 1, f"{len(run.rules)} rules")
+
+
+def search_phase(run: OptimizeRun) -> None:
+    """Make the cost model (unless given) and search (`superopt.search.search_auto`)."""
+    from superopt.cost_model import make_cost_model
+    from superopt.search import SearchLimits, search_auto
+
+    o, say, graph = run.options, run.say, run.graph
+    run.cost_model = o.cost_model
+    if run.cost_model is None:
+        kwargs = {}
+        if o.cost == "measured":
+            kwargs["progress"] = lambda label, done, total: say("measure", done, total, label)
+        run.cost_model = make_cost_model(o.cost, run.device, **kwargs)
+    limits = SearchLimits(alpha=o.alpha, budget=o.budget, time_limit_s=o.time_limit)
+    say("search", 0, o.budget, f"{len(run.rules)} rules, {len(graph.nodes)} nodes")
+    run.search = search_auto(graph, run.rules, run.cost_model, limits,
+                             progress=lambda done, total, best: say(
+                                 "search", done, total, f"best {best * 1e3:.3f} ms"))
+
+
+def export_phase(run: OptimizeRun) -> None:
+    """The original and the two cheapest candidates other than it, as ONNX models."""
+    run.baseline = to_onnx(run.graph)
+    run.chosen = Exported(run.baseline, run.graph, [])
+    candidates = [c for c in run.search.candidates if c.graph != run.graph][:2]
+    run.exported = [Exported(to_onnx(c.graph), c.graph, c.steps) for c in candidates]
+
+
+def gate_phase(run: OptimizeRun) -> None:
+    """Drop the candidates ORT cannot load, then choose: the fastest candidate beyond the noise
+    end to end (`compare_models`), the cheapest without the gate, or the original."""
+    viable = []
+    for exported in run.exported:
+        why = _ort_loads(exported.proto)
+        if why is None:
+            viable.append(exported)
+        else:
+            run.dropped.append(f"candidate with {len(exported.steps)} rewrites dropped: {why}")
+    ab = None
+    if not run.exported:
+        run.kept_reason = "the search found no graph cheaper than the original"
+    elif not viable:
+        run.kept_reason = "every candidate failed to load in ONNX Runtime"
+    elif not run.options.gate:
+        run.chosen = viable[0]
+        run.kept_reason = "written without the end-to-end gate (gate disabled)"
+    else:
+        from superopt.pipeline.gate import compare_models
+
+        say = run.say
+        say("gate", 0, None, f"timing the original and {len(viable)} candidate(s)")
+        try:
+            ab = compare_models(run.baseline, [v.proto for v in viable], run.device,
+                                budget_s=run.options.gate_budget_s,
+                                progress=lambda d, n: say("gate", d, n, "A/B rounds"))
+        except ModelError as e:
+            # E.g. a custom-domain op ORT has no kernel for: nothing can be timed, and superopt
+            # never writes what it could not show to be faster. The model passes through.
+            run.kept_reason = ("kept the original: ONNX Runtime cannot run the original model "
+                               f"here, so no candidate could be timed "
+                               f"({str(e).splitlines()[0][:200]})")
+    if ab is None:
+        return
+    run.ab_summary = ab.summary()
+    run.latency_before = {"median_s": ab.baseline.median_s, "spread": ab.baseline.spread}
+    if ab.best_index is None:
+        i = max(range(len(viable)), key=lambda k: ab.ratios[k])
+        run.kept_reason = (f"kept the original: the best candidate measured "
+                           f"{ab.ratios[i]:.3f}x, not faster beyond the noise (needs > "
+                           f"{1 + ab.margins[i]:.3f}x)")
+        run.latency_after = dict(run.latency_before)
+    else:
+        i = ab.best_index
+        run.chosen = viable[i]
+        run.latency_after = {"median_s": ab.candidates[i].median_s,
+                             "spread": ab.candidates[i].spread}
+        run.speedup = ab.ratios[i]
+        run.kept_reason = f"candidate faster end to end: {run.speedup:.3f}x on {run.device}"
+
+
+def check_phase(run: OptimizeRun) -> None:
+    """The numerical check of the chosen model against the original (`check_result`)."""
+    o = run.options
+    if not o.check:
+        return
+    run.say("check", 0, o.check_n, "original vs result on the CPU provider")
+    original = run.model if isinstance(run.model, onnx.ModelProto) else run.input_path
+    run.check = check_result(original, run.chosen.proto, baseline=run.baseline,
+                             changed=run.kept, n=o.check_n, rtol=o.rtol, atol=o.atol,
+                             progress=lambda k: run.say("check", k, o.check_n, "inputs"))
+
+
+def write_phase(run: OptimizeRun) -> None:
+    """Write the chosen model atomically (when told to and there is an output path)."""
+    if not run.options.write or run.output is None:
+        return
+    run.say("write", 0, 1, str(run.output))
+    write_model(run.chosen.proto, run.output, external_data=run.options.save_as_external_data)
+    run.written = True
+    run.say("write", 1, 1, str(run.output))
+
+
+def describe_phase(run: OptimizeRun) -> None:
+    """The report's subgraph data for each rewrite, from the search's records (each distinct
+    step described once: the chosen path is usually the best candidate's)."""
+    run.say("describe", 0, None, "describing the rewrites for the report")
+    described: dict[int, dict[str, Description]] = {}
+
+    def describe(steps: Sequence[Step]) -> list[dict[str, Description]]:
+        for s in steps:
+            if id(s) not in described:
+                described[id(s)] = describe_step(s)
+        return [described[id(s)] for s in steps]
+
+    run.candidate_step_subgraphs = describe(run.search.steps)
+    run.step_subgraphs = describe(run.chosen.steps)
+    run.say("describe", 1, 1, f"{len(run.search.steps)} rewrites")
+
+
+#: (phase_s key, phase) in order; the rules phase is timed with the model's loading
+PHASES: tuple[tuple[str, Callable[[OptimizeRun], None]], ...] = (
+    ("load", load_phase), ("load", rules_phase), ("search", search_phase),
+    ("export", export_phase), ("gate", gate_phase), ("check", check_phase),
+    ("write", write_phase), ("describe", describe_phase))
+
+
+def result_of(run: OptimizeRun) -> OptimizeResult:
+    """The `OptimizeResult` of a run whose phases all ran."""
+    from superopt.runtime import device_name, runtime_fingerprint
+
+    fp = runtime_fingerprint(run.device)
+    result = run.search
+    used = {s.rule_id for s in result.steps}
+    rule_info = {r.id: {"name": r.name, "src": [str(p) for p in r.src],
+                        "dst": [str(p) for p in r.dst], "proof": dict(r.proof)}
+                 for r in run.rules if r.id in used}
+    chosen = run.chosen
+    return OptimizeResult(
+        input_path=run.input_path,
+        output_path=str(run.output) if run.output is not None else None,
+        written=run.written, device=run.device, provider=fp["provider"],
+        device_name=device_name(run.device), ort_version=fp["ort"],
+        superopt_version=__version__, cost_model=run.cost_model.describe(), kept=run.kept,
+        kept_reason=run.kept_reason, op_counts_before=_onnx_op_counts(run.baseline),
+        op_counts_after=_onnx_op_counts(chosen.proto), size_before=run.baseline.ByteSize(),
+        size_after=chosen.proto.ByteSize(), latency_before=run.latency_before,
+        latency_after=run.latency_after, speedup=run.speedup,
+        search_stats=result.stats.to_json(), stop_reason=result.stop_reason,
+        steps=list(chosen.steps), candidate_steps=list(result.steps), rules=rule_info,
+        rules_loaded=len(run.rules), phase_s=run.phase_s, check=run.check,
+        ab_summary=run.ab_summary, dropped_candidates=run.dropped,
+        step_subgraphs=run.step_subgraphs,
+        candidate_step_subgraphs=run.candidate_step_subgraphs, graph_before=run.graph,
+        graph_after=chosen.graph, search=result)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
 
 
 def default_output_path(input_path: str | os.PathLike) -> Path:
@@ -214,177 +494,6 @@ def check_static(graph: Graph) -> None:
                                  "fix the input shapes with --overwrite-input-shape")
 
 
-def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLike | None = None,
-             *, rules: RuleSet | Sequence[Rule] | str | os.PathLike | None = None,
-             device: str = "auto", cost: str = "measured", alpha: float = 1.05,
-             budget: int = DEFAULT_BUDGET, time_limit: float = DEFAULT_TIME_LIMIT_S,
-             input_shapes: Mapping[str | None, Sequence[int]] | None = None,
-             skip_rules: Iterable[str] = (), check: bool = True, check_n: int = DEFAULT_CHECK_N,
-             rtol: float = 1e-4, atol: float = 1e-5, save_as_external_data: bool | None = None,
-             progress: PipelineProgress | None = None, include_unproved: bool = False,
-             gate: bool = True, gate_budget_s: float = 4.0, cost_model: Any = None,
-             write: bool = True) -> OptimizeResult:
-    """Optimize an ONNX model; see the module doc for the pipeline.
-
-    `output` None writes nothing unless `model` is a path (then IN.opt.onnx). `cost_model`
-    overrides `cost` with a ready CostModel (tests). `gate=False` skips the end-to-end timing
-    and writes the cheapest candidate by the cost model (still checked numerically).
-    """
-    from superopt.cost_model import make_cost_model
-    from superopt.runtime import device_name, resolve_device, runtime_fingerprint
-    from superopt.search import SearchLimits, search_auto
-
-    phases: dict[str, float] = {}
-    say = progress or (lambda *a: None)
-    if check_n < 1:
-        raise UsageError("--check-n must be at least 1")
-    resolved = resolve_device(device)  # DeviceError for a CUDA that does not work
-    input_path = None if isinstance(model, onnx.ModelProto) else str(model)
-    if output is None and input_path is not None and write:
-        output = default_output_path(input_path)
-
-    t = time.perf_counter()
-    say("load", 0, 1, "reading the model")
-    shapes = dict(input_shapes) if input_shapes else None
-    graph = load(model, input_shapes=shapes)
-    check_static(graph)
-    say("load", 1, 1, f"{len(graph.nodes)} nodes")
-    say("rules", 0, 1, "reading the rule database")
-    rule_list = select_rules(rules, skip_rules, include_unproved)
-    say("rules", 1, 1, f"{len(rule_list)} rules")
-    phases["load"] = time.perf_counter() - t
-
-    if cost_model is None:
-        kwargs = {}
-        if cost == "measured":
-            kwargs["progress"] = lambda label, done, total: say("measure", done, total, label)
-        cost_model = make_cost_model(cost, resolved, **kwargs)
-    limits = SearchLimits(alpha=alpha, budget=budget, time_limit_s=time_limit)
-
-    t = time.perf_counter()
-    say("search", 0, budget, f"{len(rule_list)} rules, {len(graph.nodes)} nodes")
-    result = search_auto(graph, rule_list, cost_model, limits,
-                         progress=lambda done, total, best: say("search", done, total,
-                                                                f"best {best * 1e3:.3f} ms"))
-    phases["search"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    baseline = to_onnx(graph)
-    candidates = [(g, steps) for c, g, steps in result.candidates if g != graph][:2]
-    exported = [(to_onnx(g), g, steps) for g, steps in candidates]
-    phases["export"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    dropped: list[str] = []
-    viable = []
-    for proto, g, steps in exported:
-        why = _ort_loads(proto)
-        if why is None:
-            viable.append((proto, g, steps))
-        else:
-            dropped.append(f"candidate with {len(steps)} rewrites dropped: {why}")
-    chosen_proto, chosen_graph, chosen_steps = baseline, graph, []
-    latency_before = latency_after = None
-    speedup, ab_summary, ab = 1.0, "", None
-    if not candidates:
-        reason = "the search found no graph cheaper than the original"
-    elif not viable:
-        reason = "every candidate failed to load in ONNX Runtime"
-    elif not gate:
-        chosen_proto, chosen_graph, chosen_steps = viable[0]
-        reason = "written without the end-to-end gate (gate disabled)"
-    else:
-        from superopt.pipeline.gate import compare_models
-
-        say("gate", 0, None, f"timing the original and {len(viable)} candidate(s)")
-        try:
-            ab = compare_models(baseline, [v[0] for v in viable], resolved, budget_s=gate_budget_s,
-                                progress=lambda d, n: say("gate", d, n, "A/B rounds"))
-        except ModelError as e:
-            # E.g. a custom-domain op ORT has no kernel for: nothing can be timed, and superopt
-            # never writes what it could not show to be faster. The model passes through.
-            ab = None
-            reason = ("kept the original: ONNX Runtime cannot run the original model here, so "
-                      f"no candidate could be timed ({str(e).splitlines()[0][:200]})")
-    if ab is not None:
-        ab_summary = ab.summary()
-        latency_before = {"median_s": ab.baseline.median_s, "spread": ab.baseline.spread}
-        if ab.best_index is None:
-            i = max(range(len(viable)), key=lambda k: ab.ratios[k])
-            reason = (f"kept the original: the best candidate measured {ab.ratios[i]:.3f}x, "
-                      f"not faster beyond the noise (needs > {1 + ab.margins[i]:.3f}x)")
-            latency_after = dict(latency_before)
-        else:
-            i = ab.best_index
-            chosen_proto, chosen_graph, chosen_steps = viable[i]
-            latency_after = {"median_s": ab.candidates[i].median_s,
-                             "spread": ab.candidates[i].spread}
-            speedup = ab.ratios[i]
-            reason = f"candidate faster end to end: {speedup:.3f}x on {resolved}"
-    phases["gate"] = time.perf_counter() - t
-    kept = chosen_graph is not graph
-
-    t = time.perf_counter()
-    check_result = None
-    if check:
-        say("check", 0, check_n, "original vs result on the CPU provider")
-        try:
-            check_result = numerical_check(
-                model if isinstance(model, onnx.ModelProto) else input_path, chosen_proto,
-                n=check_n, rtol=rtol, atol=atol, baseline_fallback=baseline,
-                progress=lambda k: say("check", k, check_n, "inputs"))
-        except ModelError as e:
-            if kept:
-                raise
-            # The original passes through unchanged, but ORT cannot run it (e.g. a custom-domain
-            # op): there is nothing to compare, and nothing was rewritten.
-            check_result = CheckResult(True, 0, rtol, atol, 0.0, 0.0, skipped=True,
-                                       note=f"not run: {str(e).splitlines()[0][:200]}")
-        if not check_result.passed:
-            raise CheckError(
-                f"the optimized model differs from the original (max abs error "
-                f"{check_result.max_abs_error:.3g}, max rel error {check_result.max_rel_error:.3g}"
-                f", rtol {rtol}, atol {atol}); nothing was written")
-    phases["check"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    written = False
-    if write and output is not None:
-        say("write", 0, 1, str(output))
-        write_model(chosen_proto, output, external_data=save_as_external_data)
-        written = True
-        say("write", 1, 1, str(output))
-    phases["write"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    say("describe", 0, None, "describing the rewrites for the report")
-    candidate_subgraphs = describe_steps(graph, result.steps, rule_list)
-    chosen_subgraphs = (candidate_subgraphs if list(chosen_steps) == list(result.steps)
-                        else describe_steps(graph, chosen_steps, rule_list))
-    say("describe", 1, 1, f"{len(result.steps)} rewrites")
-    phases["describe"] = time.perf_counter() - t
-
-    fp = runtime_fingerprint(resolved)
-    used = {s.rule_id for s in result.steps}
-    rule_info = {r.id: {"name": r.name, "src": [str(p) for p in r.src],
-                        "dst": [str(p) for p in r.dst], "proof": dict(r.proof)}
-                 for r in rule_list if r.id in used}
-    return OptimizeResult(
-        input_path=input_path, output_path=str(output) if output is not None else None,
-        written=written, device=resolved, provider=fp["provider"],
-        device_name=device_name(resolved), ort_version=fp["ort"],
-        superopt_version=__version__, cost_model=cost_model.describe(), kept=kept,
-        kept_reason=reason, op_counts_before=_onnx_op_counts(baseline),
-        op_counts_after=_onnx_op_counts(chosen_proto), size_before=baseline.ByteSize(),
-        size_after=chosen_proto.ByteSize(), latency_before=latency_before,
-        latency_after=latency_after, speedup=speedup, search_stats=result.stats.to_json(),
-        stop_reason=result.stop_reason, steps=list(chosen_steps),
-        candidate_steps=list(result.steps), rules=rule_info, rules_loaded=len(rule_list),
-        phase_s=phases, check=check_result, ab_summary=ab_summary, dropped_candidates=dropped,
-        step_subgraphs=chosen_subgraphs, candidate_step_subgraphs=candidate_subgraphs,
-        graph_before=graph, graph_after=chosen_graph)
-
-
 def _onnx_op_counts(model: onnx.ModelProto) -> dict[str, int]:
     counts: dict[str, int] = {}
     for n in model.graph.node:
@@ -402,59 +511,3 @@ def _ort_loads(model: onnx.ModelProto) -> str | None:
     except ModelError as e:
         return str(e)
     return None
-
-
-def numerical_check(original: str | os.PathLike | onnx.ModelProto | None,
-                    result: onnx.ModelProto, *, n: int = DEFAULT_CHECK_N, rtol: float = 1e-4,
-                    atol: float = 1e-5, baseline_fallback: onnx.ModelProto | None = None,
-                    seed: int = 0, progress: Callable[[int], None] | None = None
-                    ) -> CheckResult:
-    """Run original and result on `n` random inputs (seeds seed..seed+n-1, shapes from the
-    result) through ORT's CPU provider; compare every output within rtol/atol.
-
-    Example:
-        >>> numerical_check("in.onnx", onnx.load("out.onnx")).passed   # doctest: +SKIP
-        True
-    """
-    from superopt.runtime import make_session, random_feeds
-
-    ref_model = original if original is not None else baseline_fallback
-    try:
-        ref = make_session(ref_model, "cpu", level="all")
-    except ModelError:
-        if baseline_fallback is None:
-            raise
-        ref = make_session(baseline_fallback, "cpu", level="all")
-    try:
-        out = make_session(result, "cpu", level="all")
-    except ModelError as e:
-        raise CheckError(f"the optimized model does not load in ONNX Runtime ({e}); "
-                         "nothing was written") from None
-    names = [o.name for o in out.get_outputs()]
-    max_abs = max_rel = 0.0
-    passed = True
-    ref_inputs = {i.name for i in ref.get_inputs()}
-    for k in range(n):
-        feeds = random_feeds(result, seed=seed + k)
-        want = dict(zip([o.name for o in ref.get_outputs()],
-                        ref.run(None, {a: b for a, b in feeds.items() if a in ref_inputs})))
-        got = dict(zip(names, out.run(None, feeds)))
-        for name in names:
-            if name not in want:
-                raise CheckError(f"output {name!r} is missing from the original; "
-                                 "nothing was written")
-            a = np.asarray(want[name], dtype=np.float64)
-            b = np.asarray(got[name], dtype=np.float64)
-            if a.shape != b.shape:
-                raise CheckError(f"output {name!r} has shape {b.shape}, the original "
-                                 f"{a.shape}; nothing was written")
-            if a.size == 0:
-                continue
-            diff = np.abs(a - b)
-            max_abs = max(max_abs, float(np.nanmax(diff)))
-            max_rel = max(max_rel, float(np.nanmax(diff / np.maximum(np.abs(a), 1e-12))))
-            if not np.allclose(b, a, rtol=rtol, atol=atol, equal_nan=True):
-                passed = False
-        if progress is not None:
-            progress(k + 1)
-    return CheckResult(passed, n, rtol, atol, max_abs, max_rel)
