@@ -54,10 +54,12 @@ InputShapes = Mapping[str, Sequence[int | str]]
 
 def read_model(source: str | os.PathLike | ModelProto | bytes) -> tuple[ModelProto, str | None]:
     """The ModelProto with external data loaded, and the folder it came from (or None)."""
-    if isinstance(source, ModelProto):
-        return source, None
-    if isinstance(source, bytes):
-        return _parse(source, "<bytes>"), None
+    if isinstance(source, (ModelProto, bytes)):
+        model = source if isinstance(source, ModelProto) else _parse(source, "<bytes>")
+        for t in _all_tensors(model):
+            if t.data_location == TensorProto.EXTERNAL:
+                _check_external_location(t, None)  # no folder: reading it would use the cwd
+        return model, None
     path = Path(source)
     if not path.exists():
         raise ModelError(f"{path}: no such file")
@@ -68,12 +70,78 @@ def read_model(source: str | os.PathLike | ModelProto | bytes) -> tuple[ModelPro
     except OSError as e:
         raise ModelError(f"{path}: cannot read ({e.strerror})") from None
     model = _parse(data, str(path))
-    if any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer):
+    external = [t for t in _all_tensors(model) if t.data_location == TensorProto.EXTERNAL]
+    for t in external:
+        _check_external_location(t, path)
+    for t in external:
         try:
-            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{path}: cannot load its external data ({e})") from None
+            onnx.external_data_helper.load_external_data_for_tensor(t, str(path.parent))
+        except Exception as e:  # OSError, ValueError, onnx's ValidationError ...
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ModelError(f"{path}: cannot load the external data of tensor {t.name!r} "
+                             f"({reason[:200]})") from None
     return model, str(path.parent)
+
+
+def _all_tensors(model: ModelProto) -> Iterable[TensorProto]:
+    """Every TensorProto of a model: initializers, sparse initializers and tensor attributes,
+    in the main graph, in subgraphs and in functions."""
+    def of_graph(g: GraphProto) -> Iterable[TensorProto]:
+        yield from g.initializer
+        for s in g.sparse_initializer:
+            yield from (s.values, s.indices)
+        yield from of_nodes(g.node)
+
+    def of_nodes(nodes: Iterable[NodeProto]) -> Iterable[TensorProto]:
+        for n in nodes:
+            for a in n.attribute:
+                if a.HasField("t"):
+                    yield a.t
+                yield from a.tensors
+                if a.HasField("sparse_tensor"):
+                    yield from (a.sparse_tensor.values, a.sparse_tensor.indices)
+                for s in a.sparse_tensors:
+                    yield from (s.values, s.indices)
+                if a.HasField("g"):
+                    yield from of_graph(a.g)
+                for sg in a.graphs:
+                    yield from of_graph(sg)
+
+    yield from of_graph(model.graph)
+    for f in model.functions:
+        yield from of_nodes(f.node)
+
+
+def _check_external_location(t: TensorProto, model_path: Path | None) -> None:
+    """External data must be a file inside the model's folder (symlinks resolved): a model must
+    never make superopt read /etc/passwd or a file next to the user's home."""
+    where = str(model_path) if model_path is not None else "model"
+    location = next((e.value for e in t.external_data if e.key == "location"), "")
+    if model_path is None:
+        raise ModelError(f"{where}: tensor {t.name!r} keeps its data in an external data file "
+                         f"({location!r}), but the model was given without its folder; "
+                         "load it from its path")
+    if not location:
+        raise ModelError(f"{where}: tensor {t.name!r} is marked as external data but names "
+                         "no file")
+    if os.path.isabs(location) or location.startswith(("/", "\\")) or \
+            re.match(r"^[A-Za-z]:", location):
+        raise ModelError(f"{where}: tensor {t.name!r} keeps its data at an absolute path "
+                         f"({location!r}); external data must be inside the model's folder")
+    folder = os.path.realpath(model_path.parent)
+    target = os.path.realpath(os.path.join(folder, location))
+    if os.path.commonpath([folder, target]) != folder:
+        how = "" if os.path.normpath(os.path.join(folder, location)) == target else \
+            ", through a symbolic link,"
+        raise ModelError(f"{where}: tensor {t.name!r} keeps its data in {location!r}, which "
+                         f"leads{how} outside the model's folder (external data must stay "
+                         "inside it)")
+    if not os.path.exists(target):
+        raise ModelError(f"{where}: tensor {t.name!r} keeps its data in {location!r}: "
+                         "no such file next to the model")
+    if not os.path.isfile(target):
+        raise ModelError(f"{where}: tensor {t.name!r} keeps its data in {location!r}, which is "
+                         "not a regular file")
 
 
 def _parse(data: bytes, where: str) -> ModelProto:
@@ -122,7 +190,189 @@ def _upgrade_opset(model: ModelProto, where: str) -> ModelProto:
             raise ModelError(f"{where}: opset {version} is below {MIN_OPSET} and cannot be "
                              f"upgraded: it uses {node.op_type} (node {node.name or '?'}), which "
                              f"opset {MIN_OPSET} no longer has")
+    _fix_conversion(converted, version)
     return converted
+
+
+# Why convert, and not keep the model's opset: registry ops, rules and their proofs speak opset
+# 13+ ONNX, and export writes that; keeping opset 11 would need every op definition to know each
+# old opset's meaning. So models are converted, and the converter's known gaps (measured in ONNX
+# Runtime, tests/test_opset_semantics.py) are patched after it:
+#  * Hardmax before 13 coerced its input to 2-D at `axis` (like Softmax and LogSoftmax, whose
+#    adapters do write Flatten -> op -> Reshape); the converter has no adapter for Hardmax and
+#    keeps `axis`, which at 13 means one axis. It becomes Flatten -> Hardmax -> Reshape here.
+#  * Resize 10 (and Upsample 7/9, which become Resize) had no coordinate mode: ONNX Runtime uses
+#    `asymmetric`, and for `nearest` takes the floor on axes that grow and the ceiling on axes
+#    that shrink. The converter leaves the opset-11 defaults (half_pixel, round_prefer_floor).
+#    The attributes are set here; a nearest Resize whose scales shrink some axes and grow others,
+#    or whose scales are only known at run time, becomes two Resize nodes (floor, then ceil).
+# Everything else that changed meaning before 13 (Softmax, LogSoftmax, Split, Reduce*, Clip,
+# Pad, Slice, TopK, Squeeze/Unsqueeze, ...) the converter gets right; the tests check each.
+
+
+class _Fresh:
+    """Names not used yet: `base` if free, else `base_1`, `base_2`, ...; taken once given."""
+
+    def __init__(self, used: Iterable[str]) -> None:
+        self.used = set(used)
+
+    def __call__(self, base: str) -> str:
+        base = base.replace("\x00", "") or "superopt"
+        name, i = base, 0
+        while name in self.used:
+            i += 1
+            name = f"{base}_{i}"
+        self.used.add(name)
+        return name
+
+
+def _fix_conversion(model: ModelProto, version: int) -> None:
+    """Patch what the version converter gets wrong (see above); `version` is the model's own."""
+    used: set[str] = set()
+    _graph_names(model.graph, used, set())
+    fresh = _Fresh(used)
+    ranks: dict[str, int] = {}
+    if any(n.op_type == "Hardmax" for n in _all_nodes(model.graph)):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, check_type=False)
+            for g in _all_graphs(inferred.graph):
+                for vi in list(g.input) + list(g.value_info) + list(g.output):
+                    t = vi.type.tensor_type
+                    if vi.type.HasField("tensor_type") and t.HasField("shape"):
+                        ranks[vi.name] = len(t.shape.dim)
+        except Exception:
+            pass  # ranks unknown: every Hardmax is rewritten, which is always right
+    _fix_graph(model.graph, version, ranks, fresh, {})
+
+
+def _all_graphs(g: GraphProto) -> Iterable[GraphProto]:
+    yield g
+    for n in g.node:
+        for a in n.attribute:
+            for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _all_graphs(sg)
+
+
+def _all_nodes(g: GraphProto) -> Iterable[NodeProto]:
+    for sg in _all_graphs(g):
+        yield from sg.node
+
+
+def _fix_graph(g: GraphProto, version: int, ranks: Mapping[str, int], fresh: _Fresh,
+               outer_consts: Mapping[str, TensorProto | NodeProto]) -> None:
+    consts = dict(outer_consts)  # what constant values are made of; arrays made on demand
+    consts.update((t.name, t) for t in g.initializer)
+    nodes: list[NodeProto] = []
+    for n in g.node:
+        for a in n.attribute:
+            for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                _fix_graph(sg, version, ranks, fresh, consts)
+        if n.domain not in ("", "ai.onnx"):
+            nodes.append(n)
+            continue
+        if n.op_type == "Constant" and n.output:
+            consts[n.output[0]] = n
+        if n.op_type == "Hardmax":
+            nodes.extend(_hardmax_from_2d(n, ranks, fresh))
+        elif n.op_type == "Resize" and version < 11:
+            nodes.extend(_resize_from_10(n, consts, fresh))
+        else:
+            nodes.append(n)
+    if len(nodes) != len(g.node):
+        del g.node[:]
+        g.node.extend(nodes)
+
+
+def _set_attrs(n: NodeProto, **attrs) -> None:
+    keep = [a for a in n.attribute if a.name not in attrs]
+    del n.attribute[:]
+    n.attribute.extend(keep)
+    n.attribute.extend(helper.make_attribute(k, v) for k, v in attrs.items())
+
+
+def _hardmax_from_2d(n: NodeProto, ranks: Mapping[str, int], fresh: _Fresh) -> list[NodeProto]:
+    """Hardmax before opset 13 (coerced to 2-D at `axis`, default 1) as opset 13 nodes."""
+    a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+    axis = int(a.get("axis", 1))
+    rank = ranks.get(n.input[0])
+    if axis == -1 or (rank is not None and axis in (rank - 1, -1)):
+        _set_attrs(n, axis=-1)  # one axis, the last: the same in both meanings
+        return [n]
+    x, y = n.input[0], n.output[0]
+    base = n.name or "hardmax"
+    shape, flat, hard = fresh(f"{y}_shape"), fresh(f"{y}_2d"), fresh(f"{y}_hardmax")
+    inner = NodeProto()
+    inner.CopyFrom(n)
+    del inner.input[:]
+    inner.input.append(flat)
+    del inner.output[:]
+    inner.output.append(hard)
+    _set_attrs(inner, axis=-1)
+    return [helper.make_node("Shape", [x], [shape], name=fresh(f"{base}_shape")),
+            helper.make_node("Flatten", [x], [flat], name=fresh(f"{base}_flatten"), axis=axis),
+            inner,
+            helper.make_node("Reshape", [hard, shape], [y], name=fresh(f"{base}_reshape"))]
+
+
+def _resize_from_10(n: NodeProto, consts: Mapping[str, TensorProto | NodeProto],
+                    fresh: _Fresh) -> list[NodeProto]:
+    """A Resize the converter made from Resize 10 or Upsample: ONNX Runtime's meaning of those
+    (asymmetric coordinates; nearest: floor on growing axes, ceiling on shrinking ones)."""
+    a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+    mode = a.get("mode", b"nearest")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode != "nearest":
+        _set_attrs(n, coordinate_transformation_mode="asymmetric")
+        return [n]
+    scales_name = n.input[2] if len(n.input) > 2 else ""
+    scales = None
+    source = consts.get(scales_name) if scales_name else None
+    if isinstance(source, NodeProto):
+        scales = _constant_node_value(source)
+    elif isinstance(source, TensorProto):
+        scales = numpy_helper.to_array(source)
+    if scales is not None and (np.all(scales >= 1) or np.all(scales <= 1)):
+        _set_attrs(n, coordinate_transformation_mode="asymmetric",
+                   nearest_mode="floor" if np.all(scales >= 1) else "ceil")
+        return [n]
+    if not scales_name:
+        _set_attrs(n, coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        return [n]
+    # Both directions (or unknown until run time): grow with floor, then shrink with ceiling.
+    # Nearest resizing works axis by axis, so the two steps give exactly the one-step result.
+    base = n.name or "resize"
+    x, roi, y = n.input[0], n.input[1], n.output[0]
+    up, down = fresh(f"{scales_name}_up"), fresh(f"{scales_name}_down")
+    pre: list[NodeProto] = []
+    if scales is not None:
+        pre.append(helper.make_node("Constant", [], [up], name=fresh(f"{base}_scales_up"),
+                                    value=numpy_helper.from_array(
+                                        np.where(scales > 1, scales, 1).astype(scales.dtype))))
+        pre.append(helper.make_node("Constant", [], [down], name=fresh(f"{base}_scales_down"),
+                                    value=numpy_helper.from_array(
+                                        np.where(scales < 1, scales, 1).astype(scales.dtype))))
+    else:
+        one = fresh(f"{scales_name}_one")
+        pre.append(helper.make_node("Constant", [], [one], name=fresh(f"{base}_one"),
+                                    value=numpy_helper.from_array(np.array(1, np.float32))))
+        pre.append(helper.make_node("Max", [scales_name, one], [up], name=fresh(f"{base}_up")))
+        pre.append(helper.make_node("Min", [scales_name, one], [down],
+                                    name=fresh(f"{base}_down")))
+    grown = fresh(f"{y}_grown")
+    first = NodeProto()
+    first.CopyFrom(n)
+    del first.input[:]
+    first.input.extend([x, roi, up])
+    del first.output[:]
+    first.output.append(grown)
+    _set_attrs(first, coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    second = NodeProto()
+    second.CopyFrom(n)
+    second.name = fresh(f"{base}_shrink")
+    del second.input[:]
+    second.input.extend([grown, roi, down])
+    _set_attrs(second, coordinate_transformation_mode="asymmetric", nearest_mode="ceil")
+    return pre + [first, second]
 
 
 def _apply_input_shapes(model: ModelProto, shapes: InputShapes, where: str) -> None:
@@ -236,6 +486,7 @@ def _subgraph_free_names(g: GraphProto) -> set[str]:
             if r and r not in defined:
                 free.add(r)
         defined.update(n.output)
+    free.update(o.name for o in g.output if o.name and o.name not in defined)
     return free
 
 
@@ -565,60 +816,84 @@ def fold_constants(graph: Graph) -> Graph:
 
 
 def to_onnx(graph: Graph) -> ModelProto:
-    """Export a Graph as an ONNX ModelProto (constant-only subexpressions folded)."""
+    """Export a Graph as an ONNX ModelProto (constant-only subexpressions folded).
+
+    Every name export makes up (a Reshape target, Split sizes, an Identity for an output) comes
+    from one allocator that knows every name the graph uses, subgraphs included, so a made-up
+    name never collides with the model's own (see `_ExportNames`).
+    """
     graph = fold_constants(graph)
     meta = graph.meta
     opset = meta.opset("") or MIN_OPSET
-    names = _output_names(graph)
-
-    def name_of(v: Value | None) -> str:
-        return "" if v is None else names.get(v, v.name)
-
-    node_protos: list[NodeProto] = []
-    extra_inits: list[TensorProto] = []
-    for node in graph.nodes:
-        outs = [name_of(o) for o in node.outputs]
+    nodes = list(graph.nodes)
+    consts = graph.constants()
+    order = {n: i for i, n in enumerate(meta.initializer_order)}
+    consts.sort(key=lambda v: order.get(v.name, len(order)))
+    opaque: dict[Node, NodeProto] = {}
+    for node in nodes:
         if node.is_opaque:
             p = NodeProto()
             p.ParseFromString(node.attr("proto"))
+            opaque[node] = p
+    names = _ExportNames(graph, nodes, consts, opaque)
+    name_of = names.value
+
+    node_protos: list[NodeProto] = []
+    extra_inits: list[TensorProto] = []
+    for node in nodes:
+        outs = [name_of(o) for o in node.outputs]
+        if node.is_opaque:
+            p = opaque[node]
+            p.name = names.node(node)
             n_explicit = node.attr("n_explicit")
             del p.input[:]
             p.input.extend(name_of(v) for v in node.inputs[:n_explicit])
             del p.output[:]
             p.output.extend(outs)
-            # A subgraph reads outer values by name: keep those names alive.
-            for old, v in zip(node.attr("implicit"), node.inputs[n_explicit:]):
-                if name_of(v) != old:
-                    node_protos.append(helper.make_node("Identity", [name_of(v)], [old],
-                                                        name=f"{old}_alias"))
+            # A subgraph reads outer values by name: where the value now has another name,
+            # the subgraph reads the new one (the allocator keeps names defined inside
+            # subgraphs away from outer values, so the new name is never shadowed there).
+            renamed = {old: name_of(v) for old, v in zip(node.attr("implicit"),
+                                                         node.inputs[n_explicit:])
+                       if name_of(v) != old}
+            if renamed:
+                for a in p.attribute:
+                    for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                        _rename_free_reads(sg, renamed)
             node_protos.append(p)
             continue
         op = get_op(node.op)
         if op.has(WEIGHT_ONLY) or op.to_onnx is None:
             raise ModelError(f"cannot export {node.op} node {node.name}: it computes on "
                              "runtime tensors, but it is a weight-only helper")
-        protos, inits = op.to_onnx(node.attr_dict, [name_of(v) for v in node.inputs], outs,
-                                   node.name, opset)
+        protos, inits = names.emit(op, node, [name_of(v) for v in node.inputs], outs, opset)
         node_protos.extend(protos)
         extra_inits.extend(inits)
 
-    consts = graph.constants()
-    order = {n: i for i, n in enumerate(meta.initializer_order)}
-    consts.sort(key=lambda v: order.get(v.name, len(order)))
     initializers = [numpy_helper.from_array(np.asarray(v.array), name_of(v)) for v in consts]
     initializers += extra_inits
+
+    # Graph outputs that share a value with another output, or that are graph inputs, get an
+    # Identity node (the allocator reserved their names).
+    done: set[str] = set()
+    for name, v in graph.outputs:
+        if name_of(v) != name and name not in done:
+            done.add(name)
+            node_protos.append(helper.make_node("Identity", [name_of(v)], [name],
+                                                name=names.fresh(f"{name}_output")))
 
     g = helper.make_graph(node_protos, meta.graph_name,
                           [_input_info(v, meta) for v in graph.inputs],
                           [_output_info(name, v, meta) for name, v in graph.outputs],
                           initializers, doc_string=meta.graph_doc_string or None)
-    live = {name_of(o) for n in graph.nodes for o in n.outputs}
+    # Value infos of the original file, only for values that still carry their own name (a
+    # renamed value must not pick up the type of the value whose name it took).
+    live = {o.name for n in nodes for o in n.outputs if o.name and name_of(o) == o.name}
     for name, blob in meta.value_infos:
         if name in live:
             vi = onnx.ValueInfoProto()
             vi.ParseFromString(blob)
             g.value_info.append(vi)
-    _alias_outputs(graph, g, name_of)
     model = helper.make_model(
         g, opset_imports=[helper.make_opsetid(d, v) for d, v in meta.opset_imports])
     model.producer_name = meta.producer_name
@@ -636,23 +911,165 @@ def to_onnx(graph: Graph) -> ModelProto:
     return model
 
 
-def _output_names(graph: Graph) -> dict[Value, str]:
-    """Node outputs that must carry a graph output's name (a rewrite gave them another)."""
-    names: dict[Value, str] = {}
-    for name, v in graph.outputs:
-        if v.name == name or v in names or v.kind == "input":
-            continue
-        if v.is_const or v.kind == "output":
-            names[v] = name
-    return names
+# Stand-ins for a node's own input and output names while an op's to_onnx runs: what it returns
+# is then told apart from the names it made up, even when a made-up name equals a real one.
+_IN_MARK, _OUT_MARK = "\x00superopt-in:", "\x00superopt-out:"
 
 
-def _alias_outputs(graph: Graph, g: GraphProto, name_of) -> None:
-    """Outputs that share one value, or that are graph inputs, get an Identity node."""
-    for name, v in graph.outputs:
-        if name_of(v) != name:
-            g.node.append(helper.make_node("Identity", [name_of(v)], [name],
-                                           name=f"{name}_output"))
+class _ExportNames:
+    """The one place export takes names from.
+
+    Value names: graph inputs and graph output names are fixed; every other value keeps its own
+    name unless another value already holds it (two constants named alike after a rewrite, an
+    output name given to a new value while the old one is still used) or a subgraph defines it
+    (ONNX names are unique across nested scopes); then it gets `name_1`, `name_2`, ...
+    Node names: kept, later duplicates renamed. Names an op's `to_onnx` makes up (`r_shape`,
+    `s_split`, extra nodes) and the names of the Identity nodes export adds are fresh: they
+    avoid every name used anywhere in the graph, inputs, outputs, initializers, node outputs,
+    node names and all names in the subgraphs of opaque If/Loop/Scan nodes.
+    """
+
+    def __init__(self, graph: Graph, nodes: list[Node], consts: list[Value],
+                 opaque: Mapping[Node, NodeProto]) -> None:
+        internal: set[str] = set()  # names defined inside subgraphs
+        used: set[str] = {name for name, _ in graph.outputs}
+        for v in list(graph.inputs) + consts:
+            used.add(v.name)
+        for n in nodes:
+            used.add(n.name)
+            used.update(o.name for o in n.outputs)
+        for p in opaque.values():
+            used.add(p.name)
+            for a in p.attribute:
+                for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    _graph_names(sg, used, internal)
+        used.discard("")
+        self.fresh = _Fresh(used)
+        self._values: dict[Value, str] = {}
+        self._nodes: dict[Node, str] = {}
+        owner: dict[str, object] = {}
+        alias = object()  # an output name that an Identity node will define
+
+        def claim(v: Value, name: str) -> bool:
+            if not name or name in owner or name in internal:
+                return False
+            owner[name] = v
+            self._values[v] = name
+            return True
+
+        for v in graph.inputs:
+            owner[v.name] = v
+            self._values[v] = v.name
+        for name, v in graph.outputs:
+            if v in self._values or v.kind == "input" or not claim(v, name):
+                owner.setdefault(name, alias)
+        for n in nodes:  # a value a subgraph reads under its own name keeps that name
+            if n.is_opaque:
+                for old, v in zip(n.attr("implicit"), n.inputs[n.attr("n_explicit"):]):
+                    if v not in self._values and v.name == old:
+                        claim(v, old)
+        for v in consts + [o for n in nodes for o in n.outputs]:
+            if v in self._values or not v.name:
+                continue
+            if not claim(v, v.name):
+                name = self.fresh(v.name)
+                owner[name] = v
+                self._values[v] = name
+        seen: set[str] = set()
+        for n in nodes:
+            name = n.name
+            if name and name in seen:
+                name = self.fresh(name)
+            seen.add(name)
+            self._nodes[n] = name
+
+    def value(self, v: Value | None) -> str:
+        if v is None:
+            return ""
+        return self._values.get(v, v.name)
+
+    def node(self, n: Node) -> str:
+        return self._nodes.get(n, n.name)
+
+    def emit(self, op, node: Node, ins: list[str], outs: list[str],
+             opset: int) -> tuple[list[NodeProto], list[TensorProto]]:
+        """The op's to_onnx, with every name it made up replaced by a fresh one."""
+        real = {f"{_IN_MARK}{i}": n for i, n in enumerate(ins) if n}
+        real.update({f"{_OUT_MARK}{i}": n for i, n in enumerate(outs) if n})
+        marked_in = [f"{_IN_MARK}{i}" if n else "" for i, n in enumerate(ins)]
+        marked_out = [f"{_OUT_MARK}{i}" if n else "" for i, n in enumerate(outs)]
+        own = self.node(node)
+        protos, inits = op.to_onnx(node.attr_dict, marked_in, marked_out, own, opset)
+        made: dict[str, str] = {}
+
+        def fix(name: str) -> str:
+            if not name:
+                return name
+            if name in real:
+                return real[name]
+            if name not in made:
+                made[name] = self.fresh(name)
+            return made[name]
+
+        protos, inits = list(protos), list(inits)
+        for t in inits:
+            t.name = fix(t.name)
+        seen_own = False
+        for p in protos:
+            for i, x in enumerate(p.input):
+                p.input[i] = fix(x)
+            for i, x in enumerate(p.output):
+                p.output[i] = fix(x)
+            if p.name == own and not seen_own:
+                seen_own = True
+            elif p.name:
+                p.name = self.fresh(p.name)
+        return protos, inits
+
+
+def _graph_names(g: GraphProto, used: set[str], defined: set[str]) -> None:
+    """Add every name in a subgraph (nested ones too) to `used`, and the value names it
+    defines (inputs, initializers, node outputs) to `defined`."""
+    for v in g.input:
+        used.add(v.name)
+        defined.add(v.name)
+    for t in g.initializer:
+        used.add(t.name)
+        defined.add(t.name)
+    for s in g.sparse_initializer:
+        used.add(s.values.name)
+        defined.add(s.values.name)
+    for v in list(g.output) + list(g.value_info):
+        used.add(v.name)
+    for n in g.node:
+        used.add(n.name)
+        used.update(n.input)
+        used.update(n.output)
+        defined.update(o for o in n.output if o)
+        for a in n.attribute:
+            for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                _graph_names(sg, used, defined)
+
+
+def _rename_free_reads(g: GraphProto, renamed: Mapping[str, str]) -> None:
+    """In a subgraph, read `renamed[old]` wherever it reads the outer-scope value `old`."""
+    local = {v.name for v in g.input} | {t.name for t in g.initializer} | \
+        {s.values.name for s in g.sparse_initializer}
+    m = {k: v for k, v in renamed.items() if k not in local}
+    for n in g.node:
+        if not m:
+            return
+        for i, x in enumerate(n.input):
+            if x in m:
+                n.input[i] = m[x]
+        for a in n.attribute:
+            for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                _rename_free_reads(sg, m)
+        for o in n.output:
+            m.pop(o, None)
+    for o in g.output:  # a branch may return an outer value as it is
+        if o.name in m:
+            o.name = m[o.name]
 
 
 def _input_info(v: Value, meta: ModelMeta) -> onnx.ValueInfoProto:
