@@ -1,6 +1,7 @@
 """Small hand-written rules shared by the matching, search and optimize tests, so those tests
 do not depend on the generated database. Each is a known identity (and is proved by the
-verifier's tests); the proof record here only lets the optimizer use them."""
+verifier's tests); the proof record here only lets the optimizer use them (from a file, it is
+re-proved first: superopt.pipeline.trust)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ MERGE_CONV = Rule.make(
     ],
     {"x": "tensor", "w1": "weight", "w2": "weight"},
     conditions=("dim(?w1, 2) == 3", "dim(?w1, 3) == 3", "dim(?w2, 2) == 1", "dim(?w2, 3) == 1"),
+    example={"x": (2, 4, 5, 5), "w1": (4, 4, 3, 3), "w2": (4, 4, 1, 1)},  # the verifier needs ranks
     name="merge-conv3x3-conv1x1",
     proof=PROVED,
 )

@@ -7,4 +7,6 @@ counterexamples, and TASO rule import. Z3 is imported only when a rule is verifi
 
 from superopt.verifier.driver import verify_rule, verify_rules
 
+VERIFIER_VERSION = "1"  # bump when a verifier change can change a result (keys proof caches)
+
 __all__ = ["verify_rule", "verify_rules"]

@@ -330,3 +330,48 @@ def save_rules(rules: RuleSet | Sequence[Rule], path: str | os.PathLike,
         atomic_write(path, dump_rules(rules, meta))
     except OutputError as e:
         raise RulesError(str(e)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# the shipped database's seal: a digest of its rules, proof records included
+#
+# `meta["rules_sha256"]` holds the sha256 of the canonical JSON of the rules *as loaded*
+# (`rules_digest`), not of the file's bytes: a file rewritten with another layout, or migrated to
+# another format version, is sealed again by `superopt rules seal FILE` (the `make rules` target
+# does it). The digest is over the rules alone, so it can live in the file's own meta. It is an
+# integrity check (a hand-edited or half-merged database), not a signature: whoever can write
+# the package's files can also reseal them.
+
+SEAL_KEY = "rules_sha256"
+
+
+def rules_digest(rules: RuleSet | Iterable[Rule]) -> str:
+    """The sha256 of the rules' canonical JSON (sorted by id; every field, proof included)."""
+    items = rules.rules if isinstance(rules, RuleSet) else list(rules)
+    docs = [r.to_json() for r in sorted(items, key=lambda r: r.id)]
+    text = json.dumps(docs, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def seal_state(ruleset: RuleSet) -> str:
+    """"intact" (the meta's digest matches the rules), "unsealed" (no digest) or "mismatch"."""
+    stored = ruleset.meta.get(SEAL_KEY)
+    if not stored:
+        return "unsealed"
+    return "intact" if stored == rules_digest(ruleset) else "mismatch"
+
+
+def sealed(ruleset: RuleSet) -> RuleSet:
+    """The same rules with `meta[SEAL_KEY]` set to their digest."""
+    return RuleSet(list(ruleset.rules), {**ruleset.meta, SEAL_KEY: rules_digest(ruleset)},
+                   list(ruleset.skipped))
+
+
+def is_shipped_path(path: str | os.PathLike | None) -> bool:
+    """True for None (the default) and for a path to the shipped database's file."""
+    if path is None:
+        return True
+    try:
+        return Path(path).resolve() == default_rules_path().resolve()
+    except OSError:
+        return False

@@ -4,7 +4,8 @@
 `PHASES` in order on an `OptimizeRun` (the state they pass along), timing each:
 
 1. **load**: reads the model (`superopt.load`; dynamic dims must be fixed with `input_shapes`),
-   then the rules (only `proved` ones unless told, minus `skip_rules`);
+   then the rules (only `proved` ones unless told, minus `skip_rules`; a proof that does not
+   come from the intact shipped database is re-proved first, `superopt.pipeline.trust`);
 2. **search**: searches for the cheapest graph under the cost model (region by region for large
    graphs); the search returns records: the path of steps to each candidate, with the graphs
    before and after every rewrite, per-expansion iterations and a typed stop reason;
@@ -14,10 +15,12 @@
    a candidate is written only if it is faster beyond the measured spread, else the original is
    kept (re-exported unchanged) and the result says so. A candidate ORT cannot load is dropped
    and the run goes on;
-5. **check**: original vs result on random inputs through ORT's CPU provider (deterministic
-   fp32) within rtol/atol (`superopt.pipeline.check`); a failure raises `CheckError` and writes
-   nothing;
-6. **write**: atomically (`superopt.core.onnx_io.write_model`);
+5. **check**: original vs result on valid random inputs (indices within their tables, positive
+   values where the model needs them) through ORT's CPU provider: NaN/Inf patterns must match
+   and finite values agree within rtol/atol by dtype (`superopt.pipeline.check`); a failure, or
+   a result the check cannot compare, raises `CheckError` and writes nothing;
+6. **write**: atomically (`superopt.core.onnx_io.write_model`), unless an interrupt was noted
+   (`superopt.core.atomic.raise_if_interrupted`: a Ctrl-C swallowed on the way still stops it);
 7. **describe**: the report's data for each rewrite (`superopt.pipeline.describe`), from the
    graphs the search recorded; nothing is matched or applied again.
 
@@ -41,15 +44,24 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import onnx
 
+from superopt.core.atomic import raise_if_interrupted
 from superopt.core.errors import ModelError, ShapeError, UsageError
 from superopt.core.ir import Graph
 from superopt.core.onnx_io import load, to_onnx, write_model
-from superopt.core.rules import Rule, RuleSet, load_rules
+from superopt.core.rules import (
+    SEAL_KEY,
+    Rule,
+    RuleSet,
+    is_shipped_path,
+    load_rules,
+    seal_state,
+)
 from superopt.core.version import __version__
 from superopt.pipeline.check import DEFAULT_CHECK_N, CheckResult, check_result
 from superopt.pipeline.describe import Description, describe_step
 
 if TYPE_CHECKING:
+    from superopt.pipeline.trust import ProofCache
     from superopt.search import SearchResult, Step, StopReason
 
 #: the format string of the report document `OptimizeResult.to_json()` produces
@@ -84,8 +96,8 @@ class OptimizeOptions:
     skip_rules: Iterable[str] = ()
     check: bool = True
     check_n: int = DEFAULT_CHECK_N
-    rtol: float = 1e-4
-    atol: float = 1e-5
+    rtol: float | None = None
+    atol: float | None = None
     save_as_external_data: bool | None = None
     progress: PipelineProgress | None = None
     include_unproved: bool = False
@@ -230,7 +242,8 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
              budget: int = DEFAULT_BUDGET, time_limit: float = DEFAULT_TIME_LIMIT_S,
              input_shapes: Mapping[str | None, Sequence[int]] | None = None,
              skip_rules: Iterable[str] = (), check: bool = True, check_n: int = DEFAULT_CHECK_N,
-             rtol: float = 1e-4, atol: float = 1e-5, save_as_external_data: bool | None = None,
+             rtol: float | None = None, atol: float | None = None,
+             save_as_external_data: bool | None = None,
              progress: PipelineProgress | None = None, include_unproved: bool = False,
              gate: bool = True, gate_budget_s: float = 4.0, cost_model: Any = None,
              write: bool = True) -> OptimizeResult:
@@ -239,6 +252,8 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
     `output` None writes nothing unless `model` is a path (then IN.opt.onnx). `cost_model`
     overrides `cost` with a ready CostModel (tests). `gate=False` skips the end-to-end timing
     and writes the cheapest candidate by the cost model (still checked numerically).
+    `rtol`/`atol` None: the numerical check's tolerances follow each output's element type
+    (`superopt.pipeline.check.DEFAULT_TOLERANCES`).
     """
     options = OptimizeOptions(
         rules=rules, device=device, cost=cost, alpha=alpha, budget=budget, time_limit=time_limit,
@@ -288,10 +303,13 @@ def load_phase(run: OptimizeRun) -> None:
 
 
 def rules_phase(run: OptimizeRun) -> None:
-    """Select the rules (`select_rules`)."""
+    """Select the rules (`select_rules`): proofs not from the intact shipped database are
+    re-proved (cached), and a rule whose proof does not hold again is refused on stderr."""
     run.say("rules", 0, 1, "reading the rule database")
     o = run.options
-    run.rules = select_rules(o.rules, o.skip_rules, o.include_unproved)
+    run.rules = select_rules(o.rules, o.skip_rules, o.include_unproved,
+                             progress=lambda done, total: run.say(
+                                 "rules", done, total, "re-proving the rules' proofs"))
     run.say("rules", 1, 1, f"{len(run.rules)} rules")
 
 
@@ -387,9 +405,11 @@ def check_phase(run: OptimizeRun) -> None:
 
 
 def write_phase(run: OptimizeRun) -> None:
-    """Write the chosen model atomically (when told to and there is an output path)."""
+    """Write the chosen model atomically (when told to and there is an output path); an
+    interrupt noted earlier (even one swallowed on the way) raises KeyboardInterrupt instead."""
     if not run.options.write or run.output is None:
         return
+    raise_if_interrupted()
     run.say("write", 0, 1, str(run.output))
     write_model(run.chosen.proto, run.output, external_data=run.options.save_as_external_data)
     run.written = True
@@ -462,11 +482,24 @@ def default_output_path(input_path: str | os.PathLike) -> Path:
 
 
 def select_rules(rules: RuleSet | Sequence[Rule] | str | os.PathLike | None,
-                 skip_rules: Iterable[str] = (), include_unproved: bool = False) -> list[Rule]:
+                 skip_rules: Iterable[str] = (), include_unproved: bool = False, *,
+                 warn: Callable[[str], None] | None = None,
+                 progress: Callable[[int, int], None] | None = None,
+                 proof_cache: ProofCache | None = None) -> list[Rule]:
     """The rules a run uses: from a file (default: the shipped database) or given, only proved
-    ones unless `include_unproved`, minus `skip_rules` (ids, id prefixes or names)."""
+    ones unless `include_unproved`, minus `skip_rules` (ids, id prefixes or names).
+
+    Proofs are checked, not trusted: the rules of a file other than the shipped database, and
+    of a shipped database whose seal does not hold (`seal_state`; one warning line), are
+    re-proved before use (`superopt.pipeline.trust.recheck_rules`, cached in `proof_cache`,
+    default the on-disk one); a rule the verifier does not prove again is left out with one
+    line to `warn` (default: stderr). Rules given as objects are the caller's own claims and
+    are used as given; so are all rules with `include_unproved`, which ignores proofs anyway.
+    """
+    trusted = True
     if rules is None or isinstance(rules, (str, os.PathLike)):
         ruleset = load_rules(rules)
+        trusted = is_shipped_path(rules) and _shipped_intact(ruleset, rules, warn)
     elif isinstance(rules, RuleSet):
         ruleset = rules
     else:
@@ -474,8 +507,29 @@ def select_rules(rules: RuleSet | Sequence[Rule] | str | os.PathLike | None,
     skip: set[str] = set()
     for rid in skip_rules:
         skip.add(ruleset.by_id(rid).id)  # RulesError names an unknown id
-    return [r for r in ruleset.rules
-            if (include_unproved or r.proved) and r.id not in skip]
+    chosen = [r for r in ruleset.rules if (include_unproved or r.proved) and r.id not in skip]
+    if trusted or include_unproved:
+        return chosen
+    from superopt.pipeline.trust import recheck_rules
+
+    return recheck_rules(chosen, cache=proof_cache, warn=warn, progress=progress)
+
+
+def _shipped_intact(ruleset: RuleSet, path: str | os.PathLike | None,
+                    warn: Callable[[str], None] | None) -> bool:
+    """Whether the shipped database's seal holds; if not, one warning line."""
+    state = seal_state(ruleset)
+    if state == "intact":
+        return True
+    from superopt.core import rules as core_rules
+    from superopt.pipeline.trust import stderr_line
+
+    where = path if path is not None else core_rules.default_rules_path()
+    why = ("carries no digest" if state == "unsealed" else
+           f"does not match its digest (meta.{SEAL_KEY})")
+    (warn or stderr_line)(f"warning: the shipped rule database {where} {why}; its proofs are "
+                          "re-checked as a user file's")
+    return False
 
 
 def check_static(graph: Graph) -> None:

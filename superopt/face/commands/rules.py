@@ -1,9 +1,12 @@
-"""`superopt rules list|show|stats|import-taso`: inspect a rules file (default: the shipped DB).
+"""`superopt rules list|show|stats|import-taso|merge|seal`: inspect a rules file (default: the
+shipped DB), join files, seal the shipped DB.
 
     superopt rules list [FILE]
     superopt rules show ID [FILE] [--onnx DIR]
     superopt rules stats [FILE]
     superopt rules import-taso FILE.pb -o FILE.json
+    superopt rules merge FILE... -o FILE.json
+    superopt rules seal [--check] FILE
 
 `show --onnx DIR` writes the rule's two sides, instantiated at its example shapes, as
 DIR/src.onnx and DIR/dst.onnx with the same input names, so both can be fed the same data.
@@ -49,6 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="where to write the joined rules (atomically)")
     add_verbosity(merge)
     merge.set_defaults(func=run_merge)
+    seal = sub.add_parser("seal", help="record the digest of a rules file's rules in its meta "
+                                       "(the shipped database is trusted only while it holds)")
+    seal.add_argument("file", metavar="FILE", help="rules file to seal (rewritten atomically)")
+    seal.add_argument("--check", action="store_true",
+                      help="write nothing; exit 1 unless the file's digest holds")
+    add_verbosity(seal)
+    seal.set_defaults(func=run_seal)
 
 
 def _load(path: str | None):
@@ -208,6 +218,25 @@ def run_merge(args: argparse.Namespace) -> int:
     save_rules(list(rules.values()), Path(args.output), {"merged": parts})
     if not args.quiet:
         print(f"wrote {args.output}: {len(rules)} rules from {len(args.files)} files")
+    return 0
+
+
+def run_seal(args: argparse.Namespace) -> int:
+    """Write meta.rules_sha256, the digest of the rules as loaded (`rules_digest`); `--check`
+    only compares. `make rules` seals the shipped database after writing it."""
+    from superopt.core.rules import SEAL_KEY, save_rules, seal_state, sealed
+
+    rs = _load(args.file)
+    state = seal_state(rs)
+    if args.check:
+        if not args.quiet or state != "intact":
+            print(f"{args.file}: {len(rs.rules)} rules, digest {state}")
+        return 0 if state == "intact" else 1
+    done = sealed(rs)
+    save_rules(done, Path(args.file))
+    if not args.quiet:
+        print(f"sealed {args.file}: {len(rs.rules)} rules, {SEAL_KEY} "
+              f"{done.meta[SEAL_KEY][:16]}... (was {state})")
     return 0
 
 
