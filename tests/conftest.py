@@ -14,6 +14,22 @@ from superopt import zoo
 SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Tests write their cost and proof caches into a session folder, never the user's cache
+    (subprocesses inherit the variable). A cache folder the caller set explicitly is kept."""
+    import os
+
+    if "SUPEROPT_CACHE_DIR" in os.environ:
+        yield
+        return
+    os.environ["SUPEROPT_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    try:
+        yield
+    finally:
+        os.environ.pop("SUPEROPT_CACHE_DIR", None)
+
+
 @pytest.fixture(scope="session")
 def shared_models() -> Path:
     """The folder of small real exporter models (`../shared/models`); skip where absent."""
