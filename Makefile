@@ -56,3 +56,10 @@ wheel-check: install
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info
+
+# Differential fuzzing (superopt.testing.fuzz): 5,000 random models (seed fixed and printed),
+# every match of every rule and the unguarded search run against the original in ONNX Runtime;
+# prints the summary and fails on any difference. FUZZ_ARGS adds options (--minimize, --out).
+.PHONY: fuzz
+fuzz: install
+	$(PY) -m superopt.testing.fuzz --cases 5000 --seed 1 $(FUZZ_ARGS)
