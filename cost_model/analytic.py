@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from superopt.core.costing import CostModel
 from superopt.core.ir import Node
-from superopt.core.registry import get_op
+from superopt.core.ops import get_op
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from onnx import helper
 
 from superopt.core.costing import CostModel, Progress, constant_values, runtime_nodes
 from superopt.core.ir import Graph, Node, Value
-from superopt.core.registry import ELEMENTWISE, get_op
+from superopt.core.ops import ELEMENTWISE, get_op
 from superopt.cost_model.analytic import AnalyticCost
 from superopt.cost_model.cache import CostCache, make_key
 from superopt.runtime import (
@@ -47,14 +47,6 @@ from superopt.runtime import (
 
 #: per-kernel floor in seconds, by device
 KERNEL_FLOOR_S = {"cuda": 4.4e-6, "cpu": 1e-6}
-#: ops ORT fuses into a producer of the given op (when the producer has no other user)
-FUSES_INTO: dict[str, frozenset[str]] = {
-    "Conv": frozenset({"Relu", "Sigmoid", "Tanh", "Add"}),
-    "MatMul": frozenset({"Add"}),
-    "Gemm": frozenset({"Relu"}),
-}
-#: after a fused Add, ORT also takes a Relu into the group (Conv+Add+Relu)
-FUSES_AFTER_ADD = frozenset({"Relu"})
 # Version of how one-node timings are made; part of every key, bumped when the method changes.
 METHOD = "one-node/1"
 
@@ -200,9 +192,9 @@ class MeasuredCost(CostModel):
 
 
 def fused_nodes(graph: Graph) -> set[Node]:
-    """Nodes ORT runs inside their producer's kernel (see `FUSES_INTO`): they cost nothing
-    on top of it. A node qualifies when it reads the producer's output, is its only user, and
-    the producer's output is not a graph output."""
+    """Nodes ORT runs inside their producer's kernel (the ops' fusion hints, `OpDef.fuses_into`
+    and `fuses_after`): they cost nothing on top of it. A node qualifies when it reads the
+    producer's output, is its only user, and the producer's output is not a graph output."""
     users = graph.users
     outputs = set(graph.output_values)
     fused: dict[Node, str] = {}  # fused node -> op at the root of its group
@@ -217,11 +209,10 @@ def fused_nodes(graph: Graph) -> set[Node]:
             producer = v.node
             if producer in fused:
                 root = fused[producer]
-                allowed = FUSES_AFTER_ADD if producer.op == "Add" and root == "Conv" \
-                    else frozenset()
+                allowed = get_op(root).fuses_after.get(producer.op, frozenset())
             else:
                 root = producer.op
-                allowed = FUSES_INTO.get(root, frozenset())
+                allowed = get_op(root).fuses_into
             if node.op in allowed:
                 fused[node] = root
                 break

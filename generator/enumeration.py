@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from superopt.core.registry import get_op
+from superopt.core.generator_spec import Arg, SymShape
+from superopt.core.ops import get_op
 from superopt.generator.fingerprint import outputs_hash, tensor_hash
-from superopt.generator.opset import Arg, SymShape, Universe
+from superopt.generator.opset import Universe
 
 INPUT_LIMIT = 64  # packed graphs name inputs by one byte below this
 NO_ARG = 255

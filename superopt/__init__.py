@@ -9,8 +9,9 @@ Public API:
 """
 
 from superopt.core.errors import SuperoptError
-from superopt.core.ir import Graph, Node, TensorType, Value
+from superopt.core.ir import Graph, Node, Value
 from superopt.core.onnx_io import load, save, to_onnx
+from superopt.core.types import TensorType
 from superopt.core.version import __version__
 
 __all__ = ["Graph", "Node", "TensorType", "Value", "SuperoptError", "load", "save", "to_onnx",

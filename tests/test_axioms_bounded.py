@@ -3,7 +3,8 @@ only such a check caught), and the check itself catches wrong axioms."""
 
 import pytest
 
-from superopt.verifier.axioms import AXIOMS, Axiom, I, conv_ints, conv_p
+from superopt.core.axiom_spec import Axiom, I, conv_ints, conv_p
+from superopt.verifier.axioms import AXIOMS
 from superopt.verifier.bounded import check_axiom
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from superopt.core.costing import NodeCount, runtime_nodes
 from superopt.core.errors import UsageError
-from superopt.core.ir import FLOAT, Graph, Node, TensorType, Value
+from superopt.core.ir import Graph, Node, Value
+from superopt.core.types import FLOAT, TensorType
 from superopt.cost_model import make_cost_model
 from superopt.cost_model.analytic import AnalyticCost, Roofline
 from superopt.cost_model.cache import CostCache

@@ -8,7 +8,8 @@ from onnx import TensorProto, helper
 
 import superopt
 from superopt.core.errors import ModelError
-from superopt.core.ir import Graph, Node, TensorType, Value
+from superopt.core.ir import Graph, Node, Value
+from superopt.core.types import TensorType
 
 F32 = TensorType(TensorProto.FLOAT, (2, 4))
 
@@ -137,7 +138,7 @@ def test_replace_values_keeps_mappings_of_values_downstream_of_other_mappings():
     import numpy as np
 
     from superopt.core.onnx_io import fold_constants
-    from superopt.core.registry import get_op
+    from superopt.core.ops import get_op
 
     def make(op, attrs, ins):
         return Node.make(op, get_op(op).canonical_attrs(attrs), ins).outputs[0]

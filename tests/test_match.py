@@ -6,8 +6,9 @@ import numpy as np
 from handwritten_rules import ASSOC, PROVED
 from onnx import TensorProto
 
-from superopt.core.ir import FLOAT, Graph, Node, TensorType, Value
+from superopt.core.ir import Graph, Node, Value
 from superopt.core.rules import Rule
+from superopt.core.types import FLOAT, TensorType
 from superopt.search.match import Refused, RuleIndex, apply_match, explain, find_matches
 
 PAIR = Rule.make(

@@ -30,7 +30,7 @@ from conftest import assert_identical, run_ort
 from onnx import helper, numpy_helper
 
 import superopt
-from superopt.core.registry import get_op
+from superopt.core.ops import get_op
 
 OPS = (
     "MatMul",

@@ -20,8 +20,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import superopt
-from superopt.core.ir import Graph, Node, TensorType, Value
+from superopt.core.ir import Graph, Node, Value
 from superopt.core.rules import Rule, save_rules
+from superopt.core.types import TensorType
 from superopt.face.cli import main
 from superopt.face.commands.inspect import ReportSummary, summarize
 from superopt.face.drawing import draw_subgraph

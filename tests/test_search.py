@@ -8,8 +8,9 @@ from handwritten_rules import ASSOC, MERGE_CONV, PROVED
 
 import superopt
 from superopt.core.costing import NodeCount, OpTableCost
-from superopt.core.ir import FLOAT, Graph, Node, TensorType, Value
+from superopt.core.ir import Graph, Node, Value
 from superopt.core.rules import Rule
+from superopt.core.types import FLOAT, TensorType
 from superopt.cost_model.analytic import AnalyticCost
 from superopt.search import (
     SearchLimits,
@@ -101,7 +102,7 @@ def two_convs(rng, c=4, o1=4, o2=4, hw=8) -> Graph:
 
 
 def run_numpy(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    from superopt.core.registry import get_op
+    from superopt.core.ops import get_op
 
     vals: dict = {v: feeds[v.name] for v in graph.inputs}
     for n in graph.nodes:

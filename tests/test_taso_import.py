@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from superopt.core.errors import RulesError
-from superopt.core.ir import FLOAT, TensorType, Value
+from superopt.core.ir import Value
 from superopt.core.pattern import Bindings, build
+from superopt.core.types import FLOAT, TensorType
 from superopt.verifier.taso import _Reader, decode, import_taso
 
 PB = Path("/work/shared/external/taso/graph_subst.pb")

@@ -178,7 +178,7 @@ def test_bn_axioms_are_checked_exactly():
 
 def test_a_bn_fold_axiom_on_the_wrong_axis_is_refuted():
     # The kernel scaled along its input-channel axis is not the fold: the exact check says so.
-    from superopt.verifier.axioms import Axiom, I, conv_ints, conv_p
+    from superopt.core.axiom_spec import Axiom, I, conv_ints, conv_p
 
     perm = (1, 0, 2, 3)
 

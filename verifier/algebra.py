@@ -9,8 +9,12 @@ BatchNormalization, and opaque "generic" ops). Two classes implement it:
   integer attributes Z3 Ints (quantifiable), shapes through `dim(t, i)` / `rank(t)`. This is
   what the axiomatic prover reasons in, valid for all shapes.
 - `Concrete`: tensors are numpy object arrays of Z3 reals at concrete shapes, each primitive
-  computed exactly by the per-op table in `superopt.verifier.semantics`. The bounded check runs
-  every axiom through it, so a wrong axiom shows up as a counterexample.
+  computed exactly by each op's bounded Z3 encoding (`OpDef.z3`, applied by
+  `superopt.verifier.semantics`). The bounded check runs every axiom through it, so a wrong
+  axiom shows up as a counterexample.
+
+The axioms themselves are declared next to their ops (`superopt.core.ops`, as
+`superopt.core.axiom_spec.Axiom` data) and only ever call methods of an algebra object.
 
 Example:
     >>> import numpy as np
@@ -28,28 +32,14 @@ from typing import Any
 import numpy as np
 import z3
 
+from superopt.verifier.semantics import BoundedContext, bounded_apply
+
 MAX_RANK = 6  # typing facts are stated per dim up to this rank
-# Conv parameters in the axiom language: (stride_h, stride_w, pad_t, pad_l, pad_b, pad_r, group)
-CONV_PARAMS = ("sh", "sw", "pt", "pl", "pb", "pr", "g")
-# Pool parameters: (kernel_h, kernel_w, stride_h, stride_w, pad_t, pad_l, pad_b, pad_r, cip)
-POOL_PARAMS = ("kh", "kw", "sh", "sw", "pt", "pl", "pb", "pr", "cip")
 
 
 def perm_code(perm: Sequence[int]) -> int:
     """A unique integer for a permutation (digits, with a leading 1 to keep the length)."""
     return int("1" + "".join(str(p) for p in perm))
-
-
-def compose(p: Sequence[int], q: Sequence[int]) -> tuple[int, ...]:
-    """The permutation of transpose(transpose(x, p), q) as one transpose: r[i] = p[q[i]]."""
-    return tuple(p[i] for i in q)
-
-
-def inverse(p: Sequence[int]) -> tuple[int, ...]:
-    out = [0] * len(p)
-    for i, v in enumerate(p):
-        out[v] = i
-    return tuple(out)
 
 
 class Symbolic:
@@ -92,7 +82,7 @@ class Symbolic:
 
     def tensor(self, name: str, rank: int | None = None) -> z3.ExprRef:
         t = z3.Const(name, self.T)
-        self._typed(self.rank(t) >= 0, *self._per_dim(t, lambda k: self.dim(t, k) >= 1))
+        self.typed(self.rank(t) >= 0, *self._per_dim(t, lambda k: self.dim(t, k) >= 1))
         return t
 
     def int(self, name: str) -> z3.ArithRef:
@@ -113,8 +103,15 @@ class Symbolic:
     def ite(c: Any, a: Any, b: Any) -> Any:
         return z3.If(c, a, b)
 
+    @staticmethod
+    def div(a: Any, b: Any) -> Any:
+        """Integer division (Z3's on integer terms)."""
+        return a / b if isinstance(a, z3.ArithRef) or isinstance(b, z3.ArithRef) else a // b
+
     # ---- typing facts of the source pattern
-    def _typed(self, *facts: Any) -> None:
+    def typed(self, *facts: Any) -> None:
+        """Record shape facts that hold because the term type-checks (while lowering a
+        rule's source, see `collect_typing`)."""
         if self.collect_typing:
             self.typing.extend(f for f in facts if f is not True)
 
@@ -127,16 +124,16 @@ class Symbolic:
 
     def binary(self, name: str, a: z3.ExprRef, b: z3.ExprRef) -> z3.ExprRef:
         D = self.dim
-        self._typed(*[z3.Implies(self.rank(a) == self.rank(b), f) for f in self._per_dim(
+        self.typed(*[z3.Implies(self.rank(a) == self.rank(b), f) for f in self._per_dim(
             a, lambda k: z3.Or(D(a, k) == D(b, k), D(a, k) == 1, D(b, k) == 1))])
         return self.fn(name, self.T, self.T, self.T)(a, b)
 
     def matmul(self, a, b):
-        self._typed(self.dim(a, self.rank(a) - 1) == self.dim(b, self.rank(b) - 2))
+        self.typed(self.dim(a, self.rank(a) - 1) == self.dim(b, self.rank(b) - 2))
         return self._prim("MatMul")(a, b)
 
     def conv(self, x, w, p: Sequence[Any]):
-        self._typed(self.dim(x, 1) == p[6] * self.dim(w, 1), self.rank(x) == 4,
+        self.typed(self.dim(x, 1) == p[6] * self.dim(w, 1), self.rank(x) == 4,
                     self.rank(w) == 4, p[0] >= 1, p[1] >= 1, p[6] >= 1,
                     *[q >= 0 for q in p[2:6]],
                     self.dim(x, 2) + p[2] + p[4] >= self.dim(w, 2),
@@ -144,26 +141,26 @@ class Symbolic:
         return self._prim("Conv")(x, w, *p)
 
     def pool(self, kind: str, x, p: Sequence[Any]):
-        self._typed(self.rank(x) == 4, p[0] >= 1, p[1] >= 1, p[2] >= 1, p[3] >= 1)
+        self.typed(self.rank(x) == 4, p[0] >= 1, p[1] >= 1, p[2] >= 1, p[3] >= 1)
         return self.fn(kind, self.T, *([z3.IntSort()] * 9), self.T)(x, *p)
 
     def cat(self, axis, a, b):
-        self._typed(self.rank(a) == self.rank(b), axis >= 0, axis < self.rank(a), *self._per_dim(
+        self.typed(self.rank(a) == self.rank(b), axis >= 0, axis < self.rank(a), *self._per_dim(
             a, lambda k: z3.Or(k == axis, self.dim(a, k) == self.dim(b, k))))
         return self._prim("Concat")(axis, a, b)
 
     def slice(self, x, axis, start, length):
-        self._typed(start >= 0, length >= 1, start + length <= self.dim(x, axis), axis >= 0,
+        self.typed(start >= 0, length >= 1, start + length <= self.dim(x, axis), axis >= 0,
                     axis < self.rank(x))
         return self._prim("Slice")(x, axis, start, length)
 
     def transpose(self, x, perm: Sequence[int]):
-        self._typed(self.rank(x) == len(perm))
+        self.typed(self.rank(x) == len(perm))
         self.perms.add(tuple(perm))
         return self._prim("Transpose")(x, perm_code(perm))
 
     def enlarge(self, w, ref):
-        self._typed(self.rank(w) == 4, self.rank(ref) == 4, self.dim(w, 2) <= self.dim(ref, 2),
+        self.typed(self.rank(w) == 4, self.rank(ref) == 4, self.dim(w, 2) <= self.dim(ref, 2),
                     self.dim(w, 3) <= self.dim(ref, 3))
         return self._prim("EnlargeKernel")(w, ref)
 
@@ -173,7 +170,7 @@ class Symbolic:
 
     def bn(self, x, s, b, m, v, eps: Any):
         # ONNX: scale, bias, mean and var are 1-D of the channel count.
-        self._typed(self.rank(x) >= 2, *[f for p in (s, b, m, v) for f in (
+        self.typed(self.rank(x) >= 2, *[f for p in (s, b, m, v) for f in (
             self.rank(p) == 1, self.dim(p, 0) == self.dim(x, 1))])
         return self._prim("BatchNormalization")(x, s, b, m, v, _real(eps))
 
@@ -187,7 +184,7 @@ class Symbolic:
 
     def channel(self, c):
         """A 1-D per-channel vector as an NCHW tensor (1, C, 1, 1): how a Conv adds its bias."""
-        self._typed(self.rank(c) == 1)
+        self.typed(self.rank(c) == 1)
         return self._prim("BiasNCHW")(c)
 
     def generic(self, key: str, args: Sequence[Any], n_out: int = 1) -> list:
@@ -206,9 +203,7 @@ def _real(e: Any) -> z3.ArithRef:
 class Concrete:
     """Exact interpretation over numpy object arrays of Z3 reals (bounded checks)."""
 
-    def __init__(self, ctx: Any | None = None) -> None:
-        from superopt.verifier.semantics import BoundedContext
-
+    def __init__(self, ctx: BoundedContext | None = None) -> None:
         self.ctx = ctx or BoundedContext()
 
     def tensor(self, name: str, shape: Sequence[int]) -> np.ndarray:
@@ -233,9 +228,15 @@ class Concrete:
     def ite(c: Any, a: Any, b: Any) -> Any:
         return a if c else b
 
-    def _op(self, op: str, attrs: dict, inputs: list) -> list:
-        from superopt.verifier.semantics import bounded_apply
+    @staticmethod
+    def div(a: int, b: int) -> int:
+        return a // b
 
+    @staticmethod
+    def typed(*facts: Any) -> None:
+        """Shape facts hold by construction at concrete shapes: nothing to record."""
+
+    def _op(self, op: str, attrs: dict, inputs: list) -> list:
         return bounded_apply(self.ctx, op, attrs, inputs)
 
     def unary(self, name, x):

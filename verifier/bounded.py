@@ -1,9 +1,9 @@
 """Bounded element-wise checks: a rule (or an axiom) at concrete small shapes, exactly.
 
-Every tensor element is a Z3 real and every op is encoded exactly by the table in
-`superopt.verifier.semantics`. Z3 then looks for inputs where the two sides differ: none means
-the equality holds at those shapes; a model is a concrete counterexample (numbers for every
-input element, and the first output element that differs).
+Every tensor element is a Z3 real and every op is encoded exactly by its bounded Z3 encoding
+(`OpDef.z3`, applied by `superopt.verifier.semantics`). Z3 then looks for inputs where the two
+sides differ: none means the equality holds at those shapes; a model is a concrete
+counterexample (numbers for every input element, and the first output element that differs).
 
 Example:
     >>> from superopt.core.rules import Rule
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import z3
 
+from superopt.core.axiom_spec import Axiom
 from superopt.core.pattern import Bindings, Pattern, PVar, resolve_attr
 from superopt.verifier.algebra import Concrete
-from superopt.verifier.axioms import Axiom
 from superopt.verifier.semantics import BoundedContext, bounded_apply, real
 
 

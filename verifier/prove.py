@@ -23,8 +23,8 @@ from typing import Any
 
 import z3
 
+from superopt.core.ops import get_op
 from superopt.core.pattern import Bindings, DimOf, Param, Pattern, PVar
-from superopt.core.registry import get_op
 from superopt.verifier.algebra import Symbolic
 from superopt.verifier.axioms import all_formulas
 from superopt.verifier.semantics import check_rule_ops, lower
@@ -90,8 +90,9 @@ class _Lowering:
 
 def _shape_of(p: Pattern, shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...] | None:
     """Static shape inference of a subpattern at the example shapes (None if it fails)."""
-    from superopt.core.ir import FLOAT, TensorType, Value
+    from superopt.core.ir import Value
     from superopt.core.pattern import build
+    from superopt.core.types import FLOAT, TensorType
 
     try:
         b = Bindings({k: Value.input(f"?{k}", TensorType(FLOAT, v)) for k, v in shapes.items()})

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from superopt.core.errors import RulesError
-from superopt.core.ir import FLOAT, Node, TensorType, Value
-from superopt.core.ops import _explicit_pads
-from superopt.core.registry import get_op
+from superopt.core.ir import Node, Value
+from superopt.core.ops import get_op
+from superopt.core.ops.geometry import explicit_pads
 from superopt.core.rules import Rule
+from superopt.core.types import FLOAT, TensorType
 
 # TASO OpType values and PMParameter keys.
 OP_CONV, OP_POOL_MAX, OP_POOL_AVG, OP_RELU, OP_CONCAT, OP_SPLIT = 3, 6, 7, 8, 12, 13
@@ -234,7 +235,7 @@ class _Side:
             group = x.shape[1] // w.shape[1]
             strides = (p.get(P_STRIDE_H, 1), p.get(P_STRIDE_W, 1))
             mode = "SAME_UPPER" if p.get(P_PAD, 0) == 0 else "VALID"
-            pads = _explicit_pads(mode, x.shape[2:], w.shape[2:], strides)
+            pads = explicit_pads(mode, x.shape[2:], w.shape[2:], strides)
             attrs = {"pads": pads, "strides": strides, "group": group}
             text = f"group={group}, pads={_tup(pads)}, strides={_tup(strides)}"
             return self.activation(op, self.node("Conv", attrs, args, text))

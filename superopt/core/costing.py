@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from superopt.core.ir import Graph, Node, Value
-from superopt.core.registry import WEIGHT_ONLY, get_op
+from superopt.core.ops import WEIGHT_ONLY, get_op
 
 # progress(label, done, total): called while a cost model measures (total None: unknown).
 Progress = Callable[[str, int, "int | None"], None]

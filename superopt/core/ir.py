@@ -28,53 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import helper
 
-Dim = int | str  # a concrete size, or a named symbol for a dynamic dim
-Shape = tuple[Dim, ...]
-
-FLOAT = TensorProto.FLOAT
-
-
-@dataclass(frozen=True)
-class TensorType:
-    """Element type (ONNX TensorProto enum) and shape (None when the rank is unknown)."""
-
-    elem_type: int
-    shape: Shape | None
-
-    @property
-    def rank(self) -> int | None:
-        return None if self.shape is None else len(self.shape)
-
-    @property
-    def is_static(self) -> bool:
-        return self.shape is not None and all(isinstance(d, int) for d in self.shape)
-
-    @property
-    def numpy_dtype(self) -> np.dtype:
-        return np.dtype(helper.tensor_dtype_to_np_dtype(self.elem_type))
-
-    def numel(self) -> int:
-        """Number of elements; symbolic dims count as 1 (a lower bound for costing)."""
-        n = 1
-        for d in self.shape or ():
-            n *= d if isinstance(d, int) else 1
-        return n
-
-    def __str__(self) -> str:
-        dt = helper.tensor_dtype_to_string(self.elem_type).replace("TensorProto.", "").lower()
-        dims = "?" if self.shape is None else "×".join(str(d) for d in self.shape)
-        return f"{dt}[{dims}]"
-
-
-def array_digest(array: np.ndarray) -> str:
-    """Content digest of a constant: dtype, shape and bytes (blake2b, 16 bytes)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str(array.dtype).encode())
-    h.update(repr(array.shape).encode())
-    h.update(np.ascontiguousarray(array).tobytes())
-    return h.hexdigest()
+from superopt.core.ops import get_op
+from superopt.core.types import Shape, TensorType, array_digest
 
 
 class Value:
@@ -238,8 +195,6 @@ class Node:
         if hit is not None:
             return hit
         if output_types is None:
-            from superopt.core.registry import get_op  # registry imports ir
-
             output_types = get_op(op).infer(dict(attrs_t), [v.type if v else None
                                                             for v in inputs_t])
         if output_names is None:

@@ -36,8 +36,9 @@ from onnx import (
 
 from superopt.core.atomic import atomic_write, check_output_path
 from superopt.core.errors import ModelError, ShapeError
-from superopt.core.ir import Graph, ModelMeta, Node, TensorType, Value
-from superopt.core.registry import BY_ONNX_TYPE, WEIGHT_ONLY, _ensure_loaded, get_op
+from superopt.core.ir import Graph, ModelMeta, Node, Value
+from superopt.core.ops import BY_ONNX_TYPE, WEIGHT_ONLY, get_op
+from superopt.core.types import TensorType
 
 MIN_OPSET = 13
 TWO_GB = 2**31 - 1
@@ -557,7 +558,6 @@ def load(source: str | os.PathLike | ModelProto | bytes,
     when the model has one input). Raises a `superopt.core.errors.SuperoptError` subclass with one
     clear line for anything wrong with the file.
     """
-    _ensure_loaded()
     where = str(source) if isinstance(source, (str, os.PathLike)) else "model"
     model, _ = read_model(source)
     model = _upgrade_opset(model, where)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from superopt.core.ir import Node, Value
-from superopt.core.registry import get_op
+from superopt.core.ops import get_op
 
 
 class PatternError(ValueError):

@@ -132,10 +132,11 @@ def write_onnx_pair(rule, folder: Path, seed: int = 0, *, shapes=None,
     import numpy as np
     from onnx import helper as onnx_helper
 
-    from superopt.core.ir import Graph, TensorType, Value
+    from superopt.core.ir import Graph, Value
     from superopt.core.onnx_io import save
+    from superopt.core.ops import WEIGHT_ONLY, get_op
     from superopt.core.pattern import Bindings, build
-    from superopt.core.registry import WEIGHT_ONLY, get_op
+    from superopt.core.types import TensorType
 
     if not folder.is_dir():
         if folder.exists() or not folder.parent.is_dir():
