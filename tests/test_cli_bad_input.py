@@ -166,7 +166,8 @@ def test_ctrl_c_during_search_exits_130_and_leaves_nothing(tmp_path):
     rules = tmp_path / "rules.json"
     save_rules([Rule.make(["(Concat[axis=1] (Relu ?a) (Relu ?b))"],
                           ["(Relu (Concat[axis=1] ?a ?b))"], {"a": "tensor", "b": "tensor"},
-                          name="relu-past-concat", proof={"result": "proved"})], rules)
+                          name="relu-past-concat", proof={"result": "proved"},
+                          example={"a": (1, 2, 3, 3), "b": (1, 2, 3, 3)})], rules)
     before = files_in(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "superopt", "optimize", str(model), "--rules", str(rules),
