@@ -5,7 +5,9 @@ of superopt's IR, so the cost model, the end-to-end A/B gate and the benchmarks 
 building sessions and timing them:
 
 - devices: `resolve_device`, `cuda_probe`, `device_name`, `runtime_fingerprint`;
-- sessions and inputs: `make_session`, `random_feeds`, `Runner` (one session bound to fixed
+- sessions and inputs: `make_session`, `input_domains` (the values each input may take: indices
+  within the table they index, positive values where the model takes a log or a root),
+  `random_feeds` (draws within them, for every caller), `Runner` (one session bound to fixed
   inputs, timing one run at a time);
 - timings, all summarized as one record, `Timing` (median, spread, samples):
   `time_model` times one model's back-to-back runs (the cost model's one-node timings,
@@ -380,8 +382,393 @@ def _identity_model() -> onnx.ModelProto:
 
 
 # ---------------------------------------------------------------------------------------------
-# Inputs
+# Inputs: the values each input may take (`input_domains`), and random draws from them
 # ---------------------------------------------------------------------------------------------
+
+#: Input distributions, in the order the numerical check tries them until the original model's
+#: outputs are finite. Floats: N(0, 1) (|N(0, 1)| + 0.1 where the model needs them positive),
+#: then uniform in [0.5, 1.5), then the integers 1..3. Integers with no constraint: [0, 100)
+#: ([1, 100) where they must be positive), then 1, then 1..3. Indices always stay within the
+#: table they index.
+DISTRIBUTIONS = ("normal", "uniform(0.5, 1.5)", "integers(1, 3)")
+
+#: Integers with no constraint are drawn in [0, 100) (the `int_range` of `random_feeds`).
+DEFAULT_INT_RANGE = (0, 100)
+
+# How a value reached from an input relates to the input's values:
+_EXACT = "exact"  # the input's values, moved or retyped (Cast, Reshape, Gather's data, ...)
+_SIGNED = "signed"  # computed, but positive wherever the input is positive (Relu, Abs, x * 2)
+_DERIVED = "derived"  # any other computation
+
+# Slots holding indices into another input of the same node: op -> {slot: table slot}.
+_INDEX_SLOTS: dict[tuple[str, str], dict[int, int]] = {
+    ("", "Gather"): {1: 0},
+    ("", "GatherElements"): {1: 0},
+    ("", "GatherND"): {1: 0},
+    ("", "Scatter"): {1: 0},
+    ("", "ScatterElements"): {1: 0},
+    ("", "ScatterND"): {1: 0},
+    # ONNX Runtime's fused BERT embedding: word, segment and position ids.
+    ("com.microsoft", "EmbedLayerNormalization"): {0: 2, 1: 4, 8: 3},
+}
+# Ops whose indices address all the table's leading axes at once (bounded by the smallest).
+_ND_INDEX_OPS = {"GatherND", "ScatterND"}
+
+# Slots whose values set a shape, an axis or a count: random values there mean nothing.
+_SHAPE_SLOTS: dict[str, frozenset[int]] = {
+    op: frozenset(slots) for op, slots in {
+        "Reshape": {1}, "Expand": {1}, "Tile": {1}, "Slice": {1, 2, 3, 4}, "Pad": {1, 3},
+        "ConstantOfShape": {0}, "Range": {0, 1, 2}, "TopK": {1}, "Resize": {1, 2, 3},
+        "Upsample": {1}, "Squeeze": {1}, "Unsqueeze": {1}, "Split": {1}, "OneHot": {1},
+        "CumSum": {1}, "Trilu": {1}, "NonMaxSuppression": {2, 3, 4}, "RoiAlign": {2},
+        "MaxUnpool": {2}, "CenterCropPad": {1}, "Col2Im": {1, 2, 3}, "DFT": {1, 2},
+        "STFT": {1, 2, 3}, "ReduceSum": {1}, "ReduceMean": {1}, "ReduceMax": {1},
+        "ReduceMin": {1}, "ReduceProd": {1}, "ReduceL1": {1}, "ReduceL2": {1},
+        "ReduceLogSum": {1}, "ReduceLogSumExp": {1}, "ReduceSumSquare": {1},
+    }.items()
+}
+
+# Slots that need positive values: logarithms, roots, reciprocals, denominators, Pow's base.
+_POSITIVE_SLOTS: dict[str, frozenset[int]] = {
+    "Log": frozenset({0}), "Sqrt": frozenset({0}), "Reciprocal": frozenset({0}),
+    "Div": frozenset({1}), "Pow": frozenset({0}), "Mod": frozenset({1}),
+}
+
+# Ops that move or retype values (the slots whose values they move): indices and positivity
+# pass through them.
+_ALL = frozenset(range(64))
+_MOVES: dict[str, frozenset[int]] = {
+    "Identity": frozenset({0}), "Cast": frozenset({0}), "CastLike": frozenset({0}),
+    "Reshape": frozenset({0}), "Unsqueeze": frozenset({0}), "Squeeze": frozenset({0}),
+    "Flatten": frozenset({0}), "Transpose": frozenset({0}), "Expand": frozenset({0}),
+    "Tile": frozenset({0}), "Slice": frozenset({0}), "Concat": _ALL, "Split": frozenset({0}),
+    "Gather": frozenset({0}), "GatherElements": frozenset({0}), "GatherND": frozenset({0}),
+    "Compress": frozenset({0}), "DepthToSpace": frozenset({0}), "SpaceToDepth": frozenset({0}),
+    "ReduceMax": frozenset({0}), "ReduceMin": frozenset({0}), "Max": _ALL, "Min": _ALL,
+    "Where": frozenset({1, 2}), "Dropout": frozenset({0}), "TopK": frozenset({0}),
+    "MaxPool": frozenset({0}), "GlobalMaxPool": frozenset({0}), "Pad": frozenset({0}),
+    "ReverseSequence": frozenset({0}), "Scatter": frozenset({0, 2}),
+    "ScatterElements": frozenset({0, 2}), "ScatterND": frozenset({0, 2}),
+}
+# Of these, the ops whose later outputs are not values (indices, masks).
+_FIRST_OUTPUT_ONLY = {"TopK", "MaxPool", "Dropout"}
+
+# Ops whose output is positive wherever their input is: positivity passes through them.
+_KEEPS_POSITIVE = {
+    "Relu", "Abs", "Sqrt", "ReduceMean", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
+    "ReduceSumSquare", "AveragePool", "GlobalAveragePool", "LpPool", "Softplus", "Exp",
+}
+# Binary ops that keep positivity when every other operand is a constant of these signs.
+_KEEPS_POSITIVE_WITH_CONSTANTS = {"Mul": "positive", "Div": "positive", "Add": "non-negative",
+                                  "Sum": "non-negative", "Mean": "non-negative"}
+
+# Ops whose outputs do not depend on the range of the input's values (comparisons, shapes,
+# positions): nothing the input's range could break lies beyond them.
+_RANGE_FREE = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or",
+               "Xor", "IsNaN", "IsInf", "Shape", "Size", "Sign", "ArgMax", "ArgMin", "NonZero"}
+
+_CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
+
+
+@dataclass(frozen=True)
+class InputDomain:
+    """The values one graph input may take for the model to compute something meaningful.
+
+    `kind`:
+    - "real": any float;
+    - "positive": floats > 0: the input reaches Log, Sqrt, Reciprocal, Pow's base or a
+      denominator (Div, Mod) directly or through ops that keep positive values positive;
+    - "index": integers in [low, high): the input indexes a table (Gather, GatherElements,
+      GatherND, Scatter*, ORT's EmbedLayerNormalization) directly or through ops that only move
+      or retype values (Cast, Reshape, Unsqueeze, ...); `high` is the table's size along the
+      indexed axis (the smallest, when it indexes several);
+    - "integer": integers with no constraint found (`low` 1 where they must be positive);
+    - "bool";
+    - "unknown": the analysis cannot tell which values are valid (an integer that reaches a
+      table through arithmetic, a shape or count input, a custom op's or a subgraph's input).
+
+    `why` says where the constraint (or the doubt) comes from, naming the node.
+    """
+
+    name: str
+    dtype: str  # numpy's name of the element type, e.g. "float32", "int64"
+    kind: str
+    low: int | None = None
+    high: int | None = None
+    why: str = ""
+
+    @property
+    def known(self) -> bool:
+        """Whether the valid values are known (every kind but "unknown")."""
+        return self.kind != "unknown"
+
+    def describe(self) -> str:
+        """One line for reports, e.g. "int64 in [0, 10): indexes Gather 'emb' (axis 0)"."""
+        what = {
+            "real": f"any {self.dtype}",
+            "positive": f"{self.dtype} > 0",
+            "index": f"{self.dtype} in [{self.low}, {self.high})",
+            "integer": f"any {self.dtype}" if not self.low else f"{self.dtype} >= {self.low}",
+            "bool": "bool",
+            "unknown": f"{self.dtype}, valid values unknown",
+        }[self.kind]
+        return f"{what}: {self.why}" if self.why else what
+
+
+def input_domains(
+    model: ModelLike, overrides: Mapping[str, Sequence[int] | int] | None = None
+) -> dict[str, InputDomain]:
+    """The valid values of every graph input that is not an initializer, from its uses.
+
+    Each input is followed forward through the graph: through ops that only move or retype
+    values (Cast, Reshape, Unsqueeze, Transpose, Concat, Gather's data, ...) its values stay
+    "exact"; through ops that keep positive values positive (Relu, Abs, reductions, products
+    with positive constants) they stay "signed"; through anything else they are "derived".
+    Then (see `InputDomain` for the kinds):
+    - exact values at a table's indices bound the input to the table's size along the axis;
+      derived values there make it "unknown" (e.g. ids + 1 into a Gather);
+    - exact or signed values at Log, Sqrt, Reciprocal, Pow's base (unless the exponent is a
+      constant integer), Div's or Mod's denominator make it positive;
+    - any value at a shape, axis or count input (Reshape's shape, Slice's starts, TopK's k, ...)
+      makes it "unknown", as does an integer input reaching a custom-domain or control-flow op
+      or a subgraph;
+    - comparisons, Shape, ArgMax and the like end the walk: their outputs do not depend on the
+      input's range.
+    `overrides` resolves symbolic table sizes as in `random_feeds`.
+
+    Example:
+        >>> input_domains(model)["input_ids"].describe()        # doctest: +SKIP
+        "int64 in [0, 30522): indexes Gather 'word_embeddings' (axis 0)"
+    """
+    proto = _as_model_proto(model)
+    graph = proto.graph
+    constant = {init.name for init in graph.initializer}
+    constant |= {sparse.values.name for sparse in graph.sparse_initializer}
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in graph.node:
+        for slot, name in enumerate(node.input):
+            if name:
+                consumers.setdefault(name, []).append((node, slot))
+        for name in _outer_scope_names(node):
+            consumers.setdefault(name, []).append((node, -1))
+    facts = _GraphFacts(proto, dict(overrides or {}))
+    return {
+        value.name: _domain_of(value, consumers, facts)
+        for value in graph.input
+        if value.name not in constant
+    }
+
+
+class _GraphFacts:
+    """Constants and static dims of a graph's values, looked up by name (shape inference only
+    when a table is neither a constant nor declared)."""
+
+    def __init__(self, proto: onnx.ModelProto, overrides: dict) -> None:
+        self.proto = proto
+        self.overrides = overrides
+        graph = proto.graph
+        self.tensors: dict[str, TensorProto] = {t.name: t for t in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
+                for attr in node.attribute:
+                    if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                        self.tensors[node.output[0]] = attr.t
+        self.inputs = {v.name: v for v in graph.input}
+        self.declared = {v.name: v for v in [*graph.value_info, *graph.output]}
+        self._inferred: dict[str, onnx.ValueInfoProto] | None = None
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of a small constant, or None (not a constant, external or large)."""
+        tensor = self.tensors.get(name)
+        if tensor is None or tensor.data_location == TensorProto.EXTERNAL:
+            return None
+        if int(np.prod(tensor.dims, dtype=np.int64)) > 1 << 16:
+            return None
+        try:
+            return onnx.numpy_helper.to_array(tensor)
+        except Exception:  # noqa: BLE001 (a tensor numpy cannot hold is simply not used)
+            return None
+
+    def dims(self, name: str) -> list[int | None] | None:
+        """The value's dims (None for a symbolic or unknown one), or None if its rank is unknown."""
+        if name in self.tensors:
+            return [int(d) for d in self.tensors[name].dims]
+        if name in self.inputs:
+            try:
+                return list(_input_shape(self.inputs[name], self.overrides))
+            except ShapeError:
+                return None
+        value = self.declared.get(name) or self._infer().get(name)
+        if value is None or not value.type.tensor_type.HasField("shape"):
+            return None
+        return [d.dim_value if d.HasField("dim_value") else None
+                for d in value.type.tensor_type.shape.dim]
+
+    def _infer(self) -> dict[str, onnx.ValueInfoProto]:
+        if self._inferred is None:
+            self._inferred = {}
+            if self.proto.ByteSize() < _PROTOBUF_LIMIT // 2:
+                with contextlib.suppress(Exception):
+                    inferred = onnx.shape_inference.infer_shapes(self.proto)
+                    self._inferred = {v.name: v for v in inferred.graph.value_info}
+        return self._inferred
+
+
+def _outer_scope_names(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing scope."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for sub in graphs:
+            defined = {v.name for v in sub.input} | {t.name for t in sub.initializer}
+            for inner in sub.node:
+                defined.update(inner.output)
+            for inner in sub.node:
+                names.update(n for n in inner.input if n and n not in defined)
+                names.update(n for n in _outer_scope_names(inner) if n not in defined)
+    return names
+
+
+def _node_label(node: onnx.NodeProto) -> str:
+    op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+    return f"{op} {node.name!r}" if node.name else op
+
+
+def _domain_of(
+    value: onnx.ValueInfoProto,
+    consumers: Mapping[str, list[tuple[onnx.NodeProto, int]]],
+    facts: _GraphFacts,
+) -> InputDomain:
+    name = value.name
+    elem = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") else 0
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+        dtype_name = dtype.name
+    except Exception:  # noqa: BLE001 (no numpy type: random_feeds says so when drawing)
+        return InputDomain(name, TensorProto.DataType.Name(elem) if elem else "?", "unknown",
+                           why="not a numeric tensor")
+    is_float = dtype.kind == "f"
+    high: int | None = None
+    index_why = positive_why = unknown_why = ""
+    stack: list[tuple[str, str]] = [(name, _EXACT)]
+    seen = set(stack)
+    while stack and not unknown_why:
+        current, mode = stack.pop()
+        for node, slot in consumers.get(current, []):
+            op, domain, label = node.op_type, node.domain or "", _node_label(node)
+            if domain == "ai.onnx":
+                domain = ""
+            if slot < 0:
+                if not is_float:
+                    unknown_why = f"it is read inside a subgraph of {label}"
+                    break
+                continue
+            table_slot = _INDEX_SLOTS.get((domain, op), {}).get(slot)
+            if table_slot is not None:
+                bound, where = _table_bound(node, op, table_slot, facts)
+                if mode != _EXACT:
+                    unknown_why = f"it reaches the indices of {label} through computations"
+                    if bound is not None and (high is None or bound < high):
+                        high = bound  # a best guess for timings, which may still use it
+                    break
+                if bound is None:
+                    unknown_why = f"it indexes {label}, whose table size is unknown"
+                    break
+                if high is None or bound < high:
+                    high, index_why = bound, f"indexes {label} ({where})"
+                continue
+            if domain != "":
+                if not is_float:
+                    unknown_why = f"it reaches {label}, whose use of it is not analyzed"
+                    break
+                continue
+            if slot in _SHAPE_SLOTS.get(op, ()):
+                unknown_why = f"it is input {slot} of {label}, which sets a shape, axis or count"
+                break
+            if op in _CONTROL_FLOW:
+                if not is_float and not (op == "If" and slot == 0):
+                    unknown_why = f"it is an input of {label}, whose use of it is not analyzed"
+                    break
+                continue
+            if (slot in _POSITIVE_SLOTS.get(op, ()) and mode != _DERIVED
+                    and not _integer_exponent(node, facts)):
+                positive_why = positive_why or f"reaches {label}"
+            if op in _RANGE_FREE:
+                continue
+            next_mode = _carried_mode(node, op, slot, mode, facts)
+            outputs = node.output[:1] if op in _FIRST_OUTPUT_ONLY else node.output
+            for out in outputs:
+                if out and (out, next_mode) not in seen:
+                    seen.add((out, next_mode))
+                    stack.append((out, next_mode))
+    if unknown_why:
+        return InputDomain(name, dtype_name, "unknown", None, high, unknown_why)
+    if dtype.kind == "b":
+        return InputDomain(name, dtype_name, "bool")
+    if is_float:
+        if positive_why:
+            return InputDomain(name, dtype_name, "positive", why=f"it {positive_why}")
+        return InputDomain(name, dtype_name, "real")
+    low = 1 if positive_why else 0
+    if high is None:
+        return InputDomain(name, dtype_name, "integer", low or None,
+                           why=f"it {positive_why}" if positive_why else "")
+    if high <= low:
+        return InputDomain(name, dtype_name, "unknown", why=(
+            f"it {index_why} and {positive_why}: no index is valid for both"))
+    why = f"it {index_why}" + (f" and {positive_why}" if positive_why else "")
+    return InputDomain(name, dtype_name, "index", low, high, why)
+
+
+def _table_bound(
+    node: onnx.NodeProto, op: str, table_slot: int, facts: _GraphFacts
+) -> tuple[int | None, str]:
+    """The number of valid indices into the node's table, and where that number comes from."""
+    if table_slot >= len(node.input) or not node.input[table_slot]:
+        return None, ""
+    dims = facts.dims(node.input[table_slot])
+    if not dims:
+        return None, ""
+    if op in _ND_INDEX_OPS:
+        batch = next((a.i for a in node.attribute if a.name == "batch_dims"), 0)
+        sizes = dims[batch:]
+        if not sizes or any(d is None for d in sizes):
+            return None, ""
+        return min(sizes), f"smallest of dims {sizes}"  # type: ignore[type-var]
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    if axis < 0:
+        axis += len(dims)
+    if not 0 <= axis < len(dims) or dims[axis] is None:
+        return None, ""
+    return dims[axis], f"{dims[axis]} entries along axis {axis}"
+
+
+def _integer_exponent(node: onnx.NodeProto, facts: _GraphFacts) -> bool:
+    """Whether a Pow's exponent is a constant of integers (a negative base is then fine)."""
+    if node.op_type != "Pow" or len(node.input) < 2:
+        return False
+    exponent = facts.constant(node.input[1])
+    return exponent is not None and bool(np.all(np.mod(exponent, 1) == 0))
+
+
+def _carried_mode(
+    node: onnx.NodeProto, op: str, slot: int, mode: str, facts: _GraphFacts
+) -> str:
+    """How the node's outputs relate to the input, given how its input `slot` does."""
+    if slot in _MOVES.get(op, ()):
+        return mode
+    if mode == _DERIVED:
+        return _DERIVED
+    if op in _KEEPS_POSITIVE or (op == "Pow" and slot == 0):
+        return _SIGNED
+    sign = _KEEPS_POSITIVE_WITH_CONSTANTS.get(op)
+    if sign is not None and not (op == "Div" and slot != 0):
+        others = [facts.constant(n) for i, n in enumerate(node.input) if i != slot and n]
+        if others and all(c is not None for c in others):
+            ok = all(bool(np.all(c > 0 if sign == "positive" else c >= 0)) for c in others)
+            if ok:
+                return _SIGNED
+    return _DERIVED
 
 
 def random_feeds(
@@ -389,12 +776,23 @@ def random_feeds(
     seed: int = 0,
     overrides: Mapping[str, Sequence[int] | int] | None = None,
     *,
-    int_range: tuple[int, int] = (0, 100),
+    int_range: tuple[int, int] = DEFAULT_INT_RANGE,
+    distribution: str = "normal",
+    domains: Mapping[str, InputDomain] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Random inputs for every graph input that is not an initializer.
+    """Random inputs for every graph input that is not an initializer, each within its valid
+    values (`input_domains`): the one way inputs are drawn, for the A/B gate, the numerical
+    check, the benchmarks and every timing.
 
-    Floats are normal(0, 1) in the declared type (float16/32/64), integers uniform in
-    `int_range` (default [0, 100), valid indices for most embeddings), booleans fair coins.
+    `distribution` is one of `DISTRIBUTIONS`: "normal" (the default) draws floats from
+    N(0, 1), or |N(0, 1)| + 0.1 for inputs that must be positive; "uniform(0.5, 1.5)" and
+    "integers(1, 3)" are the check's retries. Indices are uniform over the table they index;
+    integers with no constraint are uniform in `int_range` (default [0, 100); with "uniform"
+    they are 1, with "integers" 1..3); booleans are fair coins. An input whose valid values are
+    unknown gets integers in `int_range` (within a table's size where one was found): the
+    numerical check refuses such inputs (`InputDomain.known`), timings can still use them.
+    `domains` saves the analysis when the caller has it already (it should be the original
+    model's: its uses define what is valid).
     Symbolic or unknown dimensions are 1 unless `overrides` says otherwise: map an input name
     to its whole shape (`{"input_ids": (1, 64)}`), or a symbolic dimension's name to its size
     (`{"seq": 64}`). An override that does not fit the declared shape raises `ShapeError`.
@@ -404,8 +802,12 @@ def random_feeds(
         >>> {name: a.shape for name, a in feeds.items()}                  # doctest: +SKIP
         {'input': (1, 3, 224, 224)}
     """
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {distribution!r}: one of {DISTRIBUTIONS}")
     proto = _as_model_proto(model)
     overrides = dict(overrides or {})
+    if domains is None:
+        domains = input_domains(proto, overrides)
     rng = np.random.default_rng(seed)
     constant = {init.name for init in proto.graph.initializer}
     constant |= {sparse.values.name for sparse in proto.graph.sparse_initializer}
@@ -417,7 +819,8 @@ def random_feeds(
             raise ModelError(f"input {value.name!r} is not a tensor; only tensor inputs can be fed")
         dtype = _numpy_dtype(value.name, value.type.tensor_type.elem_type)
         shape = _input_shape(value, overrides)
-        feeds[value.name] = _random_array(rng, dtype, shape, int_range)
+        domain = domains.get(value.name)
+        feeds[value.name] = _random_array(rng, dtype, shape, domain, distribution, int_range)
     return feeds
 
 
@@ -476,14 +879,40 @@ def _check_override(name: str, shape: tuple[int, ...], declared: list) -> None:
 
 
 def _random_array(
-    rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...], int_range: tuple[int, int]
+    rng: np.random.Generator,
+    dtype: np.dtype,
+    shape: tuple[int, ...],
+    domain: InputDomain | None,
+    distribution: str,
+    int_range: tuple[int, int],
 ) -> np.ndarray:
+    kind = domain.kind if domain is not None else ""
     if dtype.kind == "f":
+        if distribution == "uniform(0.5, 1.5)":
+            return rng.uniform(0.5, 1.5, shape).astype(dtype)
+        if distribution == "integers(1, 3)":
+            return rng.integers(1, 4, size=shape).astype(dtype)
+        if kind == "positive":
+            return (np.abs(rng.standard_normal(shape)) + 0.1).astype(dtype)
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind == "b":
         return rng.random(shape) < 0.5
     info = np.iinfo(dtype)
-    low, high = max(int_range[0], info.min), min(int_range[1], info.max + 1)
+    if domain is not None and domain.high is not None:  # an index (or a best guess at one)
+        low, high = domain.low or 0, domain.high
+        narrowed = max(low, int_range[0]), min(high, int_range[1])
+        if narrowed[0] < narrowed[1]:
+            low, high = narrowed
+    elif distribution == "uniform(0.5, 1.5)":
+        low, high = 1, 2
+    elif distribution == "integers(1, 3)":
+        low, high = 1, 4
+    else:
+        least = (domain.low or 0) if domain is not None else 0
+        low, high = max(int_range[0], least), int_range[1]
+    low, high = max(low, info.min), min(high, info.max + 1)
+    if high <= low:
+        raise ValueError(f"no {dtype.name} value in [{low}, {high})")
     return rng.integers(low, high, size=shape, dtype=dtype)
 
 

@@ -1,21 +1,42 @@
 """The `superopt` command line: one entry point, one module per subcommand.
 
 Each module in `superopt.face.commands` defines `register(subparsers)`, adding its subcommand with
-a `func(args) -> int` default. Errors meant for users (`SuperoptError`) print as one line and exit
-with code 2; a traceback is shown only with `-v`.
+a `func(args) -> int` default. Errors meant for users (`SuperoptError`) print as one line; a
+traceback is shown only with `-v`. Exit statuses (`EXIT_*`): 0 done, 2 bad input (any
+`SuperoptError` but a failed check), 3 the numerical check failed or could not compare, 130
+interrupted by Ctrl-C (143 by SIGTERM).
+
+Every command runs under `superopt.core.atomic.handle_interrupts`: Ctrl-C raises
+`KeyboardInterrupt` and is also noted, so an interrupt that Python swallowed on the way (inside a
+weakref callback, say) still stops whatever commits results; the command prints one line and
+exits 130, and temp files are removed.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
-from superopt.core.errors import SuperoptError
+from superopt.core.atomic import (
+    files_written,
+    handle_interrupts,
+    interrupt_signal,
+    interrupted,
+    raise_if_interrupted,
+)
+from superopt.core.errors import CheckError, SuperoptError
 from superopt.core.version import __version__
 from superopt.face.commands import bench, generate, inspect, optimize, rules, verify, zoo
 
 # Subcommand modules, in the order `--help` lists them.
 COMMANDS = (optimize, inspect, generate, verify, rules, zoo, bench)
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2  # a SuperoptError: bad model, rules, option, device or output path
+EXIT_CHECK_FAILED = 3  # the numerical check failed or could not compare; nothing was written
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +55,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """Run one `superopt` command; returns its exit status (see the module doc).
+
+    Called without `argv` (the console script, `python -m superopt`), the interrupt handlers
+    stay in place after the command, so a Ctrl-C on the way out is only noted; with `argv`
+    (tests, embedding) Python's handlers are restored.
+    """
+    restore = argv is not None
     argv = sys.argv[1:] if argv is None else list(argv)
+    with handle_interrupts(restore=restore):
+        try:
+            code = _main(argv)
+        except KeyboardInterrupt:  # before the command was known, or out of its own handler
+            words = [a for a in argv if not a.startswith("-")]
+            code = _interrupted(f"superopt {words[0]}" if words else "superopt")
+    # CPython remembers a KeyboardInterrupt that escaped code run by exec() of a string
+    # (dataclasses and namedtuples make their methods so) and, at exit, kills the process with
+    # SIGINT instead of returning the exit status. A successful exec() of a string forgets it
+    # (as the process's entry point, signals are only noted from here on).
+    exec("")
+    return code
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
         # `optimize IN --rules R OUT`: a positional after options. argparse only takes those
@@ -52,20 +95,37 @@ def main(argv: list[str] | None = None) -> int:
         vars(args).update(vars(own))
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_BAD_INPUT
+    command = f"superopt {args.command}"
     try:
-        return int(args.func(args) or 0)
-    except SuperoptError as e:
-        if getattr(args, "verbose", False):
-            raise
-        print(f"superopt {args.command}: error: {e}", file=sys.stderr)
-        return e.exit_code
+        code = int(args.func(args) or 0)
+        if code == EXIT_OK:
+            raise_if_interrupted()  # an interrupt swallowed on the way: not a success
+        return code
     except KeyboardInterrupt:
-        print(f"superopt {args.command}: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
+        return _interrupted(command)
+    except Exception as e:
+        if interrupted():
+            # A library turned the KeyboardInterrupt into its own error (pybind11 makes an
+            # interrupted `import onnxruntime` an ImportError): still an interrupt.
+            return _interrupted(command)
+        if isinstance(e, BrokenPipeError):
+            return EXIT_OK
+        if not isinstance(e, SuperoptError) or getattr(args, "verbose", False):
+            raise
+        print(f"{command}: error: {e}", file=sys.stderr)
+        return EXIT_CHECK_FAILED if isinstance(e, CheckError) else e.exit_code
 
+
+def _interrupted(command: str) -> int:
+    """The one line of an interrupted command, and its exit status."""
+    terminated = interrupt_signal() == signal.SIGTERM
+    written = files_written()
+    what = ("nothing was written" if not written else
+            f"{len(written)} file(s) were already written ({written[0]}"
+            f"{', ...' if len(written) > 1 else ''})")
+    print(f"{command}: {'terminated' if terminated else 'interrupted'}; {what}", file=sys.stderr)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 if __name__ == "__main__":
     sys.exit(main())

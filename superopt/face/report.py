@@ -162,8 +162,7 @@ def _cards(doc: dict) -> str:
         check_v, check_d = "skipped", _e(check.get("note", ""))
     else:
         check_v = "passed" if check["passed"] else "failed"
-        check_d = (f"{check['n']} inputs, max abs {check['max_abs_error']:.2g}, "
-                   f"max rel {check['max_rel_error']:.2g}")
+        check_d = _e(f"{check['n']} inputs, {_check_errors(check, '.2g')}")
     cards = [
         ("latency before", _median(before), f"± {_spread(before)} · {_e(doc.get('device'))}"),
         ("latency after", _median(after), f"± {_spread(after)} · {_e(doc.get('provider'))}"),
@@ -213,10 +212,18 @@ def _run_table(doc: dict) -> str:
     if check is not None and check.get("skipped"):
         rows.append(("check", f"skipped: {check.get('note', '')}"))
     elif check is not None:
+        tolerances = check.get("tolerances") or {"float32": {"rtol": check["rtol"],
+                                                             "atol": check["atol"]}}
+        tols = ", ".join(f"{dtype} rtol {t['rtol']:g} atol {t['atol']:g}"
+                         for dtype, t in sorted(tolerances.items()))
         rows.append(("check", f"{'passed' if check['passed'] else 'FAILED'} on {check['n']} "
-                              f"random inputs (rtol {check['rtol']}, atol {check['atol']}; max "
-                              f"abs {check['max_abs_error']:.3g}, max rel "
-                              f"{check['max_rel_error']:.3g})"))
+                              f"random inputs ({tols}; {_check_errors(check, '.3g')})"))
+        if check.get("failure"):
+            rows.append(("check failure", check["failure"]))
+        for name, domain in (check.get("inputs") or {}).items():
+            rows.append((f"check input {name}", domain))
+        if check.get("distributions"):
+            rows.append(("check inputs drawn", ", ".join(check["distributions"])))
     else:
         rows.append(("check", "skipped (--no-check)"))
     rows.append(("phases", ", ".join(f"{k} {v:.2f} s" for k, v in doc.get("phase_s", {}).items())))
@@ -226,6 +233,23 @@ def _run_table(doc: dict) -> str:
     ab = lat.get("ab")
     pre = f"<pre>{_e(ab)}</pre>" if ab else ""
     return f"<div><h2>Run</h2><table>{out}</table>{pre}</div>"
+
+
+def _check_errors(check: dict, fmt: str) -> str:
+    """The check's errors: over finite values only, NaN/Inf positions counted, never as 0."""
+    if check.get("max_abs_error") is None:
+        text = "no finite value compared"
+    else:
+        text = (f"max abs {check['max_abs_error']:{fmt}}, max rel "
+                f"{check['max_rel_error']:{fmt}}")
+        if "compared" in check:
+            text += f" over {check['compared']} finite values"
+    nonfinite = check.get("nonfinite", 0)
+    mismatched = check.get("nan_mismatches", 0) + check.get("inf_mismatches", 0)
+    if nonfinite or mismatched:
+        text += (f"; {nonfinite} NaN/Inf in the original, {check.get('nan_mismatches', 0)} NaN "
+                 f"and {check.get('inf_mismatches', 0)} Inf positions mismatched")
+    return text
 
 
 def _search_section(doc: dict) -> str:

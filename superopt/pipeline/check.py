@@ -1,9 +1,22 @@
-"""The numerical check: the original and the result on random inputs through ONNX Runtime.
+"""The numerical check: the original and the result on valid random inputs through ONNX Runtime.
 
-Both models run on ORT's CPU provider (deterministic fp32) on `n` random inputs; every output
-must agree within rtol/atol. `check_result` is the pipeline's check phase: a failure raises
-`CheckError` (so nothing is written), and an unchanged original that ORT cannot run (e.g. a
-custom-domain op) is reported as skipped rather than failed.
+Inputs come from each input's valid values (`superopt.runtime.input_domains` of the original:
+indices within the table they index, positive values where the model takes a log, a root, a
+reciprocal or a quotient), drawn by `superopt.runtime.random_feeds`. When the original's
+outputs are not finite on N(0, 1) inputs, the next distributions of `DISTRIBUTIONS` are tried
+(uniform(0.5, 1.5), then small integers) and the one with the most finite outputs is used.
+
+Both models run on ORT's CPU provider. Output by output, NaN and Inf must sit at the same
+positions in both (Inf with the same sign), and values finite in both must agree within
+rtol/atol, which follow the output's element type (`DEFAULT_TOLERANCES`) unless the caller
+sets them. The record (`CheckResult`) counts the mismatched NaN/Inf positions and keeps the
+largest errors over finite values only (None when no finite value was compared): a NaN never
+reads as an error of 0.
+
+The check fails safe: when it cannot compare (an input whose valid values are unknown, an output
+the original leaves NaN/Inf everywhere under every distribution, an original that fails on the
+inputs drawn for it), `check_result` raises `CheckError` and nothing is written. An unchanged
+original that ORT cannot run at all (e.g. a custom-domain op) is reported as skipped.
 
 Example:
     >>> numerical_check("in.onnx", onnx.load("out.onnx")).passed   # doctest: +SKIP
@@ -13,8 +26,8 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -23,29 +36,150 @@ from superopt.core.errors import CheckError, ModelError
 
 DEFAULT_CHECK_N = 3
 
+#: (rtol, atol) by output element type; integer and boolean outputs must be equal.
+DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
+    "float64": (1e-7, 1e-9),
+    "float32": (1e-4, 1e-5),
+    "float16": (1e-2, 1e-3),
+    "bfloat16": (1e-2, 1e-3),
+}
+
+_NOTHING_WRITTEN = "nothing was written"
+_NO_CHECK_HINT = "nothing was written (--no-check writes without the check)"
+
+
+def tolerance_for(dtype: np.dtype | str, rtol: float | None = None,
+                  atol: float | None = None) -> tuple[float, float]:
+    """(rtol, atol) for outputs of `dtype`: the caller's where given, else the dtype's default.
+
+    Example:
+        >>> tolerance_for("float16")
+        (0.01, 0.001)
+        >>> tolerance_for("float16", rtol=1e-3)
+        (0.001, 0.001)
+    """
+    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    if name in DEFAULT_TOLERANCES:
+        default = DEFAULT_TOLERANCES[name]
+    elif name.startswith(("int", "uint", "bool")):
+        default = (0.0, 0.0)
+    else:
+        default = DEFAULT_TOLERANCES["float32"]
+    return (default[0] if rtol is None else rtol, default[1] if atol is None else atol)
+
+
+@dataclass
+class Comparison:
+    """One output of the original (`expected`) against the result (`actual`)."""
+
+    compared: int  # positions finite in both
+    nonfinite: int  # positions NaN or Inf in the original
+    nan_mismatches: int  # positions NaN in one model only
+    inf_mismatches: int  # positions Inf in one model and not the same Inf in the other (no NaN)
+    beyond_tolerance: int  # positions finite in both and farther apart than the tolerance
+    max_abs_error: float | None  # over positions finite in both; None when there are none
+    max_rel_error: float | None
+
+    @property
+    def passed(self) -> bool:
+        return not (self.nan_mismatches or self.inf_mismatches or self.beyond_tolerance)
+
+    def failure(self, output: str, rtol: float, atol: float) -> str:
+        """What differs, in one line ("" when nothing does)."""
+        parts = []
+        if self.nan_mismatches:
+            parts.append(f"NaN at {self.nan_mismatches} position(s) in one model only")
+        if self.inf_mismatches:
+            parts.append(f"Inf at {self.inf_mismatches} position(s) not matched by the same Inf")
+        if self.beyond_tolerance:
+            parts.append(f"{self.beyond_tolerance} finite value(s) beyond rtol {rtol:g}, atol "
+                         f"{atol:g} (max abs error {self.max_abs_error:.3g})")
+        return f"output {output!r}: " + "; ".join(parts) if parts else ""
+
+
+def compare_arrays(expected: np.ndarray, actual: np.ndarray, rtol: float,
+                   atol: float) -> Comparison:
+    """Compare two arrays of one shape: NaN/Inf patterns exactly, finite values within
+    |actual - expected| <= atol + rtol * |expected|.
+
+    Example:
+        >>> c = compare_arrays(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), 1e-4, 1e-5)
+        >>> c.passed, c.nan_mismatches, c.max_abs_error
+        (False, 1, 0.0)
+    """
+    a = np.asarray(expected).astype(np.float64, copy=False)
+    b = np.asarray(actual).astype(np.float64, copy=False)
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    finite_a, finite_b = np.isfinite(a), np.isfinite(b)
+    both = finite_a & finite_b
+    inf_mismatch = ~nan_a & ~nan_b & ~both & (a != b)
+    compared = int(np.count_nonzero(both))
+    max_abs = max_rel = None
+    beyond = 0
+    if compared:
+        want, diff = a[both], np.abs(a[both] - b[both])
+        max_abs = float(diff.max())
+        max_rel = float((diff / np.maximum(np.abs(want), 1e-12)).max())
+        beyond = int(np.count_nonzero(diff > atol + rtol * np.abs(want)))
+    return Comparison(compared=compared, nonfinite=int(np.count_nonzero(~finite_a)),
+                      nan_mismatches=int(np.count_nonzero(nan_a != nan_b)),
+                      inf_mismatches=int(np.count_nonzero(inf_mismatch)),
+                      beyond_tolerance=beyond, max_abs_error=max_abs, max_rel_error=max_rel)
+
 
 @dataclass
 class CheckResult:
-    """The numerical check: original vs result through ORT on the CPU provider."""
+    """The numerical check: original vs result through ORT on the CPU provider.
+
+    `rtol`/`atol` are the tolerances of float32 outputs (or the caller's); `tolerances` has
+    those used for each output element type. The errors are over values finite in both models
+    (None when no finite value was compared); NaN/Inf positions are counted, never folded in.
+    """
 
     passed: bool
     n: int
     rtol: float
     atol: float
-    max_abs_error: float
-    max_rel_error: float
+    max_abs_error: float | None
+    max_rel_error: float | None
     skipped: bool = False
     note: str = ""  # why the check was skipped, when it was
+    compared: int = 0  # output values finite in both models, compared within tolerance
+    nonfinite: int = 0  # output values NaN or Inf in the original (their positions must match)
+    nan_mismatches: int = 0
+    inf_mismatches: int = 0
+    beyond_tolerance: int = 0
+    failure: str = ""  # the first difference, one line (empty when passed)
+    tolerances: dict[str, dict[str, float]] = field(default_factory=dict)
+    distributions: list[str] = field(default_factory=list)  # per input set, as drawn
+    inputs: dict[str, str] = field(default_factory=dict)  # input name -> its valid values
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        return {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+                for k, v in self.__dict__.items()}
+
+    def summary(self) -> str:
+        """One line: what was compared and the largest error, NaN/Inf positions counted."""
+        if self.skipped:
+            return f"skipped ({self.note})"
+        verdict = "passed" if self.passed else "FAILED"
+        if self.max_abs_error is None:
+            errors = "no finite value compared"
+        else:
+            errors = (f"max abs error {self.max_abs_error:.2g}, max rel error "
+                      f"{self.max_rel_error:.2g} over {self.compared} finite values")
+        nonfinite = (f"; {self.nonfinite} NaN/Inf positions, {self.nan_mismatches} NaN and "
+                     f"{self.inf_mismatches} Inf mismatched" if self.nonfinite
+                     or self.nan_mismatches or self.inf_mismatches else "")
+        return f"{verdict} on {self.n} random inputs ({errors}{nonfinite})"
 
 
 def check_result(original: str | os.PathLike | onnx.ModelProto | None, result: onnx.ModelProto,
                  *, baseline: onnx.ModelProto, changed: bool, n: int = DEFAULT_CHECK_N,
-                 rtol: float = 1e-4, atol: float = 1e-5,
+                 rtol: float | None = None, atol: float | None = None,
                  progress: Callable[[int], None] | None = None) -> CheckResult:
-    """The check phase: `numerical_check`, raising `CheckError` when the result differs.
+    """The check phase: `numerical_check`, raising `CheckError` when the result differs or
+    cannot be checked.
 
     `baseline` (the original as exported) stands in for `original` when that cannot load;
     `changed` False means `result` is the original passed through: if ORT cannot run it there is
@@ -57,29 +191,37 @@ def check_result(original: str | os.PathLike | onnx.ModelProto | None, result: o
     except ModelError as e:
         if changed:
             raise
-        return CheckResult(True, 0, rtol, atol, 0.0, 0.0, skipped=True,
+        f32 = tolerance_for("float32", rtol, atol)
+        return CheckResult(True, 0, f32[0], f32[1], None, None, skipped=True,
                            note=f"not run: {str(e).splitlines()[0][:200]}")
     if not outcome.passed:
-        raise CheckError(
-            f"the optimized model differs from the original (max abs error "
-            f"{outcome.max_abs_error:.3g}, max rel error {outcome.max_rel_error:.3g}"
-            f", rtol {rtol}, atol {atol}); nothing was written")
+        raise CheckError(f"the optimized model differs from the original: {outcome.failure}; "
+                         f"{_NOTHING_WRITTEN}")
     return outcome
 
 
 def numerical_check(original: str | os.PathLike | onnx.ModelProto | None,
-                    result: onnx.ModelProto, *, n: int = DEFAULT_CHECK_N, rtol: float = 1e-4,
-                    atol: float = 1e-5, baseline_fallback: onnx.ModelProto | None = None,
-                    seed: int = 0, progress: Callable[[int], None] | None = None
-                    ) -> CheckResult:
-    """Run original and result on `n` random inputs (seeds seed..seed+n-1, shapes from the
-    result) through ORT's CPU provider; compare every output within rtol/atol.
+                    result: onnx.ModelProto, *, n: int = DEFAULT_CHECK_N,
+                    rtol: float | None = None, atol: float | None = None,
+                    baseline_fallback: onnx.ModelProto | None = None, seed: int = 0,
+                    progress: Callable[[int], None] | None = None) -> CheckResult:
+    """Run original and result on `n` sets of valid random inputs (seeds seed..seed+n-1, shapes
+    from the result) through ORT's CPU provider and compare every output (see the module doc).
+
+    Raises `ModelError` when ORT cannot load the original, and `CheckError` when the result does
+    not load or run, an output is missing or has another shape, or the check cannot compare.
 
     Example:
         >>> numerical_check("in.onnx", onnx.load("out.onnx")).passed   # doctest: +SKIP
         True
     """
-    from superopt.runtime import make_session, random_feeds
+    from superopt.runtime import (
+        DISTRIBUTIONS,
+        error_line,
+        input_domains,
+        make_session,
+        random_feeds,
+    )
 
     ref_model = original if original is not None else baseline_fallback
     try:
@@ -87,37 +229,114 @@ def numerical_check(original: str | os.PathLike | onnx.ModelProto | None,
     except ModelError:
         if baseline_fallback is None:
             raise
-        ref = make_session(baseline_fallback, "cpu", level="all")
+        ref_model = baseline_fallback
+        ref = make_session(ref_model, "cpu", level="all")
     try:
         out = make_session(result, "cpu", level="all")
     except ModelError as e:
         raise CheckError(f"the optimized model does not load in ONNX Runtime ({e}); "
-                         "nothing was written") from None
+                         f"{_NOTHING_WRITTEN}") from None
+    # The original's uses of its inputs say which values are valid.
+    domains = input_domains(ref_model)
+    for name in (i.name for i in out.get_inputs()):
+        domain = domains.get(name)
+        if domain is not None and not domain.known:
+            raise CheckError(f"cannot check the result: the valid values of input {name!r} are "
+                             f"unknown ({domain.why}); {_NO_CHECK_HINT}")
     names = [o.name for o in out.get_outputs()]
-    max_abs = max_rel = 0.0
-    passed = True
+    ref_names = [o.name for o in ref.get_outputs()]
+    for name in names:
+        if name not in ref_names:
+            raise CheckError(f"output {name!r} is missing from the original; {_NOTHING_WRITTEN}")
     ref_inputs = {i.name for i in ref.get_inputs()}
+    f32 = tolerance_for("float32", rtol, atol)
+    record = CheckResult(True, n, f32[0], f32[1], None, None,
+                         inputs={k: d.describe() for k, d in domains.items()})
+    ever_finite = dict.fromkeys(names, False)
+
+    def run_original(feeds: dict) -> dict:
+        try:
+            outputs = ref.run(None, {a: b for a, b in feeds.items() if a in ref_inputs})
+        except Exception as e:  # noqa: BLE001 (ORT raises plain Exceptions)
+            raise CheckError(f"cannot check the result: the original model fails on the inputs "
+                             f"drawn for it ({error_line(e)}); {_NO_CHECK_HINT}") from None
+        return dict(zip(ref_names, outputs))
+
     for k in range(n):
-        feeds = random_feeds(result, seed=seed + k)
-        want = dict(zip([o.name for o in ref.get_outputs()],
-                        ref.run(None, {a: b for a, b in feeds.items() if a in ref_inputs})))
-        got = dict(zip(names, out.run(None, feeds)))
+        feeds, want, distribution = _draw_valid_inputs(
+            DISTRIBUTIONS, names, run_original,
+            lambda dist, s=seed + k: random_feeds(result, seed=s, distribution=dist,
+                                                  domains=domains))
+        record.distributions.append(distribution)
+        try:
+            got = dict(zip(names, out.run(None, feeds)))
+        except Exception as e:  # noqa: BLE001 (ORT raises plain Exceptions)
+            raise CheckError(f"the optimized model fails on valid inputs ({error_line(e)}); "
+                             f"{_NOTHING_WRITTEN}") from None
         for name in names:
-            if name not in want:
-                raise CheckError(f"output {name!r} is missing from the original; "
-                                 "nothing was written")
-            a = np.asarray(want[name], dtype=np.float64)
-            b = np.asarray(got[name], dtype=np.float64)
+            a, b = np.asarray(want[name]), np.asarray(got[name])
             if a.shape != b.shape:
                 raise CheckError(f"output {name!r} has shape {b.shape}, the original "
-                                 f"{a.shape}; nothing was written")
+                                 f"{a.shape}; {_NOTHING_WRITTEN}")
+            dtype = b.dtype.name
+            o_rtol, o_atol = tolerance_for(dtype, rtol, atol)
+            record.tolerances[dtype] = {"rtol": o_rtol, "atol": o_atol}
             if a.size == 0:
+                ever_finite[name] = True  # nothing to compare, nothing hidden either
                 continue
-            diff = np.abs(a - b)
-            max_abs = max(max_abs, float(np.nanmax(diff)))
-            max_rel = max(max_rel, float(np.nanmax(diff / np.maximum(np.abs(a), 1e-12))))
-            if not np.allclose(b, a, rtol=rtol, atol=atol, equal_nan=True):
-                passed = False
+            c = compare_arrays(a, b, o_rtol, o_atol)
+            ever_finite[name] = ever_finite[name] or c.compared > 0
+            _accumulate(record, c)
+            if not c.passed and record.passed:
+                record.passed = False
+                record.failure = c.failure(name, o_rtol, o_atol)
         if progress is not None:
             progress(k + 1)
-    return CheckResult(passed, n, rtol, atol, max_abs, max_rel)
+    if record.passed:
+        for name, finite in ever_finite.items():
+            if not finite:
+                raise CheckError(
+                    f"cannot check the result: output {name!r} of the original is NaN or Inf "
+                    f"everywhere on every input distribution tried ({', '.join(DISTRIBUTIONS)}); "
+                    f"{_NO_CHECK_HINT}")
+    return record
+
+
+def _draw_valid_inputs(distributions: Sequence[str], names: list[str],
+                       run_original: Callable[[dict], dict], draw: Callable[[str], dict]
+                       ) -> tuple[dict, dict, str]:
+    """Feeds, the original's outputs on them and the distribution's name: the first
+    distribution whose outputs are all finite, else the one with the most outputs holding some
+    finite value (then the fewest NaN/Inf)."""
+    best = None
+    for distribution in distributions:
+        feeds = draw(distribution)
+        want = run_original(feeds)
+        with_finite, nonfinite = 0, 0
+        for name in names:
+            a = np.asarray(want[name])
+            if a.dtype.kind not in "fc" or a.size == 0:
+                with_finite += 1
+                continue
+            finite = np.isfinite(a)
+            with_finite += bool(finite.any())
+            nonfinite += int(finite.size - np.count_nonzero(finite))
+        score = (with_finite, -nonfinite)
+        if best is None or score > best[0]:
+            best = (score, feeds, want, distribution)
+        if nonfinite == 0:
+            break
+    _, feeds, want, distribution = best
+    return feeds, want, distribution
+
+
+def _accumulate(record: CheckResult, c: Comparison) -> None:
+    record.compared += c.compared
+    record.nonfinite += c.nonfinite
+    record.nan_mismatches += c.nan_mismatches
+    record.inf_mismatches += c.inf_mismatches
+    record.beyond_tolerance += c.beyond_tolerance
+    if c.max_abs_error is not None:
+        record.max_abs_error = max(record.max_abs_error or 0.0, c.max_abs_error)
+        record.max_rel_error = max(record.max_rel_error or 0.0, c.max_rel_error or 0.0)
+

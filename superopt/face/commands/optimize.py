@@ -4,21 +4,45 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import tempfile
 from pathlib import Path
 from typing import ClassVar
 
+from superopt.core.atomic import (
+    commit_outputs,
+    make_temp,
+    raise_if_interrupted,
+    release_temp,
+    staged_outputs,
+)
 from superopt.core.errors import OutputError, UsageError
 from superopt.face.commands import add_verbosity
 from superopt.face.console import PhaseProgress, format_bytes
+
+EPILOG = """\
+numerical check:
+  Original and result run on valid random inputs (indices within the table they index,
+  positive values where the model takes a log, a root or a quotient); NaN/Inf must sit at the
+  same positions in both and finite values agree within rtol/atol, which follow each output's
+  type unless set (float32 1e-4/1e-5, float16 and bfloat16 1e-2/1e-3, float64 1e-7/1e-9,
+  integers exactly). When it cannot compare (an input whose valid values are unknown, outputs
+  NaN/Inf everywhere), nothing is written.
+
+exit status:
+  0    done: the optimized model, or the original when no candidate was faster, was written
+  2    bad input: unreadable model or rules file, bad option, dynamic shape to fix, CUDA
+       missing, output not writable (one line on stderr; nothing written)
+  3    the numerical check failed, or could not compare the models; nothing written
+       (--no-check writes without the check)
+  130  interrupted by Ctrl-C; nothing written (143: terminated by SIGTERM)
+"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "optimize", help="optimize an ONNX model with verified rewrites",
         description="Search for a faster equivalent graph using proved rules, time it against "
-                    "the original end to end, check it numerically and write it.")
+                    "the original end to end, check it numerically and write it.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="the ONNX model to optimize")
     p.add_argument("output", nargs="?", help="where to write (default: IN.opt.onnx)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -43,10 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="skip the numerical check of the result against the original")
     p.add_argument("--check-n", type=int, default=3, metavar="N",
                    help="random inputs for the numerical check (default 3)")
-    p.add_argument("--rtol", type=float, default=1e-4,
-                   help="relative tolerance of the numerical check (default 1e-4)")
-    p.add_argument("--atol", type=float, default=1e-5,
-                   help="absolute tolerance of the numerical check (default 1e-5)")
+    p.add_argument("--rtol", type=float, default=None,
+                   help="relative tolerance of the numerical check, for every output (default: "
+                        "by output type, 1e-4 for float32)")
+    p.add_argument("--atol", type=float, default=None,
+                   help="absolute tolerance of the numerical check, for every output (default: "
+                        "by output type, 1e-5 for float32)")
     p.add_argument("--save-as-external-data", action="store_true", default=None,
                    help="store weights in OUT.onnx.data beside the model (automatic past 2 GB)")
     p.add_argument("--json", metavar="FILE.json",
@@ -86,11 +112,10 @@ def check_writable(path: str | Path) -> None:
         what = "is not a folder" if folder.exists() else "does not exist"
         raise OutputError(f"{path}: cannot write, {folder} {what}")
     try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+        probe = make_temp(folder, f".{path.name}.", ".probe")
     except OSError as e:
         raise OutputError(f"{path}: cannot write in {folder} ({e.strerror})") from None
-    os.close(fd)
-    os.unlink(probe)
+    release_temp(probe)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,23 +132,39 @@ def run(args: argparse.Namespace) -> int:
     if args.report and writer is None:
         raise UsageError("--report needs superopt.face.report, which this installation lacks")
 
-    with _Progress(console, args.quiet) as progress:
-        result = optimize(
-            args.input, output, rules=args.rules, device=args.device, cost=args.cost,
-            alpha=args.alpha, budget=args.budget, time_limit=args.time_limit,
-            input_shapes=parse_input_shapes(args.overwrite_input_shape),
-            skip_rules=args.skip_rules, check=not args.no_check, check_n=args.check_n,
-            rtol=args.rtol, atol=args.atol, save_as_external_data=args.save_as_external_data,
-            progress=progress.update)
-    if args.json:
-        from superopt.face.report import write_json
+    # The model and the reports appear together, or not at all: their renames wait for the
+    # commit, which an interrupt noted at any point before it (even one swallowed) prevents.
+    with staged_outputs([t for t in (output, args.json, args.report) if t]):
+        with _Progress(console, args.quiet) as progress:
+            result = optimize(
+                args.input, output, rules=args.rules, device=args.device, cost=args.cost,
+                alpha=args.alpha, budget=args.budget, time_limit=args.time_limit,
+                input_shapes=parse_input_shapes(args.overwrite_input_shape),
+                skip_rules=args.skip_rules, check=not args.no_check, check_n=args.check_n,
+                rtol=args.rtol, atol=args.atol,
+                save_as_external_data=args.save_as_external_data,
+                progress=_checking_interrupts(progress.update))
+        if args.json:
+            from superopt.face.report import write_json
 
-        write_json(result, args.json)
-    if writer is not None:
-        writer(result, args.report)
+            write_json(result, args.json)
+        if writer is not None:
+            writer(result, args.report)
+        commit_outputs()
     if not args.quiet:
         _print_summary(console, result, args.verbose)
     return 0
+
+
+def _checking_interrupts(update):
+    """`update`, first raising KeyboardInterrupt if an interrupt was noted: a Ctrl-C that Python
+    swallowed stops the run at its next progress report, not only at the write."""
+
+    def checked(*args) -> None:
+        raise_if_interrupted()
+        update(*args)
+
+    return checked
 
 
 def _report_writer():
@@ -171,12 +212,9 @@ def _print_summary(console, result, verbose: bool) -> None:
     table.add_row("rewrites applied", "", str(len(result.steps)))
     console.print(table)
     console.print(("[green]" if result.kept else "[yellow]") + result.kept_reason)
-    if result.check is not None and result.check.skipped:
-        console.print(f"[yellow]check: skipped ({result.check.note})")
-    elif result.check is not None:
-        console.print(f"check: passed on {result.check.n} random inputs (max abs error "
-                      f"{result.check.max_abs_error:.2g}, max rel error "
-                      f"{result.check.max_rel_error:.2g})")
+    if result.check is not None:
+        style = "[yellow]" if result.check.skipped else ""
+        console.print(f"{style}check: {result.check.summary()}")
     for d in result.dropped_candidates:
         console.print(f"[yellow]{d}")
     if result.written:
