@@ -12,6 +12,10 @@ semantics, the axioms about it and the generator instances that apply it:
 - `weights`: EnlargeKernel, IdentityKernelLike, IdentityMatrixLike, OnesLike (weight-only)
 - `norm`: BatchNormalization, LayerNormalization, Softmax, BatchNormFoldKernel,
   BatchNormFoldBias
+- `activation`: Clip, HardSigmoid, HardSwish, Gelu, Neg, Reciprocal, Sqrt, Pow (constant
+  scalar exponent)
+- `reduce`: ReduceMean
+- `shape`: Squeeze, Unsqueeze, Expand (constant shape), Slice (constant parameters)
 
 with `common` (shared helpers) and `geometry` (Conv / pool window arithmetic). Importing this
 package registers every op, in `FAMILIES` order, and nothing else; the lookups (`get_op`,
@@ -26,7 +30,17 @@ Example:
 
 from __future__ import annotations
 
-from superopt.core.ops import conv, elementwise, matmul, movement, norm, weights
+from superopt.core.ops import (
+    activation,
+    conv,
+    elementwise,
+    matmul,
+    movement,
+    norm,
+    reduce,
+    shape,
+    weights,
+)
 from superopt.core.registry import (
     ASSOCIATIVE,
     BY_ONNX_TYPE,
@@ -48,7 +62,7 @@ __all__ = [
 ]
 
 # The families in registration order (see the module docstring: the generator's order).
-FAMILIES = (matmul, elementwise, conv, movement, weights, norm)
+FAMILIES = (matmul, elementwise, conv, movement, weights, norm, activation, reduce, shape)
 
 for _family in FAMILIES:
     for _op in _family.OPS:

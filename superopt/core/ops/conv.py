@@ -518,7 +518,7 @@ OPS = (
         props=frozenset({LINEAR}), from_onnx=_conv_from_onnx,
         to_onnx=plain_to_onnx("Conv", ("strides", "pads", "dilations", "group")),
         cost=_conv_cost, doc="2-D convolution, NCHW, with groups, strides, pads and dilations",
-        fuses_into=frozenset({"Relu", "Sigmoid", "Tanh", "Add"}),
+        fuses_into=frozenset({"Relu", "Sigmoid", "Tanh", "Add", "Clip", "HardSigmoid"}),
         fuses_after={"Add": frozenset({"Relu"})},
         z3=Z3Semantics(on_terms(_conv_compute), _lower_conv),
         axioms=AXIOMS.of("Conv"),
