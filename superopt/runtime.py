@@ -453,10 +453,11 @@ _MOVES: dict[str, frozenset[int]] = {
 # Of these, the ops whose later outputs are not values (indices, masks).
 _FIRST_OUTPUT_ONLY = {"TopK", "MaxPool", "Dropout"}
 
-# Ops whose output is positive wherever their input is: positivity passes through them.
+# Ops whose output is positive wherever their input is, and not always otherwise: a need for
+# positive values passes back through them. (Exp, Softplus, Abs, norms are positive, or nearly
+# always so, whatever their input: nothing is asked of it.)
 _KEEPS_POSITIVE = {
-    "Relu", "Abs", "Sqrt", "ReduceMean", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
-    "ReduceSumSquare", "AveragePool", "GlobalAveragePool", "LpPool", "Softplus", "Exp",
+    "Relu", "Sqrt", "ReduceMean", "ReduceSum", "ReduceProd", "AveragePool", "GlobalAveragePool",
 }
 # Binary ops that keep positivity when every other operand is a constant of these signs.
 _KEEPS_POSITIVE_WITH_CONSTANTS = {"Mul": "positive", "Div": "positive", "Add": "non-negative",
@@ -477,7 +478,8 @@ class InputDomain:
     `kind`:
     - "real": any float;
     - "positive": floats > 0: the input reaches Log, Sqrt, Reciprocal, Pow's base or a
-      denominator (Div, Mod) directly or through ops that keep positive values positive;
+      denominator (Div, Mod) directly or through ops that keep positive values positive (and
+      only them: Relu, reductions, products with positive constants, ...);
     - "index": integers in [low, high): the input indexes a table (Gather, GatherElements,
       GatherND, Scatter*, ORT's EmbedLayerNormalization) directly or through ops that only move
       or retype values (Cast, Reshape, Unsqueeze, ...); `high` is the table's size along the
@@ -647,6 +649,9 @@ def _domain_of(
     except Exception:  # noqa: BLE001 (no numpy type: random_feeds says so when drawing)
         return InputDomain(name, TensorProto.DataType.Name(elem) if elem else "?", "unknown",
                            why="not a numeric tensor")
+    if dtype.kind not in "fiub":  # bfloat16, float8: numpy cannot draw them
+        return InputDomain(name, TensorProto.DataType.Name(elem), "unknown",
+                           why=f"it is {TensorProto.DataType.Name(elem)}, which cannot be drawn")
     is_float = dtype.kind == "f"
     high: int | None = None
     index_why = positive_why = unknown_why = ""
@@ -781,8 +786,9 @@ def random_feeds(
     domains: Mapping[str, InputDomain] | None = None,
 ) -> dict[str, np.ndarray]:
     """Random inputs for every graph input that is not an initializer, each within its valid
-    values (`input_domains`): the one way inputs are drawn, for the A/B gate, the numerical
-    check, the benchmarks and every timing.
+    values (`input_domains`): the one way whole models get inputs, for the A/B gate, the
+    numerical check, the benchmarks and `time_model`/`time_interleaved` (the cost model's
+    one-node models come with their own feeds).
 
     `distribution` is one of `DISTRIBUTIONS`: "normal" (the default) draws floats from
     N(0, 1), or |N(0, 1)| + 0.1 for inputs that must be positive; "uniform(0.5, 1.5)" and

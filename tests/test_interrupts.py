@@ -303,3 +303,4 @@ def test_main_restores_the_handlers_it_installed(tmp_path, capsys):
     hook = sys.unraisablehook
     assert main(["optimize", str(tmp_path / "missing.onnx"), "--device", "cpu", "-q"]) == 2
     assert {s: signal.getsignal(s) for s in before} == before and sys.unraisablehook is hook
+    assert atomic._state.depth == 0 and not interrupted()  # nothing left over for the next run

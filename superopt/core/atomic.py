@@ -160,7 +160,8 @@ def handle_interrupts(restore: bool = True) -> Iterator[None]:
                     signal.signal(s, handler if handler is not None else signal.SIG_DFL)
                 sys.unraisablehook = previous_hook
                 _state.installed = False
-                _reset()
+        if restore:
+            _reset()
 
 
 def _reset() -> None:
