@@ -1,6 +1,7 @@
 """Exceptions for users: every one carries a single clear line naming the problem.
 
-The CLI prints `str(error)` and exits with code 2; Python callers catch `SuperoptError`.
+The CLI prints `str(error)` and exits with the error's `exit_code`: 2 for bad input, 3 for a
+numerical check that failed or could not compare; Python callers catch `SuperoptError`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ class DeviceError(SuperoptError):
 
 
 class CheckError(SuperoptError):
-    """The optimized model failed the numerical check against the original; nothing was written."""
+    """The optimized model failed the numerical check against the original, or the check could
+    not compare them; nothing was written."""
+
+    exit_code = 3
 
 
 class OutputError(SuperoptError):

@@ -34,7 +34,7 @@ COMMANDS = (optimize, inspect, generate, verify, rules, zoo, bench)
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2  # a SuperoptError: bad model, rules, option, device or output path
-EXIT_CHECK_FAILED = 3  # the numerical check failed or could not compare; nothing was written
+EXIT_CHECK_FAILED = CheckError.exit_code  # the check failed or could not compare; nothing written
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM)
 
@@ -114,7 +114,7 @@ def _main(argv: list[str]) -> int:
         if not isinstance(e, SuperoptError) or getattr(args, "verbose", False):
             raise
         print(f"{command}: error: {e}", file=sys.stderr)
-        return EXIT_CHECK_FAILED if isinstance(e, CheckError) else e.exit_code
+        return e.exit_code
 
 
 def _interrupted(command: str) -> int:
