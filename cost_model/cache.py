@@ -12,9 +12,13 @@ runtime it was measured on: execution provider, device name and ONNX Runtime ver
 (`superopt.runtime.runtime_fingerprint(device)` gives those three). The cache itself does not know
 about devices; a key without them would hand a CPU timing to a CUDA search.
 
-The cache never stops a run: a corrupt file is moved aside and rebuilt, and an unwritable
+The cache never stops a run: a corrupt file is replaced by a new, empty one (it is only a
+cache: nothing in it is worth keeping, and copies moved aside would pile up), and an unwritable
 directory (or any later SQLite failure) degrades to an in-memory cache; each says so once with
-`warnings.warn`.
+`warnings.warn` (the command line prints it as one line).
+
+`cache_files(folder)` lists what a cache folder holds (the cost cache, its SQLite side files,
+copies earlier versions moved aside); `superopt cache info|clear` shows and removes them.
 
 Example:
     >>> cache = CostCache(":memory:")
@@ -40,6 +44,9 @@ from pathlib import Path
 from typing import Any
 
 FILE_NAME = "costs.sqlite3"
+# Side files of the SQLite file, and copies of corrupt files earlier versions moved aside.
+SIDE_SUFFIXES = ("-wal", "-shm", "-journal")
+CORRUPT_MARK = ".corrupt-"
 # Bumped when the table layout changes; a file with another version is moved aside and rebuilt.
 SCHEMA_VERSION = 1
 # Seconds a writer waits for another process's transaction before giving up.
@@ -212,7 +219,7 @@ class CostCache:
             self._conn = _connect(self.path)
             return
         except _Corrupt as exc:
-            self._move_aside(str(exc))
+            self._replace_corrupt(str(exc))
         except sqlite3.Error as exc:
             self._degrade(f"cannot open the cost cache {self.path} ({exc})")
             return
@@ -221,18 +228,19 @@ class CostCache:
         except (sqlite3.Error, _Corrupt) as exc:
             self._degrade(f"cannot rebuild the cost cache {self.path} ({exc})")
 
-    def _move_aside(self, reason: str) -> None:
+    def _replace_corrupt(self, reason: str) -> None:
+        """Remove the unreadable file (a new one is created in its place), its WAL and
+        shared-memory files (a rebuilt database must not replay them), and the copies of
+        corrupt files that earlier versions moved aside."""
         assert self.path is not None
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}-{os.getpid()}")
-        # The WAL and shared-memory files belong to the broken database; a rebuilt one must not
-        # replay them.
-        for suffix in ("", "-wal", "-shm"):
-            source = Path(f"{self.path}{suffix}")
-            with contextlib.suppress(FileNotFoundError):  # another process moved it first
-                os.replace(source, f"{aside}{suffix}")
+        for suffix in ("", *SIDE_SUFFIXES):
+            with contextlib.suppress(FileNotFoundError):  # another process removed it first
+                os.remove(f"{self.path}{suffix}")
+        for stale in self.path.parent.glob(f"{self.path.name}{CORRUPT_MARK}*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
         warnings.warn(
-            f"the cost cache {self.path} was unreadable ({reason}); moved it to {aside.name} "
-            "and started a new one",
+            f"the cost cache {self.path} was unreadable ({reason}); replaced it with a new one",
             stacklevel=4,
         )
 
@@ -269,6 +277,15 @@ class CostCache:
 
 class _Corrupt(Exception):
     """The file exists but is not a cost cache SQLite can read."""
+
+
+def cache_files(folder: str | os.PathLike | None = None) -> list[Path]:
+    """The cost cache's files in `folder` (default `default_cache_dir()`): the SQLite file, its
+    side files and any copies of corrupt files moved aside by earlier versions."""
+    folder = Path(folder) if folder is not None else default_cache_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"{FILE_NAME}*") if p.is_file())
 
 
 def _resolve_file(path: Path | None) -> Path:

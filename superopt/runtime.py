@@ -50,7 +50,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from superopt.core.errors import DeviceError, ModelError, ShapeError
+from superopt.core.errors import DeviceError, ModelError, ShapeError, UsageError
 
 ModelLike = onnx.ModelProto | bytes | str | os.PathLike
 
@@ -279,6 +279,47 @@ def runtime_fingerprint(device: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
+#: Custom op libraries every session of this process registers (`register_custom_op_library`).
+_custom_op_libraries: list[str] = []
+
+#: What to do about an op ONNX Runtime has no kernel for (appended to the error line).
+CUSTOM_LIB_HINT = "register the library that implements it with --custom-lib LIB.so"
+
+
+def register_custom_op_library(path: str | os.PathLike) -> str:
+    """Register a custom op library (a shared object ONNX Runtime loads with
+    `SessionOptions.register_custom_ops_library`) for every session this process creates from
+    now on: the gate's, the check's, the cost model's and the benchmarks' (`make_session`).
+
+    The library is loaded once here, so a missing or unloadable file fails at once with one
+    line (`UsageError`) instead of in the middle of a run. Registering a library twice is a
+    no-op. Returns the absolute path registered.
+
+    Example:
+        >>> register_custom_op_library("libmy_ops.so")   # doctest: +SKIP
+        '/home/me/libmy_ops.so'
+    """
+    given = os.fspath(path)
+    absolute = os.path.abspath(os.path.expanduser(given))
+    if absolute in _custom_op_libraries:
+        return absolute
+    if not os.path.isfile(absolute):
+        what = "is a folder" if os.path.isdir(absolute) else "no such file"
+        raise UsageError(f"--custom-lib {given}: {what}")
+    try:
+        ort.SessionOptions().register_custom_ops_library(absolute)
+    except Exception as exc:  # ORT's errors derive from Exception directly
+        raise UsageError(f"--custom-lib {given}: ONNX Runtime cannot load it "
+                         f"({_first_line(str(exc))})") from None
+    _custom_op_libraries.append(absolute)
+    return absolute
+
+
+def custom_op_libraries() -> tuple[str, ...]:
+    """The custom op libraries registered in this process, in order."""
+    return tuple(_custom_op_libraries)
+
+
 def make_session(
     model: ModelLike, device: str, level: str = "all", threads: int | None = None
 ) -> ort.InferenceSession:
@@ -287,8 +328,10 @@ def make_session(
     `level` is one of "disable", "basic", "extended", "all" (ORT's GraphOptimizationLevel);
     `threads` sets the intra-op thread count (None: ORT's default, one per core). On the CPU
     only the CPUExecutionProvider is used; on CUDA the CPU provider backs the ops CUDA lacks.
-    A model ORT cannot load raises `ModelError`; a model with a newer IR version than this ORT
-    accepts is retried once at the highest IR version it does accept.
+    Every custom op library registered with `register_custom_op_library` is registered in the
+    session. A model ORT cannot load raises `ModelError` (for an op ORT has no kernel for, the
+    line names it and says to register its library); a model with a newer IR version than this
+    ORT accepts is retried once at the highest IR version it does accept.
 
     Example:
         >>> session = make_session(model, "cpu", level="disable")  # doctest: +SKIP
@@ -302,13 +345,108 @@ def make_session(
     options.log_severity_level = 3
     if threads is not None:
         options.intra_op_num_threads = threads
+    for library in _custom_op_libraries:
+        options.register_custom_ops_library(library)
     providers = [PROVIDERS["cpu"]] if resolved == "cpu" else [PROVIDERS["cuda"], PROVIDERS["cpu"]]
     try:
         return _create_session(model, options, providers)
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError(f"ONNX Runtime cannot load the model: {_first_line(str(exc))}") from exc
+        line = _first_line(str(exc))
+        unknown = unregistered_op(line)
+        if unknown is not None:
+            domain, op_type = unknown
+            raise ModelError(f"ONNX Runtime has no kernel for op {op_type} (domain "
+                             f"{domain or 'ai.onnx'}): {CUSTOM_LIB_HINT}") from exc
+        raise ModelError(f"ONNX Runtime cannot load the model: {line}") from exc
+
+
+def unregistered_op(message: str) -> tuple[str, str] | None:
+    """(domain, op type) of the op an ORT error says it does not know, else None.
+
+    Example:
+        >>> unregistered_op("Fatal error: com.example:MyOp(-1) is not a registered function/op")
+        ('com.example', 'MyOp')
+    """
+    match = re.search(r"([\w.]*):(\w+)\(-?\d+\) is not a registered function/op", message)
+    return (match.group(1), match.group(2)) if match else None
+
+
+#: ONNX Runtime's type strings ("tensor(float)") -> ONNX element types.
+_ORT_ELEM_TYPES = {name.lower(): value for name, value in TensorProto.DataType.items()}
+_ORT_ELEM_TYPES["float"] = TensorProto.FLOAT
+_ORT_ELEM_TYPES["double"] = TensorProto.DOUBLE
+
+
+def infer_shapes_by_running(
+    model: onnx.ModelProto,
+    names: Sequence[str],
+    overrides: Mapping[str, Sequence[int] | int] | None = None,
+) -> dict[str, tuple[int, tuple[int | str | None, ...] | None]]:
+    """The element type and shape of values `names` of `model` as ONNX Runtime finds them:
+    for ops ONNX's shape inference does not know (ORT's contrib ops in `com.microsoft`, ops
+    of a custom op library).
+
+    The values become extra graph outputs of a copy of the model, loaded on the CPU provider
+    without graph optimizations: ORT's own shape inference (which knows its contrib ops) gives
+    what it can; where a dim is still unknown and every input shape is static, one run on
+    random valid inputs (`random_feeds`) gives the rest. A dim known only from that run is
+    recorded only when the inputs are static, so nothing learned at one input shape is taken
+    for all. Returns `{name: (elem_type, dims)}` for the tensor values it learned anything
+    about (a dim it could not learn is None; dims None: rank unknown). Raises `ModelError`
+    when ORT cannot load the model (naming an op it has no kernel for).
+
+    Example:
+        >>> infer_shapes_by_running(model, ["gelu_out"])   # doctest: +SKIP
+        {'gelu_out': (1, (1, 64, 128))}
+    """
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    g = probe.graph
+    produced = {o for n in g.node for o in n.output if o}
+    wanted = [n for n in dict.fromkeys(names) if n in produced]
+    outputs = {o.name for o in g.output}
+    for name in wanted:
+        if name not in outputs:
+            g.output.append(onnx.ValueInfoProto(name=name))
+    # ORT refuses a value_info that contradicts what it infers; the probe needs none.
+    del g.value_info[:]
+    session = make_session(probe, "cpu", level="disable")
+    found: dict[str, tuple[int, tuple[int | str | None, ...] | None]] = {}
+    for arg in session.get_outputs():
+        if arg.name not in wanted:
+            continue
+        match = re.fullmatch(r"tensor\((\w+)\)", arg.type or "")
+        if match is None or match.group(1) not in _ORT_ELEM_TYPES:
+            continue  # a sequence, a map or an optional: not a tensor
+        # ORT says [] both for a scalar and for a shape it does not know: only a run tells.
+        dims = None if not arg.shape else tuple(
+            d if isinstance(d, (int, str)) and d != "" else None for d in arg.shape)
+        found[arg.name] = (_ORT_ELEM_TYPES[match.group(1)], dims)
+    incomplete = [n for n in wanted if n not in found or found[n][1] is None
+                  or any(not isinstance(d, int) for d in found[n][1])]
+    if incomplete and _static_inputs(probe, overrides or {}):
+        feeds = random_feeds(probe, overrides=overrides)
+        arrays = session.run(incomplete, feeds)
+        for name, array in zip(incomplete, arrays):
+            if isinstance(array, np.ndarray):
+                elem = helper.np_dtype_to_tensor_dtype(array.dtype)
+                found[name] = (elem, tuple(int(d) for d in array.shape))
+    return found
+
+
+def _static_inputs(model: onnx.ModelProto, overrides: Mapping[str, object]) -> bool:
+    """Whether every graph input (not an initializer) has a static shape, given `overrides`."""
+    constant = {t.name for t in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in constant or value.name in overrides:
+            continue
+        t = value.type.tensor_type
+        if not t.HasField("shape") or any(
+                not d.HasField("dim_value") and d.dim_param not in overrides for d in t.shape.dim):
+            return False
+    return True
 
 
 def _create_session(

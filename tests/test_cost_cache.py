@@ -11,7 +11,13 @@ import warnings
 import numpy as np
 import pytest
 
-from superopt.cost_model.cache import FILE_NAME, CostCache, default_cache_dir, make_key
+from superopt.cost_model.cache import (
+    FILE_NAME,
+    CostCache,
+    cache_files,
+    default_cache_dir,
+    make_key,
+)
 
 
 def test_round_trip_and_replace(tmp_path):
@@ -68,13 +74,18 @@ def test_memory_cache_writes_nothing(tmp_path, monkeypatch):
     assert cache.get("k") == 1.0 and not cache.persistent and os.listdir(tmp_path) == []
 
 
-def test_a_corrupt_file_is_moved_aside_and_rebuilt(tmp_path):
-    (tmp_path / FILE_NAME).write_bytes(b"\x00garbage, not SQLite\xff" * 200)
-    with pytest.warns(UserWarning, match="unreadable"):
-        cache = CostCache(tmp_path)
-    cache.put("k", 3.0)
-    assert cache.get("k") == 3.0 and cache.persistent
-    assert any(".corrupt-" in name for name in os.listdir(tmp_path))
+def test_a_corrupt_file_is_replaced_not_piled_up(tmp_path):
+    # A copy an earlier version moved aside is cleaned up with the next replacement.
+    (tmp_path / f"{FILE_NAME}.corrupt-1700000000-42").write_bytes(b"old")
+    for _ in range(2):  # corrupt twice: still one file
+        (tmp_path / FILE_NAME).write_bytes(b"\x00garbage, not SQLite\xff" * 200)
+        with pytest.warns(UserWarning, match="unreadable.*replaced it with a new one"):
+            cache = CostCache(tmp_path)
+        cache.put("k", 3.0)
+        assert cache.get("k") == 3.0 and cache.persistent
+        cache.close()
+    assert not [name for name in os.listdir(tmp_path) if ".corrupt" in name]
+    assert cache_files(tmp_path) == sorted(tmp_path / name for name in os.listdir(tmp_path))
 
 
 def test_a_foreign_sqlite_file_is_moved_aside(tmp_path):

@@ -77,7 +77,7 @@ def test_optimize_writes_a_checked_model(tmp_path, rules_file):
     assert written == (["MatMul"] if r.kept else ["MatMul", "MatMul"]), r.kept_reason
     assert r.latency_before is not None and len(r.candidate_steps) == 1
     doc = r.to_json()
-    assert doc["format"] == "superopt-report/1" and doc["op_counts"]["before"] == {"MatMul": 2}
+    assert doc["format"] == "superopt-report/2" and doc["op_counts"]["before"] == {"MatMul": 2}
     json.dumps(doc)
 
 
@@ -151,7 +151,7 @@ def test_cli_optimize_prints_and_writes_json(tmp_path, rules_file, capsys):
     )
     assert rc == 0 and (tmp_path / "mm.opt.onnx").exists()
     doc = json.loads((tmp_path / "r.json").read_text())
-    assert doc["format"] == "superopt-report/1" and doc["check"]["passed"]
+    assert doc["format"] == "superopt-report/2" and doc["check"]["passed"]
     assert "rewrites applied" in capsys.readouterr().err
 
 

@@ -1,7 +1,7 @@
 """The report of an `optimize` run: one self-contained HTML file, and the same data as JSON.
 
 The HTML is rendered from the JSON document (`OptimizeResult.to_json()`, format
-`superopt-report/1`, documented in docs/report-schema.md), so the two never disagree and a report
+`superopt-report/2`, documented in docs/report-schema.md), so the two never disagree and a report
 can be re-rendered from its JSON later (`render_html(json.load(f))`). The page needs nothing from
 the network: CSS and the SVG drawings (`superopt.face.drawing`) are inline, rewrites fold with
 native `<details>` elements (no JavaScript), and a print stylesheet keeps each rewrite on one
@@ -115,7 +115,7 @@ def _as_doc(result: Any) -> dict[str, Any]:
 
 
 def render_html(doc: dict[str, Any]) -> str:
-    """The whole report page for a `superopt-report/1` document."""
+    """The whole report page for a `superopt-report/2` document."""
     title = f"superopt report: {doc.get('input') or 'model'}"
     body = [
         f"<h1>{_e(title)}</h1>",
@@ -141,12 +141,14 @@ def _verdict(doc: dict) -> str:
     check = doc.get("check")
     if check is not None and not check.get("passed", True):
         return f'<div class="verdict fail">Numerical check failed: {_e(doc["kept_reason"])}</div>'
-    cls = "kept" if doc.get("kept") else "orig"
-    head = "Optimized model written" if doc.get("kept") else "Original model kept"
+    optimized = not doc.get("original_kept", True)
+    cls = "kept" if optimized else "orig"
+    head = "Optimized model written" if optimized else "Original model kept"
     if not doc.get("written"):
         head += " (nothing written)"
     reason = str(doc.get("kept_reason") or "").removeprefix("kept the original: ")
-    return f'<div class="verdict {cls}">{head}: {_e(reason)}</div>'
+    verdict = f' <span class="muted">({_e(doc["verdict"])})</span>' if doc.get("verdict") else ""
+    return f'<div class="verdict {cls}">{head}: {_e(reason)}{verdict}</div>'
 
 
 def _cards(doc: dict) -> str:
@@ -168,7 +170,7 @@ def _cards(doc: dict) -> str:
         ("latency after", _median(after), f"± {_spread(after)} · {_e(doc.get('provider'))}"),
         ("speedup", f"{lat.get('speedup', 1.0):.3f}×", "measured end to end" if before
          else "not timed"),
-        ("nodes", f"{ops_b} → {ops_a}", _delta(ops_b, ops_a)),
+        ("nodes", f"{ops_b} → {ops_a}", _delta(ops_b, ops_a) + _import_note(doc)),
         ("model size", f"{format_bytes(size['before'])} → {format_bytes(size['after'])}",
          _delta(size["before"], size["after"])),
         ("rewrites", str(len(doc.get("steps", []))),
@@ -206,7 +208,7 @@ def _run_table(doc: dict) -> str:
         ("cost model", ", ".join(f"{k}={_num(v)}" for k, v in cm.items())),
         ("latency before", _latency(lat.get("before"))),
         ("latency after", _latency(lat.get("after"))),
-        ("kept", f"{'yes' if doc.get('kept') else 'no'}: {doc.get('kept_reason')}"),
+        ("verdict", f"{doc.get('verdict')}: {doc.get('kept_reason')}"),
         ("rules loaded", doc.get("rules_loaded")),
     ]
     if check is not None and check.get("skipped"):
@@ -217,7 +219,9 @@ def _run_table(doc: dict) -> str:
         tols = ", ".join(f"{dtype} rtol {t['rtol']:g} atol {t['atol']:g}"
                          for dtype, t in sorted(tolerances.items()))
         rows.append(("check", f"{'passed' if check['passed'] else 'FAILED'} on {check['n']} "
-                              f"random inputs ({tols}; {_check_errors(check, '.3g')})"))
+                              f"random inputs ({_check_errors(check, '.3g')})"))
+        rows.append(("check tolerance", f"each |result − original| ≤ atol + rtol·|original| "
+                                        f"({tols})"))
         if check.get("failure"):
             rows.append(("check failure", check["failure"]))
         for name, domain in (check.get("inputs") or {}).items():
@@ -233,6 +237,15 @@ def _run_table(doc: dict) -> str:
     ab = lat.get("ab")
     pre = f"<pre>{_e(ab)}</pre>" if ab else ""
     return f"<div><h2>Run</h2><table>{out}</table>{pre}</div>"
+
+
+def _import_note(doc: dict) -> str:
+    """" · 132 folded at import" when import-time cleanup removed nodes from the file's."""
+    imported = doc["op_counts"].get("imported")
+    if not imported:
+        return ""
+    folded = sum(doc["op_counts"]["before"].values()) - sum(imported.values())
+    return f" · {folded} folded at import" if folded > 0 else ""
 
 
 def _check_errors(check: dict, fmt: str) -> str:

@@ -24,13 +24,17 @@
 7. **describe**: the report's data for each rewrite (`superopt.pipeline.describe`), from the
    graphs the search recorded; nothing is matched or applied again.
 
-The result (`OptimizeResult`) is the report's data; `to_json()` is the `superopt-report/1`
+Ops ONNX's shape inference does not know (ORT's contrib ops in `com.microsoft`, ops of a
+custom domain) pass through as opaque nodes; when ONNX cannot infer their outputs, the load
+phase takes their types from ONNX Runtime (`ort_typed_opaque_outputs`).
+
+The result (`OptimizeResult`) is the report's data; `to_json()` is the `superopt-report/2`
 document (`REPORT_FORMAT`, docs/report-schema.md) that the face renders.
 
 Example:
     >>> result = superopt.optimize("model.onnx", "model.opt.onnx", device="cpu")  # doctest: +SKIP
-    >>> result.kept, result.speedup                                                # doctest: +SKIP
-    (True, 1.21)
+    >>> result.original_kept, result.verdict, result.speedup                       # doctest: +SKIP
+    (False, 'written: faster', 1.21)
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ import onnx
 
 from superopt.core.atomic import raise_if_interrupted
 from superopt.core.errors import ModelError, ShapeError, UsageError
-from superopt.core.ir import Graph
-from superopt.core.onnx_io import load, to_onnx, write_model
+from superopt.core.ir import Graph, Node
+from superopt.core.onnx_io import load, read_model, to_onnx, write_model
 from superopt.core.rules import (
     SEAL_KEY,
     Rule,
@@ -65,7 +69,9 @@ if TYPE_CHECKING:
     from superopt.search import SearchResult, Step, StopReason
 
 #: the format string of the report document `OptimizeResult.to_json()` produces
-REPORT_FORMAT = "superopt-report/1"
+REPORT_FORMAT = "superopt-report/2"
+#: the earlier formats `superopt inspect` still reads (docs/report-schema.md says what changed)
+READABLE_REPORT_FORMATS = ("superopt-report/1", REPORT_FORMAT)
 DEFAULT_BUDGET = 300
 DEFAULT_TIME_LIMIT_S = 30.0
 
@@ -75,7 +81,8 @@ PipelineProgress = Callable[[str, int, "int | None", str], None]
 
 __all__ = ["DEFAULT_BUDGET", "DEFAULT_CHECK_N", "DEFAULT_TIME_LIMIT_S", "PHASES", "REPORT_FORMAT",
            "CheckResult", "OptimizeOptions", "OptimizeResult", "OptimizeRun", "check_static",
-           "default_output_path", "optimize", "run_phases", "select_rules"]
+           "default_output_path", "optimize", "ort_typed_opaque_outputs", "run_phases",
+           "select_rules"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,12 +180,14 @@ class OptimizeResult:
     ort_version: str
     superopt_version: str
     cost_model: dict
-    kept: bool  # True: the optimized candidate was written; False: the original was kept
-    kept_reason: str
-    op_counts_before: dict[str, int]
-    op_counts_after: dict[str, int]
-    size_before: int
-    size_after: int
+    # True: a candidate was chosen (and written when `written`); False: the original was kept
+    # (see `original_kept`, which says it the other way round, and `verdict`)
+    kept: bool
+    kept_reason: str  # one line: why (the gate's measured ratio, or why there was no candidate)
+    op_counts_before: dict[str, int]  # nodes of the input model as given (the file as written)
+    op_counts_after: dict[str, int]  # nodes of the output model
+    size_before: int  # bytes of the input file on disk (external data included)
+    size_after: int  # bytes of the output model
     latency_before: dict | None  # {"median_s", "spread"} from the A/B
     latency_after: dict | None
     speedup: float
@@ -200,16 +209,36 @@ class OptimizeResult:
     graph_after: Graph | None = field(default=None, repr=False)
     # The search's records: its path, candidates, iterations and stop reason.
     search: SearchResult | None = field(default=None, repr=False)
+    # nodes after import-time cleanup (Constant nodes, static shape computations folded): the
+    # graph the search started from
+    op_counts_imported: dict[str, int] = field(default_factory=dict)
+    # e.g. "written: faster", "original kept: not faster beyond the noise" (`verdict_of`)
+    verdict: str = ""
+
+    @property
+    def original_kept(self) -> bool:
+        """True when the original model was kept (no candidate was chosen)."""
+        return not self.kept
+
+    @property
+    def import_folded(self) -> int:
+        """Nodes import-time cleanup removed (Constant nodes, static shape computations)."""
+        if not self.op_counts_imported:
+            return 0
+        return sum(self.op_counts_before.values()) - sum(self.op_counts_imported.values())
 
     def to_json(self) -> dict[str, Any]:
-        """Stable keys, `"format": "superopt-report/1"`."""
+        """Stable keys, `"format": "superopt-report/2"` (docs/report-schema.md)."""
         return {
             "format": REPORT_FORMAT,
             "input": self.input_path, "output": self.output_path, "written": self.written,
             "device": self.device, "provider": self.provider, "device_name": self.device_name,
             "ort_version": self.ort_version, "superopt_version": self.superopt_version,
-            "cost_model": self.cost_model, "kept": self.kept, "kept_reason": self.kept_reason,
-            "op_counts": {"before": self.op_counts_before, "after": self.op_counts_after},
+            "cost_model": self.cost_model, "original_kept": self.original_kept,
+            "verdict": self.verdict, "kept_reason": self.kept_reason,
+            "op_counts": {"before": self.op_counts_before,
+                          "imported": self.op_counts_imported or dict(self.op_counts_before),
+                          "after": self.op_counts_after},
             "size_bytes": {"before": self.size_before, "after": self.size_after},
             "latency": {"before": self.latency_before, "after": self.latency_after,
                         "speedup": self.speedup, "ab": self.ab_summary},
@@ -298,6 +327,8 @@ def load_phase(run: OptimizeRun) -> None:
     run.say("load", 0, 1, "reading the model")
     shapes = dict(run.options.input_shapes) if run.options.input_shapes else None
     run.graph = load(run.model, input_shapes=shapes)
+    # Contrib and custom-domain ops ONNX cannot infer: their output types from ONNX Runtime.
+    run.graph = ort_typed_opaque_outputs(run.graph, run.model, shapes)
     check_static(run.graph)
     run.say("load", 1, 1, f"{len(run.graph.nodes)} nodes")
 
@@ -451,14 +482,15 @@ def result_of(run: OptimizeRun) -> OptimizeResult:
                         "dst": [str(p) for p in r.dst], "proof": dict(r.proof)}
                  for r in run.rules if r.id in used}
     chosen = run.chosen
+    counts_in, size_in = _input_model_stats(run)
     return OptimizeResult(
         input_path=run.input_path,
         output_path=str(run.output) if run.output is not None else None,
         written=run.written, device=run.device, provider=fp["provider"],
         device_name=device_name(run.device), ort_version=fp["ort"],
         superopt_version=__version__, cost_model=run.cost_model.describe(), kept=run.kept,
-        kept_reason=run.kept_reason, op_counts_before=_onnx_op_counts(run.baseline),
-        op_counts_after=_onnx_op_counts(chosen.proto), size_before=run.baseline.ByteSize(),
+        kept_reason=run.kept_reason, op_counts_before=counts_in,
+        op_counts_after=_onnx_op_counts(chosen.proto), size_before=size_in,
         size_after=chosen.proto.ByteSize(), latency_before=run.latency_before,
         latency_after=run.latency_after, speedup=run.speedup,
         search_stats=result.stats.to_json(), stop_reason=result.stop_reason,
@@ -467,7 +499,32 @@ def result_of(run: OptimizeRun) -> OptimizeResult:
         ab_summary=run.ab_summary, dropped_candidates=run.dropped,
         step_subgraphs=run.step_subgraphs,
         candidate_step_subgraphs=run.candidate_step_subgraphs, graph_before=run.graph,
-        graph_after=chosen.graph, search=result)
+        graph_after=chosen.graph, search=result,
+        op_counts_imported=_onnx_op_counts(run.baseline), verdict=verdict_of(run))
+
+
+def verdict_of(run: OptimizeRun) -> str:
+    """The outcome in a few words: what happened to the output, then why.
+
+    "written: faster" (the gate measured a candidate faster beyond the noise), "written:
+    cheapest by the cost model (gate off)", "original kept: not faster beyond the noise",
+    "original kept: no cheaper graph", "original kept: no candidate ONNX Runtime could load",
+    "original kept: not timed (ONNX Runtime cannot run the original)"; "chosen (not written)"
+    in place of "written" when nothing was to be written.
+    """
+    if run.kept:
+        head = "written" if run.written else "chosen (not written)"
+        why = "faster" if run.options.gate else "cheapest by the cost model (gate off)"
+        return f"{head}: {why}"
+    if not run.exported:
+        why = "no cheaper graph"
+    elif len(run.dropped) >= len(run.exported):
+        why = "no candidate ONNX Runtime could load"
+    elif run.latency_before is None:
+        why = "not timed (ONNX Runtime cannot run the original)"
+    else:
+        why = "not faster beyond the noise"
+    return f"original kept: {why}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,12 +605,130 @@ def check_static(graph: Graph) -> None:
                                  "fix the input shapes with --overwrite-input-shape")
 
 
+def _input_model_stats(run: OptimizeRun) -> tuple[dict[str, int], int]:
+    """Op counts and size of the input model as given: the file as written (its external data
+    files included in the size), or the ModelProto passed in."""
+    if isinstance(run.model, onnx.ModelProto) or run.input_path is None:
+        model = run.model if isinstance(run.model, onnx.ModelProto) else run.baseline
+        return _onnx_op_counts(model), model.ByteSize()
+    path = Path(run.input_path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # read once already by the load phase; never fail the report on it
+        return _onnx_op_counts(run.baseline), run.baseline.ByteSize()
+    return _onnx_op_counts(model), _file_size_with_data(path, model)
+
+
+def _file_size_with_data(path: Path, model: onnx.ModelProto) -> int:
+    """Bytes of a model file plus the distinct external data files its tensors name."""
+    size = path.stat().st_size
+    seen: set[str] = set()
+    for t in model.graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location" and entry.value not in seen:
+                seen.add(entry.value)
+                data = path.parent / entry.value
+                if data.is_file():
+                    size += data.stat().st_size
+    return size
+
+
 def _onnx_op_counts(model: onnx.ModelProto) -> dict[str, int]:
     counts: dict[str, int] = {}
     for n in model.graph.node:
         key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
         counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def ort_typed_opaque_outputs(graph: Graph, model: str | os.PathLike | onnx.ModelProto,
+                             input_shapes: Mapping[str | None, Sequence[int]] | None = None
+                             ) -> Graph:
+    """`graph` with the output types of its custom-domain opaque nodes (ORT's contrib ops in
+    `com.microsoft`, ops of a custom op library) taken from ONNX Runtime where ONNX's shape
+    inference could not find them; `graph` itself when there is nothing to find.
+
+    ORT's own shape inference, or one run at the model's static shapes
+    (`superopt.runtime.infer_shapes_by_running`), gives each unknown output's element type and
+    shape; `model` is then loaded again with them as value_info, so ONNX's inference carries
+    them through the rest of the graph. When ORT cannot load the model (an op with no kernel
+    here) and the search needs those types (`check_static`), a `ModelError` names the node and
+    says to register its library with `--custom-lib`; when it does not, the op passes through.
+    """
+    unknown = [(n, o) for n in graph.nodes if n.is_opaque
+               and (n.attr("domain") or "") not in ("", "ai.onnx")
+               for o in n.outputs if o.name and not o.type.is_static]
+    if not unknown:
+        return graph
+    from superopt.runtime import CUSTOM_LIB_HINT, infer_shapes_by_running, unregistered_op
+
+    try:
+        found = infer_shapes_by_running(to_onnx(graph), [o.name for _, o in unknown])
+    except ModelError as e:
+        try:
+            check_static(graph)
+            return graph  # the search can do without those types: the op just passes through
+        except ShapeError:
+            pass
+        blamed = unregistered_op(str(e.__cause__ or e))
+        node = next((n for n, _ in unknown if (n.attr("domain"), n.attr("op_type")) == blamed),
+                    None)
+        if node is not None:
+            raise ModelError(f"{node_label(node)}: ONNX cannot infer its output shapes and ONNX "
+                             f"Runtime has no kernel for it; {CUSTOM_LIB_HINT}") from None
+        reason = str(e).removeprefix("ONNX Runtime cannot load the model: ")
+        raise ModelError(f"{node_label(unknown[0][0])}: ONNX cannot infer its output shapes and "
+                         f"ONNX Runtime cannot load the model to find them ({reason})") from None
+    learned = {name: t for name, t in found.items() if t[1] is not None}
+    if not learned:
+        return graph
+    source, _ = read_model(model)
+    typed = onnx.ModelProto()
+    typed.CopyFrom(source)
+    _set_value_types(typed.graph, learned)
+    return load(typed, input_shapes=dict(input_shapes) if input_shapes else None)
+
+
+def node_label(node: Node) -> str:
+    """A node as messages name it: its name, op type and domain; the output it writes when the
+    node has no name.
+
+    Example:
+        >>> node_label(graph.nodes[3])                        # doctest: +SKIP
+        "node MyOp (domain com.example, output 'g')"
+    """
+    op_type = node.attr("op_type") if node.is_opaque else node.op
+    domain = (node.attr("domain") if node.is_opaque else "") or "ai.onnx"
+    if node.name:
+        return f"node {node.name!r} ({op_type}, domain {domain})"
+    first = next((o.name for o in node.outputs if o.name), "?")
+    return f"node {op_type} (domain {domain}, output {first!r})"
+
+
+def _set_value_types(g: onnx.GraphProto,
+                     types: Mapping[str, tuple[int, tuple[int | str | None, ...]]]) -> None:
+    """Record `types` ({name: (elem_type, dims)}, a dim None unknown) in `g`: on the graph
+    output of that name when it has no shape yet, else as value_info (replacing one there)."""
+    from onnx import helper
+
+    def info(name: str) -> onnx.ValueInfoProto:
+        elem, dims = types[name]
+        shape = [d if d is not None else None for d in dims]
+        return helper.make_tensor_value_info(name, elem, shape)
+
+    outputs = {o.name: o for o in g.output}
+    rest = dict(types)
+    for name in list(rest):
+        out = outputs.get(name)
+        if out is None:
+            continue
+        tt = out.type.tensor_type
+        if not out.type.HasField("tensor_type") or not tt.HasField("shape") or not tt.elem_type:
+            out.type.CopyFrom(info(name).type)
+        del rest[name]
+    kept = [vi for vi in g.value_info if vi.name not in rest]
+    del g.value_info[:]
+    g.value_info.extend(kept + [info(name) for name in rest])
 
 
 def _ort_loads(model: onnx.ModelProto) -> str | None:

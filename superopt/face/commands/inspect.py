@@ -6,8 +6,9 @@ command's parser, its logic and its rendering.
 - an ONNX model -> `ModelSummary` (imported with `superopt.load`, so it also says which op types
   the registry models and which stay opaque),
 - JSON with `"format": "superopt-rules/1"` -> `RulesSummary` (via `superopt.core.rules.load_rules`),
-- JSON with `"format": "superopt-report/1"` (`superopt optimize --json`) -> `ReportSummary`:
-  the run's verdict and the list of rewrites (full schema: docs/report-schema.md).
+- JSON with `"format": "superopt-report/2"` (`superopt optimize --json`), or the earlier
+  `superopt-report/1` -> `ReportSummary`: the run's verdict and the list of rewrites (full
+  schema: docs/report-schema.md).
 
 Every summary has `to_json()` (stable keys, below) and `render(console)` (tables on a
 `superopt.face.console.Console`).
@@ -25,7 +26,9 @@ JSON keys of a rules summary (`"kind": "rules"`):
     proof record count as "unverified"), by_op ({registry op: rules mentioning it}),
     skipped (messages for malformed rules, which are not counted).
 JSON keys of a report summary (`"kind": "report"`):
-    path, input, output, written, device, provider, kept, kept_reason, speedup,
+    path, format (the report's), input, output, written, device, provider, original_kept
+    (true: the original model was kept, no rewrite applied), verdict (e.g. "written: faster",
+    "original kept: not faster beyond the noise"), kept_reason (one line: why), speedup,
     latency_before_s / latency_after_s (medians, null when not timed), nodes_before /
     nodes_after, stop_reason, check ("passed" / "failed" / "skipped"), applied (true: the rewrites
     are those of the written model; false: the original was kept and they are the best
@@ -52,7 +55,7 @@ from superopt.core.errors import ModelError, UsageError
 from superopt.core.rules import FORMAT as RULES_FORMAT
 from superopt.face.commands import add_verbosity
 from superopt.face.console import Console, Table, escape, format_bytes
-from superopt.pipeline.optimize import REPORT_FORMAT
+from superopt.pipeline.optimize import READABLE_REPORT_FORMATS, REPORT_FORMAT
 
 InputShapes = Mapping[str | None, Sequence[int | str]]
 
@@ -196,15 +199,17 @@ class RulesSummary:
 
 @dataclass
 class ReportSummary:
-    """An optimization report (`superopt-report/1`) at a glance: verdict and rewrites."""
+    """An optimization report (`superopt-report/2` or `/1`) at a glance: verdict and rewrites."""
 
     path: str
+    format: str
     input: str | None
     output: str | None
     written: bool
     device: str
     provider: str
-    kept: bool
+    original_kept: bool
+    verdict: str
     kept_reason: str
     speedup: float
     latency_before_s: float | None
@@ -227,8 +232,10 @@ class ReportSummary:
         console.print(f"[bold]{escape(self.path)}[/bold]: report of "
                       f"{escape(str(self.input))} -> {escape(str(self.output))}"
                       + ("" if self.written else " (nothing written)"))
-        console.print(("[green]kept the optimized model[/green]: " if self.kept else
-                       "[yellow]kept the original[/yellow]: ")
+        head = self.verdict.split(":", 1)[0] or (
+            "original kept" if self.original_kept else "optimized")
+        style = "yellow" if self.original_kept else "green"
+        console.print(f"[{style}]{escape(head)}[/{style}]: "
                       + escape(self.kept_reason.removeprefix("kept the original: ")))
         console.print(f"latency {lat}; nodes {self.nodes_before} -> {self.nodes_after}; "
                       f"check {self.check}; search stopped: {escape(self.stop_reason)}")
@@ -265,7 +272,7 @@ def detect_kind(path: str | os.PathLike) -> str:
     fmt = _json_format(path)
     if fmt == RULES_FORMAT:
         return "rules"
-    if fmt == REPORT_FORMAT:
+    if fmt in READABLE_REPORT_FORMATS:
         return "report"
     raise ModelError(f"{path}: a JSON file, but neither an ONNX model nor a superopt rules or "
                      f"report file (format {fmt!r})")
@@ -348,10 +355,13 @@ def summarize_report(path: str | os.PathLike) -> ReportSummary:
         'merge-conv'
     """
     doc = json.loads(Path(path).read_text())
-    missing = [k for k in ("kept", "kept_reason", "steps", "candidate_steps", "op_counts",
+    fmt = doc.get("format", REPORT_FORMAT)
+    # /1 said `"kept": true` for "a candidate was written"; /2 says `"original_kept": false`.
+    outcome = "original_kept" if fmt != "superopt-report/1" else "kept"
+    missing = [k for k in (outcome, "kept_reason", "steps", "candidate_steps", "op_counts",
                            "latency", "search") if k not in doc]
     if missing:
-        raise ModelError(f"{path}: an incomplete {REPORT_FORMAT} file (missing "
+        raise ModelError(f"{path}: an incomplete {fmt} file (missing "
                          f"{', '.join(repr(k) for k in missing)})")
     applied = bool(doc["steps"]) or not doc["candidate_steps"]
     steps = doc["steps"] if applied else doc["candidate_steps"]
@@ -362,11 +372,15 @@ def summarize_report(path: str | os.PathLike) -> ReportSummary:
                      "matched_nodes": list(s.get("matched_nodes", [])),
                      "created_nodes": list(s.get("created_nodes", [])),
                      "gain_s": float(s.get("gain", 0.0))} for i, s in enumerate(steps, 1)]
+        original_kept = (not doc["kept"]) if outcome == "kept" else bool(doc["original_kept"])
+        verdict = doc.get("verdict") or ("original kept" if original_kept else
+                                         "written" if doc.get("written") else "chosen")
         return ReportSummary(
-            path=str(path), input=doc.get("input"), output=doc.get("output"),
+            path=str(path), format=str(fmt), input=doc.get("input"), output=doc.get("output"),
             written=bool(doc.get("written")), device=str(doc.get("device")),
-            provider=str(doc.get("provider")), kept=bool(doc["kept"]),
-            kept_reason=str(doc["kept_reason"]), speedup=float(lat.get("speedup", 1.0)),
+            provider=str(doc.get("provider")), original_kept=original_kept,
+            verdict=str(verdict), kept_reason=str(doc["kept_reason"]),
+            speedup=float(lat.get("speedup", 1.0)),
             latency_before_s=(lat.get("before") or {}).get("median_s"),
             latency_after_s=(lat.get("after") or {}).get("median_s"),
             nodes_before=sum(doc["op_counts"]["before"].values()),
@@ -375,7 +389,7 @@ def summarize_report(path: str | os.PathLike) -> ReportSummary:
             check=("skipped" if check is None else "passed" if check.get("passed") else "failed"),
             applied=applied, rewrites=rewrites)
     except (KeyError, TypeError, AttributeError, ValueError) as e:
-        raise ModelError(f"{path}: a malformed {REPORT_FORMAT} file ({type(e).__name__}: {e})") \
+        raise ModelError(f"{path}: a malformed {fmt} file ({type(e).__name__}: {e})") \
             from None
 
 

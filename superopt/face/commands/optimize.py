@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,9 +17,15 @@ from superopt.core.atomic import (
 )
 from superopt.core.errors import OutputError, UsageError
 from superopt.face.commands import add_verbosity
-from superopt.face.console import PhaseProgress, format_bytes
+from superopt.face.console import PhaseProgress, escape, format_bytes
 
 EPILOG = """\
+custom ops:
+  Ops ONNX does not know (ONNX Runtime's contrib ops in com.microsoft, ops of a custom domain)
+  pass through unchanged; their output shapes come from ONNX Runtime when ONNX cannot infer
+  them. An op ONNX Runtime has no kernel for needs its library: --custom-lib LIB.so registers
+  it in every session superopt creates (timing, the gate, the check).
+
 numerical check:
   Original and result run on valid random inputs (indices within the table they index,
   positive values where the model takes a log, a root or a quotient); NaN/Inf must sit at the
@@ -75,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "by output type, 1e-5 for float32)")
     p.add_argument("--save-as-external-data", action="store_true", default=None,
                    help="store weights in OUT.onnx.data beside the model (automatic past 2 GB)")
+    p.add_argument("--custom-lib", action="append", default=[], metavar="LIB.so",
+                   help="a custom op library for ONNX Runtime (SessionOptions."
+                        "register_custom_ops_library), used by every session (repeatable)")
     p.add_argument("--json", metavar="FILE.json",
                    help="write the run's report as JSON (schema: docs/report-schema.md)")
     p.add_argument("--report", metavar="FILE.html",
@@ -122,7 +132,12 @@ def run(args: argparse.Namespace) -> int:
     from superopt.face.console import Console  # rich when installed, plain text without it
     from superopt.pipeline.optimize import default_output_path, optimize
 
-    console = Console(stderr=True, quiet=args.quiet)
+    console = Console(stderr=True, quiet=args.quiet, width=_columns())
+    if args.custom_lib:
+        from superopt.runtime import register_custom_op_library
+
+        for library in args.custom_lib:
+            register_custom_op_library(library)  # UsageError: one line, exit 2
     output = Path(args.output) if args.output else default_output_path(args.input)
     # Fail before minutes of search, not after: every output must be writable.
     for target in (output, args.json, args.report):
@@ -189,9 +204,14 @@ class _Progress(PhaseProgress):
 
 
 def _print_summary(console, result, verbose: bool) -> None:
+    """The run in a table of 80 columns or less: op counts and sizes of the input file as
+    written and of the output, latency, then one line each for import-time cleanup, the
+    verdict, the check, dropped candidates and the file written."""
     from superopt.face.console import Table
 
-    table = Table(title=f"superopt optimize: {result.input_path}")
+    width = _columns()
+    _line(console, _shorten_middle(f"superopt optimize: {result.input_path or 'model'}", width))
+    table = Table()
     table.add_column("op type")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
@@ -199,32 +219,118 @@ def _print_summary(console, result, verbose: bool) -> None:
     for op in ops:
         b, a = result.op_counts_before.get(op, 0), result.op_counts_after.get(op, 0)
         style = "green" if a < b else ("yellow" if a > b else "")
-        table.add_row(op, str(b), f"[{style}]{a}[/{style}]" if style else str(a))
+        label = _shorten_middle(op, 40)
+        table.add_row(label, str(b), f"[{style}]{a}[/{style}]" if style else str(a))
     table.add_section()
     table.add_row("nodes", str(sum(result.op_counts_before.values())),
                   str(sum(result.op_counts_after.values())))
     table.add_row("model size", format_bytes(result.size_before), format_bytes(result.size_after))
     if result.latency_before:
-        where = f" ({result.device}, {result.provider})"
-        table.add_row("latency" + where, _lat(result.latency_before),
+        table.add_row(f"latency ({result.device}, {result.provider})",
+                      _lat(result.latency_before),
                       _lat(result.latency_after))
     table.add_row("time taken", "", f"{sum(result.phase_s.values()):.1f} s")
     table.add_row("rewrites applied", "", str(len(result.steps)))
     console.print(table)
-    console.print(("[green]" if result.kept else "[yellow]") + result.kept_reason)
+    imported = import_line(result)
+    if imported:
+        _line(console, imported)
+    _line(console, verdict_line(result), "green" if result.kept else "yellow")
     if result.check is not None:
-        style = "[yellow]" if result.check.skipped else ""
-        console.print(f"{style}check: {result.check.summary()}")
+        _line(console, check_line(result.check), "yellow" if result.check.skipped else None)
     for d in result.dropped_candidates:
-        console.print(f"[yellow]{d}")
+        _line(console, d, "yellow")
     if result.written:
-        console.print(f"wrote {result.output_path}")
+        _line(console, f"wrote {result.output_path}")
     if verbose:
         for s in result.steps:
-            console.print(f"  {s.rule_name or s.rule_id}: {', '.join(s.matched_nodes)} -> "
-                          f"{', '.join(s.created_nodes)} (gain {s.gain * 1e6:.1f} µs)")
+            _line(console, f"  {s.rule_name or s.rule_id}: {', '.join(s.matched_nodes)} -> "
+                           f"{', '.join(s.created_nodes)} (gain {s.gain * 1e6:.1f} µs)")
         if result.ab_summary:
-            console.print(result.ab_summary)
+            console.print(result.ab_summary, markup=False)
+
+
+def import_line(result) -> str:
+    """What import-time cleanup did to the node count, or "" when it changed nothing.
+
+    Example: "import folded 132 Constant and static shape nodes (213 in the file, 81
+    searched)".
+    """
+    imported = getattr(result, "op_counts_imported", None)
+    if not imported:
+        return ""
+    in_file, searched = sum(result.op_counts_before.values()), sum(imported.values())
+    if in_file == searched:
+        return ""
+    if in_file > searched:
+        return (f"import folded {in_file - searched} Constant and static shape nodes "
+                f"({in_file} in the file, {searched} searched)")
+    return f"import rewrote the file's {in_file} nodes as {searched} (opset conversion)"
+
+
+def verdict_line(result) -> str:
+    """What was written and why, in one line: "written: ..." or "original kept: ..."."""
+    verdict = getattr(result, "verdict", "") or (
+        "written: faster" if result.kept else "original kept: not faster")
+    head = verdict.split(":", 1)[0]
+    why = result.kept_reason.removeprefix("kept the original: ").removeprefix("written ")
+    return f"{head}: {why}"
+
+
+def check_line(check) -> str:
+    """The numerical check in one line that reads as what it is: the tolerance is a bound on
+    each value's difference, |result - original| <= atol + rtol * |original|, so a relative
+    error above rtol on a value near zero is still within it."""
+    if check.skipped:
+        return f"check: skipped ({check.note})"
+    verdict = "passed" if check.passed else "FAILED"
+    sets = f"{check.n} random input set{'s' if check.n != 1 else ''}"
+    tolerances = check.tolerances or {"float32": {"rtol": check.rtol, "atol": check.atol}}
+    bounds = ", ".join(f"{dtype} atol {t['atol']:.0e}, rtol {t['rtol']:.0e}"
+                       if t["rtol"] or t["atol"] else f"{dtype} exact"
+                       for dtype, t in sorted(tolerances.items()))
+    if check.max_abs_error is None:
+        return f"check: {verdict} on {sets}: no finite value compared"
+    nonfinite = (f", {check.nonfinite} NaN/Inf at the same positions" if check.nonfinite
+                 else "")
+    within = "each within" if check.passed else "allowed:"
+    return (f"check: {verdict} on {sets} ({check.compared} values{nonfinite}): max abs error "
+            f"{check.max_abs_error:.1e}, max rel error {check.max_rel_error:.1e}; {within} "
+            f"atol + rtol·|original| ({bounds})")
+
+
+def _line(console, text: str, style: str | None = None) -> None:
+    """One line of plain `text` (names from the model are never read as markup): in `style`
+    on a terminal; in a log or pipe one unbroken line."""
+    if console.is_terminal:
+        body = escape(text)
+        console.print(f"[{style}]{body}[/{style}]" if style else body)
+    else:
+        console.print(text, markup=False)
+
+
+def _columns() -> int:
+    """The width to fit: $COLUMNS when set, else 80 (files and pipes) or the terminal's."""
+    value = os.environ.get("COLUMNS", "")
+    if value.isdigit() and int(value) >= 40:
+        return int(value)
+    import shutil
+
+    return max(40, min(shutil.get_terminal_size((80, 24)).columns, 200))
+
+
+def _shorten_middle(text: str, width: int) -> str:
+    """`text` cut in the middle with "…" to at most `width` characters.
+
+    Example:
+        >>> _shorten_middle("/a/very/long/path/to/model.onnx", 20)
+        '/a/very/l…model.onnx'
+    """
+    if len(text) <= width:
+        return text
+    keep = max(width - 1, 2)
+    tail = keep // 2 + keep % 2
+    return text[:keep - tail] + "…" + text[-tail:]
 
 
 def _lat(t: dict | None) -> str:
