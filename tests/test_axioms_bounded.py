@@ -65,3 +65,23 @@ def test_an_instance_outside_the_guard_is_flagged():
     bad = Axiom(ax.name, ax.ops, ax.tensors, ax.ints, ax.body,
                 (I({"x": (1, 2, 3, 3), "w": (2, 1, 1, 1), "v": (2, 1, 1, 1)}, conv_ints(g=2)),))
     assert check_axiom(bad)[0]["result"] == "guard-false"
+
+
+def test_an_instance_where_neither_side_exists_is_flagged():
+    # Batch dims 2 and 3 do not broadcast (a premise the typing facts do not state): such an
+    # instance checks nothing.
+    ax = next(a for a in AXIOMS if a.name == "MatMul-assoc")
+    bad = Axiom(ax.name, ax.ops, ax.tensors, ax.ints, ax.body,
+                (I({"a": (2, 2, 3), "b": (3, 3, 4), "c": (3, 4, 2)}),), ax.triggers)
+    assert check_axiom(bad)[0]["result"] == "undefined"
+
+
+def test_a_typing_fact_that_fails_where_the_op_applies_is_reported(monkeypatch):
+    # The typing facts are hypotheses of every proof: one that is false at a well-typed term
+    # would be unsound, and the bounded check says so.
+    from superopt.verifier import algebra
+
+    monkeypatch.setitem(algebra.TYPING, "unary", lambda A, name, x: [A.rank(x) == 7])
+    ax = next(a for a in AXIOMS if a.name == "Relu-Relu")
+    res = check_axiom(ax)[0]
+    assert res["result"] == "refuted" and "typing fact" in res["reason"]

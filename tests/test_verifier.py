@@ -3,6 +3,7 @@
 Random data uses a fixed seed (printed on failure via the assertion message)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -253,3 +254,149 @@ def test_cli_verify_missing_file_is_one_line(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "nope.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such rules file" in err[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# issue #15, guarded axioms: a false rule is never proved, a proof gets a second witness, and
+# a rule the lowering cannot handle is a clean "unknown"
+
+# (4,4) x (4,) x (4,4): the 1-D middle operand is contracted on both sides, so the two
+# associations differ (the old MatMul-assoc had no guard for it and "proved" this).
+ASSOC_1D = rule("(MatMul (MatMul ?x ?a) ?b)", "(MatMul ?x (MatMul ?a ?b))", W2,
+                {"x": (4, 4), "a": (4,), "b": (4, 4)})
+CONCAT_NO_RANKS = Rule.make(["(Concat[axis=1] (Relu ?x) (Relu ?y))"],
+                            ["(Relu (Concat[axis=1] ?x ?y))"], {"x": "tensor", "y": "tensor"})
+
+
+def test_matmul_assoc_with_a_1d_middle_operand_is_refuted_not_proved():
+    assert _numerically_wrong(ASSOC_1D)
+    assert prove_rule(ASSOC_1D, timeout_s=5.0)["result"] != "proved"
+    (v,) = verify_rules([ASSOC_1D], workers=1)
+    assert v.proof["result"] == "refuted", v.proof
+
+
+def _unguarded_assoc(monkeypatch):
+    """The axioms with MatMul-assoc's guard dropped (a new name: formulas are cached by name)."""
+    import dataclasses
+
+    import superopt.verifier.axioms as axioms
+
+    old = next(a for a in axioms.AXIOMS if a.name == "MatMul-assoc")
+
+    def body(A, t, i, s):
+        return old.body(A, t, i, s)[:2] + (True,)
+
+    bad = dataclasses.replace(old, name="MatMul-assoc-unguarded", body=body)
+    monkeypatch.setattr(axioms, "AXIOMS", [bad if a is old else a for a in axioms.AXIOMS])
+
+
+def test_a_proof_from_a_wrong_axiom_is_refuted_by_the_second_witness(monkeypatch):
+    _unguarded_assoc(monkeypatch)
+    assert prove_rule(ASSOC_1D, timeout_s=5.0)["result"] == "proved"  # the axiom bug
+    (v,) = verify_rules([ASSOC_1D], workers=1)
+    p = v.proof
+    assert (p["result"], p["method"]) == ("refuted", "bounded"), p
+    assert "axioms proved" in p["note"] and "under-guarded" in p["note"]
+    cex = p["counterexample"]
+    arrays = {k: np.array(cex[k]) for k in ("x", "a", "b")}
+    assert [list(a.shape) for a in arrays.values()] == [cex["shapes"][k] for k in arrays]
+    src, dst = evaluate(ASSOC_1D.src[0], arrays), evaluate(ASSOC_1D.dst[0], arrays)
+    assert not np.allclose(src, dst)
+
+
+def test_a_proof_record_states_its_classes_and_its_bounded_witness():
+    from superopt.verifier.driver import rule_ranks
+
+    r = KNOWN_TRUE["matmul-assoc"]
+    assert rule_ranks(r) == {"x": 2, "a": 2, "b": 2}
+    (v,) = verify_rules([r], workers=1)
+    p = v.proof
+    assert p["result"] == "proved" and p["classes"] == {"a": "rank 2", "b": "rank 2",
+                                                        "x": "rank 2"}
+    assert v.proved
+    # Two small instances of the classes: two different dims and no 1s, then size-1 dims.
+    assert p["witness"].startswith("bounded at ") and p["witness"].count(";") == 1, p
+    first, second = (set(map(int, re.findall(r"\d+", w)))
+                     for w in p["witness"][len("bounded at "):].split("; "))
+    assert 1 not in first and len(first) >= 2 and 1 in second, p["witness"]
+    json.dumps(p)
+
+
+def test_witness_shapes_keep_the_ranks_and_type_check():
+    from superopt.verifier.bounded import witness_shapes
+
+    for name in ("matmul3d-merge-split", "1x1-as-enlarged-3x3", "concat-convs-split"):
+        r = KNOWN_TRUE[name]
+        ranks = {k: len(v) for k, v in r.example.items()}
+        shapes = witness_shapes(r, ranks)
+        assert shapes, name
+        for sh in shapes:
+            assert {k: len(v) for k, v in sh.items()} == ranks
+            assert check_rule(r, sh, timeout_s=20.0)["result"] == "holds", (name, sh)
+
+
+def test_concat_without_ranks_is_a_clean_unknown():
+    (v,) = verify_rules([CONCAT_NO_RANKS], workers=1)
+    p = v.proof
+    assert p["result"] == "unknown", p
+    assert "rank" in p["reason"] and "\n" not in p["reason"], p
+
+
+def test_concat_lowering_of_an_unknown_rank_says_why():
+    from superopt.verifier.algebra import Symbolic
+    from superopt.verifier.semantics import CannotLower, lower
+
+    A = Symbolic()
+    for op, attrs in (("Concat", {"axis": 1}), ("Split", {"axis": 0, "split": (1, 1)})):
+        args = [A.tensor("a"), A.tensor("b")][:2 if op == "Concat" else 1]
+        with pytest.raises(CannotLower, match=f"{op} needs the rank of its inputs"):
+            lower(A, op, attrs, args, [0] * len(args))
+
+
+def test_cli_verify_of_a_concat_rule_without_example_shapes_prints_no_traceback(tmp_path,
+                                                                               capsys):
+    from superopt.core.rules import load_rules, save_rules
+    from superopt.face.cli import main
+
+    src = tmp_path / "in.json"
+    save_rules([CONCAT_NO_RANKS], src)
+    out = tmp_path / "out.json"
+    code = main(["verify", str(src), "--workers", "1", "-o", str(out), "-v"])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert code == 0
+    (r,) = load_rules(out).rules
+    assert r.proof["result"] == "unknown" and "rank" in r.proof["reason"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the prover proves a rule at exactly its classes (issue #14 item 1)
+
+_SCALE = (["(Mul (Conv ?t ?k) ?c)"], ["(Conv ?t (Mul ?k ?c))"])
+
+
+def test_the_prover_takes_ranks_from_the_classes_and_says_which_it_proved():
+    # No example at all: the ranks are the rule's classes.
+    scalar = Rule.make(*_SCALE, {"t": {"kind": "tensor", "rank": 4},
+                                 "k": {"kind": "weight", "rank": 4},
+                                 "c": {"kind": "weight", "rank": 0}},
+                       conditions=("shape(?k)[2:] == (1, 1)",))
+    proof = prove_rule(scalar)
+    assert proof == {"result": "proved", "classes": {"c": "rank 0", "k": "rank 4", "t": "rank 4"}}
+    (v,) = verify_rules([scalar], workers=1)
+    assert v.proved and v.proof["classes"] == scalar.classes()
+    # The same patterns at a per-channel (C,1,1) ?c are another rule, and a false one.
+    channel = Rule.make(*_SCALE, {"t": "tensor", "k": "weight", "c": "weight"},
+                        example={"t": (2, 4, 5, 5), "k": (4, 4, 1, 1), "c": (4, 1, 1)},
+                        conditions=("shape(?k)[2:] == (1, 1)",))
+    assert channel.ranks["c"] == 3 and channel.id != scalar.id
+    assert prove_rule(channel)["result"] != "proved"
+    (v,) = verify_rules([channel], workers=1)
+    assert v.proof["result"] == "refuted" and not v.proved
+
+
+def test_a_variable_without_a_rank_is_not_proved():
+    r = Rule.make(["(Relu (Relu ?x))"], ["(Relu ?x)"], {"x": "tensor"})
+    assert r.classes() == {"x": "any rank"}
+    proof = prove_rule(r)
+    assert proof["result"] == "unknown" and "?x has no declared rank" in proof["reason"]

@@ -11,7 +11,10 @@ BatchNormalization, and opaque "generic" ops). Two classes implement it:
 - `Concrete`: tensors are numpy object arrays of Z3 reals at concrete shapes, each primitive
   computed exactly by each op's bounded Z3 encoding (`OpDef.z3`, applied by
   `superopt.verifier.semantics`). The bounded check runs every axiom through it, so a wrong
-  axiom shows up as a counterexample.
+  axiom shows up as a counterexample. It is total: an op that does not apply at the given
+  shapes gives an `Undefined` term instead of raising, and a dim past a tensor's rank (which
+  the symbolic world leaves unconstrained) is `UNKNOWN`, so an axiom's guard and each of its
+  sides can be judged separately at any shapes (three-valued: True, False or UNKNOWN).
 
 The axioms themselves are declared next to their ops (`superopt.core.ops`, as
 `superopt.core.axiom_spec.Axiom` data) and only ever call methods of an algebra object.
@@ -26,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +44,91 @@ MAX_RANK = 6  # typing facts are stated per dim up to this rank
 def perm_code(perm: Sequence[int]) -> int:
     """A unique integer for a permutation (digits, with a leading 1 to keep the length)."""
     return int("1" + "".join(str(p) for p in perm))
+
+
+# ---------------------------------------------------------------------------------------------
+# Typing facts: what holds because a primitive's term type-checks. Written once against the
+# algebra (A.all / A.any / A.implies / A.dim / A.rank), so that `Symbolic` states them as Z3
+# hypotheses and `Concrete` evaluates the very same facts at concrete shapes (the bounded
+# check of an axiom admits a case only where its guard and these facts can hold, exactly as
+# the axiom's premise does; and a fact that is false where the op applies is reported).
+
+
+def _per_dim(A, a, fact) -> list:
+    return [A.implies(k < A.rank(a), fact(k)) for k in range(MAX_RANK)]
+
+
+def typing_tensor(A, t) -> list:
+    return [A.rank(t) >= 0, *_per_dim(A, t, lambda k: A.dim(t, k) >= 1)]
+
+
+def typing_binary(A, name, a, b) -> list:
+    D = A.dim
+    return [A.implies(A.rank(a) == A.rank(b), f) for f in _per_dim(
+        A, a, lambda k: A.any(D(a, k) == D(b, k), D(a, k) == 1, D(b, k) == 1))]
+
+
+def typing_matmul(A, a, b) -> list:
+    return [A.dim(a, A.rank(a) - 1) == A.dim(b, A.rank(b) - 2)]
+
+
+def typing_conv(A, x, w, p) -> list:
+    return [A.dim(x, 1) == p[6] * A.dim(w, 1), A.rank(x) == 4, A.rank(w) == 4, p[0] >= 1,
+            p[1] >= 1, p[6] >= 1, *[q >= 0 for q in p[2:6]],
+            A.dim(x, 2) + p[2] + p[4] >= A.dim(w, 2), A.dim(x, 3) + p[3] + p[5] >= A.dim(w, 3)]
+
+
+def typing_pool(A, kind, x, p) -> list:
+    return [A.rank(x) == 4, p[0] >= 1, p[1] >= 1, p[2] >= 1, p[3] >= 1]
+
+
+def typing_cat(A, axis, a, b) -> list:
+    return [A.rank(a) == A.rank(b), axis >= 0, axis < A.rank(a), *_per_dim(
+        A, a, lambda k: A.any(k == axis, A.dim(a, k) == A.dim(b, k)))]
+
+
+def typing_slice(A, x, axis, start, length) -> list:
+    return [start >= 0, length >= 1, start + length <= A.dim(x, axis), axis >= 0,
+            axis < A.rank(x)]
+
+
+def typing_transpose(A, x, perm) -> list:
+    return [A.rank(x) == len(perm)]
+
+
+def typing_enlarge(A, w, ref) -> list:
+    return [A.rank(w) == 4, A.rank(ref) == 4, A.dim(w, 2) <= A.dim(ref, 2),
+            A.dim(w, 3) <= A.dim(ref, 3)]
+
+
+LIKE_RANK = {"IdentityKernelLike": 4, "IdentityMatrixLike": 2}  # OnesLike: any rank
+
+
+def typing_like(A, name, w) -> list:
+    return [A.rank(w) == LIKE_RANK[name]] if name in LIKE_RANK else []
+
+
+def typing_bn(A, x, s, b, m, v, eps) -> list:
+    # ONNX: scale, bias, mean and var are 1-D of the channel count.
+    return [A.rank(x) >= 2, *[f for p in (s, b, m, v) for f in (
+        A.rank(p) == 1, A.dim(p, 0) == A.dim(x, 1))]]
+
+
+def typing_channel(A, c) -> list:
+    return [A.rank(c) == 1]
+
+
+def typing_none(A, *args) -> list:
+    return []
+
+
+TYPING = {
+    "unary": typing_none, "binary": typing_binary, "matmul": typing_matmul,
+    "conv": typing_conv, "pool": typing_pool, "cat": typing_cat, "slice": typing_slice,
+    "transpose": typing_transpose, "enlarge": typing_enlarge, "like": typing_like,
+    "bn": typing_bn, "fold_kernel": typing_none, "fold_bias": typing_none,
+    "channel": typing_channel,
+}
 
 
 class Symbolic:
@@ -82,7 +171,7 @@ class Symbolic:
 
     def tensor(self, name: str, rank: int | None = None) -> z3.ExprRef:
         t = z3.Const(name, self.T)
-        self.typed(self.rank(t) >= 0, *self._per_dim(t, lambda k: self.dim(t, k) >= 1))
+        self.typed(*typing_tensor(self, t))
         return t
 
     def int(self, name: str) -> z3.ArithRef:
@@ -100,6 +189,21 @@ class Symbolic:
         return z3.And(*conds) if conds else True
 
     @staticmethod
+    def any(*conds: Any) -> Any:
+        if any(c is True for c in conds):
+            return True
+        conds = [c for c in conds if c is not False]
+        return z3.Or(*conds) if conds else False
+
+    @staticmethod
+    def implies(a: Any, b: Any) -> Any:
+        if a is False or b is True:
+            return True
+        if a is True:
+            return b
+        return z3.Implies(a, b)
+
+    @staticmethod
     def ite(c: Any, a: Any, b: Any) -> Any:
         return z3.If(c, a, b)
 
@@ -115,63 +219,50 @@ class Symbolic:
         if self.collect_typing:
             self.typing.extend(f for f in facts if f is not True)
 
-    def _per_dim(self, a, fact) -> list:
-        return [z3.Implies(k < self.rank(a), fact(k)) for k in range(MAX_RANK)]
-
     # ---- primitives
     def unary(self, name: str, x: z3.ExprRef) -> z3.ExprRef:
         return self.fn(name, self.T, self.T)(x)
 
     def binary(self, name: str, a: z3.ExprRef, b: z3.ExprRef) -> z3.ExprRef:
-        D = self.dim
-        self.typed(*[z3.Implies(self.rank(a) == self.rank(b), f) for f in self._per_dim(
-            a, lambda k: z3.Or(D(a, k) == D(b, k), D(a, k) == 1, D(b, k) == 1))])
+        self.typed(*typing_binary(self, name, a, b))
         return self.fn(name, self.T, self.T, self.T)(a, b)
 
     def matmul(self, a, b):
-        self.typed(self.dim(a, self.rank(a) - 1) == self.dim(b, self.rank(b) - 2))
+        self.typed(*typing_matmul(self, a, b))
         return self._prim("MatMul")(a, b)
 
     def conv(self, x, w, p: Sequence[Any]):
-        self.typed(self.dim(x, 1) == p[6] * self.dim(w, 1), self.rank(x) == 4,
-                    self.rank(w) == 4, p[0] >= 1, p[1] >= 1, p[6] >= 1,
-                    *[q >= 0 for q in p[2:6]],
-                    self.dim(x, 2) + p[2] + p[4] >= self.dim(w, 2),
-                    self.dim(x, 3) + p[3] + p[5] >= self.dim(w, 3))
+        self.typed(*typing_conv(self, x, w, p))
         return self._prim("Conv")(x, w, *p)
 
     def pool(self, kind: str, x, p: Sequence[Any]):
-        self.typed(self.rank(x) == 4, p[0] >= 1, p[1] >= 1, p[2] >= 1, p[3] >= 1)
+        self.typed(*typing_pool(self, kind, x, p))
         return self.fn(kind, self.T, *([z3.IntSort()] * 9), self.T)(x, *p)
 
     def cat(self, axis, a, b):
-        self.typed(self.rank(a) == self.rank(b), axis >= 0, axis < self.rank(a), *self._per_dim(
-            a, lambda k: z3.Or(k == axis, self.dim(a, k) == self.dim(b, k))))
+        self.typed(*typing_cat(self, axis, a, b))
         return self._prim("Concat")(axis, a, b)
 
     def slice(self, x, axis, start, length):
-        self.typed(start >= 0, length >= 1, start + length <= self.dim(x, axis), axis >= 0,
-                    axis < self.rank(x))
+        self.typed(*typing_slice(self, x, axis, start, length))
         return self._prim("Slice")(x, axis, start, length)
 
     def transpose(self, x, perm: Sequence[int]):
-        self.typed(self.rank(x) == len(perm))
+        self.typed(*typing_transpose(self, x, perm))
         self.perms.add(tuple(perm))
         return self._prim("Transpose")(x, perm_code(perm))
 
     def enlarge(self, w, ref):
-        self.typed(self.rank(w) == 4, self.rank(ref) == 4, self.dim(w, 2) <= self.dim(ref, 2),
-                    self.dim(w, 3) <= self.dim(ref, 3))
+        self.typed(*typing_enlarge(self, w, ref))
         return self._prim("EnlargeKernel")(w, ref)
 
     def like(self, name: str, w):
-        """IdentityKernelLike / IdentityMatrixLike / OnesLike of a weight."""
+        """IdentityKernelLike (4-D) / IdentityMatrixLike (2-D) / OnesLike of a weight."""
+        self.typed(*typing_like(self, name, w))
         return self.fn(name, self.T, self.T)(w)
 
     def bn(self, x, s, b, m, v, eps: Any):
-        # ONNX: scale, bias, mean and var are 1-D of the channel count.
-        self.typed(self.rank(x) >= 2, *[f for p in (s, b, m, v) for f in (
-            self.rank(p) == 1, self.dim(p, 0) == self.dim(x, 1))])
+        self.typed(*typing_bn(self, x, s, b, m, v, eps))
         return self._prim("BatchNormalization")(x, s, b, m, v, _real(eps))
 
     def fold_kernel(self, w, s, v, eps: Any):
@@ -184,7 +275,7 @@ class Symbolic:
 
     def channel(self, c):
         """A 1-D per-channel vector as an NCHW tensor (1, C, 1, 1): how a Conv adds its bias."""
-        self.typed(self.rank(c) == 1)
+        self.typed(*typing_channel(self, c))
         return self._prim("BiasNCHW")(c)
 
     def generic(self, key: str, args: Sequence[Any], n_out: int = 1) -> list:
@@ -200,11 +291,102 @@ def _real(e: Any) -> z3.ArithRef:
     return z3.RealVal(e)
 
 
+class UnknownValue(Exception):
+    """An UNKNOWN was used where a definite number is needed (a shape, an axis, a bool)."""
+
+
+class Unknown:
+    """A value the symbolic world leaves unconstrained: a dim past a tensor's rank, the rank
+    of an undefined term, or anything computed from one. Arithmetic and comparisons give
+    UNKNOWN again; a guard that comes out UNKNOWN could be made true symbolically."""
+
+    __slots__ = ()
+
+    def _same(self, *_: Any) -> Unknown:
+        return UNKNOWN
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _same
+    __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = __neg__ = _same
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _same  # type: ignore[assignment]
+    __hash__ = object.__hash__
+
+    def __bool__(self) -> bool:
+        raise UnknownValue("an unconstrained value decides this")
+
+    def __int__(self) -> int:
+        raise UnknownValue("an unconstrained value is used as a number")
+
+    __index__ = __int__
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = Unknown()
+
+
+class Undefined:
+    """A term whose op does not apply at these shapes (ONNX would reject it); `why` says so."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def __repr__(self) -> str:
+        return f"Undefined({self.why})"
+
+
+def truth(c: Any) -> Any:
+    """True, False or UNKNOWN (a Python/numpy bool or an Unknown)."""
+    if isinstance(c, Unknown):
+        return UNKNOWN
+    return bool(c)
+
+
+def _total(method):
+    """A Concrete primitive that gives Undefined (never raises) where its op does not apply:
+    an Undefined input, an UNKNOWN shape or attribute, a shape error, or an empty result.
+    It also evaluates the primitive's typing facts (`TYPING`) into `typing`, and records in
+    `wrong_typing` a fact that is false although the op applies (an unsound hypothesis)."""
+    @functools.wraps(method)
+    def wrapped(self, *args):
+        facts = [truth(f) for f in TYPING[method.__name__](self, *args)]
+        self.typing.extend(facts)
+        if any(isinstance(a, Undefined) for a in args):
+            return Undefined("an input is undefined")
+        try:
+            out = method(self, *args)
+        except (ValueError, IndexError, ZeroDivisionError, UnknownValue) as e:
+            return Undefined(f"{method.__name__}: {e}")
+        if isinstance(out, np.ndarray) and 0 in out.shape:
+            return Undefined(f"{method.__name__}: empty result {out.shape}")
+        if any(f is False for f in facts):
+            self.wrong_typing.append(f"{method.__name__} at {[_shape(a) for a in args]}")
+        return out
+    return wrapped
+
+
+def _shape(a: Any) -> Any:
+    return a.shape if isinstance(a, np.ndarray) else a
+
+
+def _axis(axis: Any, x: np.ndarray) -> int:
+    """An axis of the axis language: 0 <= axis < rank (no negative axes, as symbolically)."""
+    axis = int(axis)
+    if not 0 <= axis < x.ndim:
+        raise ValueError(f"axis {axis} out of range for rank {x.ndim}")
+    return axis
+
+
 class Concrete:
-    """Exact interpretation over numpy object arrays of Z3 reals (bounded checks)."""
+    """Exact interpretation over numpy object arrays of Z3 reals (bounded checks), total: see
+    `Undefined` and `Unknown`."""
 
     def __init__(self, ctx: BoundedContext | None = None) -> None:
         self.ctx = ctx or BoundedContext()
+        self.typing: list[Any] = []  # every primitive's typing facts: True, False or UNKNOWN
+        self.wrong_typing: list[str] = []  # primitives whose facts fail where they apply
 
     def tensor(self, name: str, shape: Sequence[int]) -> np.ndarray:
         return self.ctx.tensor(name, shape)
@@ -213,23 +395,51 @@ class Concrete:
         raise TypeError("concrete instances give every integer a value")
 
     @staticmethod
-    def dim(t: np.ndarray, i: int) -> int:
-        return int(t.shape[i])
+    def dim(t: Any, i: Any) -> Any:
+        """The dim, or UNKNOWN past the rank (or of an undefined term), as symbolically."""
+        if isinstance(t, Undefined) or isinstance(i, Unknown):
+            return UNKNOWN
+        i = int(i)
+        return int(t.shape[i]) if 0 <= i < t.ndim else UNKNOWN
 
     @staticmethod
-    def rank(t: np.ndarray) -> int:
-        return t.ndim
+    def rank(t: Any) -> Any:
+        return UNKNOWN if isinstance(t, Undefined) else t.ndim
 
     @staticmethod
-    def all(*conds: Any) -> bool:
-        return all(bool(c) for c in conds)
+    def all(*conds: Any) -> Any:
+        vals = [truth(c) for c in conds]
+        if any(v is False for v in vals):
+            return False
+        return UNKNOWN if any(v is UNKNOWN for v in vals) else True
+
+    @staticmethod
+    def any(*conds: Any) -> Any:
+        vals = [truth(c) for c in conds]
+        if any(v is True for v in vals):
+            return True
+        return UNKNOWN if any(v is UNKNOWN for v in vals) else False
+
+    @staticmethod
+    def implies(a: Any, b: Any) -> Any:
+        a, b = truth(a), truth(b)
+        if a is False or b is True:
+            return True
+        return b if a is True else UNKNOWN
 
     @staticmethod
     def ite(c: Any, a: Any, b: Any) -> Any:
+        c = truth(c)
+        if c is UNKNOWN:
+            same = not isinstance(a, (Unknown, np.ndarray, Undefined)) and \
+                not isinstance(b, (Unknown, np.ndarray, Undefined)) and a == b
+            return a if same else UNKNOWN
         return a if c else b
 
     @staticmethod
-    def div(a: int, b: int) -> int:
+    def div(a: Any, b: Any) -> Any:
+        if isinstance(a, Unknown) or isinstance(b, Unknown) or b == 0:
+            return UNKNOWN
         return a // b
 
     @staticmethod
@@ -239,24 +449,35 @@ class Concrete:
     def _op(self, op: str, attrs: dict, inputs: list) -> list:
         return bounded_apply(self.ctx, op, attrs, inputs)
 
+    @_total
     def unary(self, name, x):
         return self._op(name, {}, [x])[0]
 
+    @_total
     def binary(self, name, a, b):
         return self._op(name, {}, [a, b])[0]
 
+    @_total
     def matmul(self, a, b):
         return self._op("MatMul", {}, [a, b])[0]
 
+    @_total
     def conv(self, x, w, p):
         sh, sw, pt, pl, pb, pr, g = (int(v) for v in p)
-        if min(pt, pl, pb, pr) < 0 or sh < 1 or sw < 1:
+        if min(pt, pl, pb, pr) < 0 or sh < 1 or sw < 1 or g < 1:
             raise ValueError(f"conv parameters out of range: {p}")
+        if x.ndim != 4 or w.ndim != 4 or x.shape[1] != g * w.shape[1] or w.shape[0] % g:
+            raise ValueError(f"conv shapes {x.shape} * {w.shape} (group {g})")
         attrs = {"strides": (sh, sw), "pads": (pt, pl, pb, pr), "dilations": (1, 1), "group": g}
         return self._op("Conv", attrs, [x, w])[0]
 
+    @_total
     def pool(self, kind, x, p):
         kh, kw, sh, sw, pt, pl, pb, pr, cip = (int(v) for v in p)
+        if min(kh, kw, sh, sw) < 1 or min(pt, pl, pb, pr) < 0 or x.ndim != 4:
+            raise ValueError(f"pool parameters out of range: {p}")
+        if max(pt, pb) >= kh or max(pl, pr) >= kw:
+            raise ValueError(f"pool pads {p[4:8]} not smaller than the kernel")
         attrs = {"kernel_shape": (kh, kw), "strides": (sh, sw), "pads": (pt, pl, pb, pr),
                  "ceil_mode": 0}
         if kind == "AveragePool":
@@ -265,36 +486,61 @@ class Concrete:
             attrs["dilations"] = (1, 1)
         return self._op(kind, attrs, [x])[0]
 
-    @staticmethod
-    def cat(axis, a, b):
-        return np.concatenate([a, b], axis=int(axis))
+    @_total
+    def cat(self, axis, a, b):
+        axis = _axis(axis, a)
+        return np.concatenate([a, b], axis=axis)
 
-    @staticmethod
-    def slice(x, axis, start, length):
-        axis, start, length = int(axis), int(start), int(length)
-        if start < 0 or length < 0 or start + length > x.shape[axis]:
+    @_total
+    def slice(self, x, axis, start, length):
+        axis, start, length = _axis(axis, x), int(start), int(length)
+        if start < 0 or length < 1 or start + length > x.shape[axis]:
             raise ValueError(f"slice [{start}, {start + length}) out of range {x.shape[axis]}")
         return np.take(x, np.arange(start, start + length), axis=axis)
 
-    @staticmethod
-    def transpose(x, perm):
+    @_total
+    def transpose(self, x, perm):
+        if sorted(perm) != list(range(x.ndim)):
+            raise ValueError(f"perm {tuple(perm)} for rank {x.ndim}")
         return np.transpose(x, tuple(perm))
 
+    @_total
     def enlarge(self, w, ref):
+        if w.ndim != 4 or ref.ndim != 4:
+            raise ValueError("EnlargeKernel of a kernel that is not 4-D")
         return self._op("EnlargeKernel", {}, [w, ref])[0]
 
+    @_total
     def like(self, name, w):
+        if name in LIKE_RANK and w.ndim != LIKE_RANK[name]:
+            raise ValueError(f"{name} of a rank-{w.ndim} tensor")
         return self._op(name, {}, [w])[0]
 
+    @_total
     def bn(self, x, s, b, m, v, eps):
+        _bn_shapes(x, s, b, m, v)
         return self._op("BatchNormalization", {"epsilon": eps}, [x, s, b, m, v])[0]
 
+    @_total
     def fold_kernel(self, w, s, v, eps):
+        if w.ndim < 1 or any(p.shape != (w.shape[0],) for p in (s, v)):
+            raise ValueError("BatchNormFoldKernel: scale and var are not 1-D of dim(w, 0)")
         return self._op("BatchNormFoldKernel", {"epsilon": eps}, [w, s, v])[0]
 
+    @_total
     def fold_bias(self, s, b, m, v, eps):
+        if b.ndim != 1 or any(p.shape != b.shape for p in (s, m, v)):
+            raise ValueError("BatchNormFoldBias: parameters are not 1-D of one size")
         return self._op("BatchNormFoldBias", {"epsilon": eps}, [s, b, m, v])[0]
 
-    @staticmethod
-    def channel(c):
+    @_total
+    def channel(self, c):
+        if c.ndim != 1:
+            raise ValueError(f"a per-channel bias must be 1-D, not rank {c.ndim}")
         return c.reshape(1, -1, 1, 1)
+
+
+def _bn_shapes(x: np.ndarray, *ps: np.ndarray) -> None:
+    """ONNX BatchNormalization: x of rank >= 2, the parameters 1-D of dim(x, 1)."""
+    if x.ndim < 2 or any(p.shape != (x.shape[1],) for p in ps):
+        raise ValueError(f"BatchNormalization of {x.shape} with {[p.shape for p in ps]}")

@@ -7,8 +7,14 @@ are read two ways:
 - `formula(axiom, A)`: a Z3 `ForAll` over tensors (uninterpreted) and integers, guarded by its
   shape/attribute conditions, with the left side (and, for `triggers="both"`, the right side)
   as the E-matching trigger, for the axiomatic prover;
-- the bounded check (`superopt.verifier.bounded.check_axiom`) evaluates it exactly at each of
-  its concrete `instances` and asks Z3 for a counterexample.
+- the bounded check (`superopt.verifier.bounded.check_axiom_case`) evaluates it exactly at
+  concrete shapes (its `instances`; tests/test_axiom_guards.py enumerates ranks 0-4) and asks
+  Z3 for a counterexample wherever the premise admits the case.
+
+The premise of an axiom is its guard and the typing facts of both its sides
+(`superopt.verifier.algebra.TYPING`): the ranks and shapes where the identity holds under ONNX
+semantics (broadcasting, MatMul's 1-D promotion, axes within the rank), and for shape axioms
+0 <= k < the rank of the result.
 
 Schemas over permutations (`schema="perm"` ...) are instantiated for the permutations a rule
 uses. Shape axioms (`kind="int"`) define `dim`/`rank` of each primitive.

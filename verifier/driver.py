@@ -1,15 +1,21 @@
 """`verify_rules`: give every rule a proof record, in parallel worker processes.
 
-Strategy per rule: (1) the axiomatic proof, valid for all shapes; (2) if that does not prove
-it, the bounded check at the rule's example shapes: a counterexample refutes the rule, and an
-equality that holds there alone is recorded as "unknown" ("holds at the example shapes only"),
-never as proved. Every Z3 query has a timeout, so a rule costs at most about 2 × timeout_s.
+Strategy per rule: (1) the axiomatic proof, valid for every shape of the rule's classes (each
+variable at its rank, `rule_ranks`); (2) after a proof, a cheap second witness: the bounded
+check at small concrete shapes of those classes (`bounded.witness_shapes`: distinct small dims,
+and size-1 dims). If it finds a counterexample the rule is "refuted" (with a note that the
+axioms proved it: an axiom is wrong or under-guarded, and that is what we need to learn);
+(3) if the axioms do not prove it, the bounded check at the rule's example shapes: a
+counterexample refutes the rule, and an equality that holds there alone is recorded as
+"unknown" ("holds at the example shapes only"), never as proved. Every Z3 query has a timeout,
+so a rule costs at most about 2 x timeout_s plus the witness's budget. Whatever goes wrong
+inside the verifier, a rule gets a record ("unknown" with a one-line reason), never a crash.
 
 Example:
     >>> from superopt.core.rules import Rule
     >>> r = Rule.make(["(Relu (Relu ?x))"], ["(Relu ?x)"], {"x": "tensor"}, example={"x": (2, 2)})
     >>> verify_rules([r])[0].proof["result"]                                # doctest: +SKIP
-    'unknown'
+    'proved'
 """
 
 from __future__ import annotations
@@ -24,6 +30,64 @@ from superopt.core.rules import Rule
 
 Progress = Callable[[int, int, Rule], None]
 
+WITNESS_TIMEOUT_S = 2.0  # per Z3 query of the second witness (capped by the rule's timeout)
+WITNESS_BUDGET_S = 0.25  # no second witness shape once the first took this long
+
+
+def rule_ranks(rule: Any) -> dict[str, int]:
+    """The rank class of every variable of the rule: its declared ranks (`Rule.ranks`,
+    superopt-rules/2), else the ranks of its example shapes (superopt-rules/1). The one place
+    the verifier's driver reads a rule's ranks."""
+    ranks = dict(getattr(rule, "ranks", None) or {})
+    if ranks:
+        return ranks
+    return {k: len(v) for k, v in dict(getattr(rule, "example", {}) or {}).items()}
+
+
+def rule_classes(rule: Any) -> dict[str, str]:
+    """The classes a proof covers, as the record states them: the rule's own (`Rule.classes`,
+    which also names parameter types) where it has them, else from `rule_ranks`."""
+    if callable(getattr(rule, "classes", None)):
+        return dict(rule.classes())
+    ranks = rule_ranks(rule)
+    return {k: (f"rank {ranks[k]}" if k in ranks else "any rank") for k in sorted(rule.vars)}
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}"[:200] if text else type(e).__name__
+
+
+def _second_witness(rule: Rule, record: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """The bounded check at small shapes of the rule's classes, after an axiomatic proof:
+    the record, refuted if it finds a counterexample, else with a "witness" line."""
+    from superopt.verifier.bounded import check_rule, shapes_text, witness_shapes
+
+    shapes_list = witness_shapes(rule, rule_ranks(rule))
+    if not shapes_list:
+        return {**record, "witness": "none: no small shapes of the rule's classes type-check"}
+    limit = min(timeout_s, WITNESS_TIMEOUT_S)
+    start, checked, why = time.perf_counter(), [], ""
+    for shapes in shapes_list:
+        if checked and time.perf_counter() - start > WITNESS_BUDGET_S:
+            break
+        res = check_rule(rule, shapes, timeout_s=limit)
+        if res["result"] == "refuted":
+            return {k: v for k, v in record.items() if k not in ("classes",)} | {
+                "method": "bounded", "result": "refuted",
+                "counterexample": {**res["counterexample"], "shapes": {
+                    k: list(v) for k, v in shapes.items()}},
+                "note": "the axioms proved this rule, but the bounded check at "
+                        f"{shapes_text(shapes)} refutes it: an axiom is wrong or "
+                        "under-guarded"}
+        if res["result"] == "holds":
+            checked.append(shapes)
+        elif not why:
+            why = res.get("reason", "")
+    if not checked:
+        return {**record, "witness": f"none: {why or 'the bounded check did not finish'}"}
+    return {**record, "witness": "bounded at " + "; ".join(shapes_text(s) for s in checked)}
+
 
 def verify_rule(rule: Rule, timeout_s: float = 5.0) -> Rule:
     """One rule with its proof record (see `verify_rules`)."""
@@ -31,7 +95,7 @@ def verify_rule(rule: Rule, timeout_s: float = 5.0) -> Rule:
 
     from superopt.verifier.bounded import check_rule
     from superopt.verifier.prove import prove_rule
-    from superopt.verifier.semantics import MissingSemantics, check_rule_ops
+    from superopt.verifier.semantics import CannotLower, MissingSemantics, check_rule_ops
 
     start = time.perf_counter()
     record: dict[str, Any] = {"z3": z3.get_version_string()}
@@ -39,7 +103,9 @@ def verify_rule(rule: Rule, timeout_s: float = 5.0) -> Rule:
         check_rule_ops(rule.ops())
         axiomatic = prove_rule(rule, timeout_s)
         if axiomatic["result"] == "proved":
-            record.update(method="axioms", result="proved")
+            record.update(method="axioms", result="proved",
+                          classes=dict(axiomatic.get("classes") or rule_classes(rule)))
+            record = _second_witness(rule, record, timeout_s)
         else:
             bounded = check_rule(rule, timeout_s=timeout_s)
             record["method"] = "bounded"
@@ -53,8 +119,12 @@ def verify_rule(rule: Rule, timeout_s: float = 5.0) -> Rule:
                               reason=f"axioms: {axiomatic['reason']}; {bounded['reason']}")
     except MissingSemantics as e:
         record.update(method="axioms", result="unknown", reason=str(e))
+    except CannotLower as e:
+        record.update(method="axioms", result="unknown", reason=str(e))
     except z3.Z3Exception as e:
         record.update(method="axioms", result="unknown", reason=f"Z3 error: {e}")
+    except Exception as e:  # noqa: BLE001 - a rule the verifier chokes on gets a record
+        record.update(method="axioms", result="unknown", reason=f"verifier error: {_one_line(e)}")
     record["seconds"] = round(time.perf_counter() - start, 3)
     return rule.with_proof(record)
 
@@ -69,8 +139,10 @@ def verify_rules(rules: Sequence[Rule], *, timeout_s: float = 5.0, workers: int 
     """Every rule, in input order, with a proof record:
 
     {"method": "axioms" | "bounded", "result": "proved" | "refuted" | "unknown",
-     "counterexample": {...} (refuted), "reason": "..." (unknown), "z3": version,
-     "seconds": float}
+     "classes": {"x": "rank 2", ...} (proved: the classes the proof covers),
+     "witness": "bounded at x=(2, 3), ..." (proved: the second witness, or "none: why"),
+     "counterexample": {...} (refuted), "note": "..." (refuted after an axiomatic proof),
+     "reason": "..." (unknown), "z3": version, "seconds": float}
 
     `workers` processes (default: the CPU count; 1 runs in this process); `progress(done,
     total, rule)` is called after each rule. Ctrl-C stops the workers and raises
@@ -102,3 +174,4 @@ def verify_rules(rules: Sequence[Rule], *, timeout_s: float = 5.0, workers: int 
     finally:
         pool.join()
     return out  # type: ignore[return-value]
+

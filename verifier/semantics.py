@@ -27,6 +27,11 @@ class MissingSemantics(Exception):
     """An op used by a rule or axiom has no Z3 semantics."""
 
 
+class CannotLower(Exception):
+    """An op of a rule cannot be written in the axiom language as given (its lowering said
+    why, e.g. a Concat whose input rank is not known); the rule is "unknown"."""
+
+
 def real(e: Any) -> z3.ArithRef:
     if isinstance(e, z3.ExprRef):
         return z3.ToReal(e) if e.is_int() else e
@@ -119,8 +124,12 @@ def bounded_apply(ctx: BoundedContext, op: str, attrs: dict, inputs: list) -> li
 
 
 def lower(A: Any, op: str, attrs: dict, args: list, ranks: list[int]) -> list:
-    """The op in the axiom language."""
-    return semantics(op).lower(A, get_op(op).canonical_attrs(attrs), list(args), ranks, op)
+    """The op in the axiom language. A lowering that cannot apply raises ValueError with the
+    reason, which becomes `CannotLower`."""
+    try:
+        return semantics(op).lower(A, get_op(op).canonical_attrs(attrs), list(args), ranks, op)
+    except ValueError as e:
+        raise CannotLower(str(e)) from None
 
 
 def check_rule_ops(ops: set[str]) -> None:

@@ -56,6 +56,9 @@ class Axiom:
     triggers: str = "lhs"  # "lhs" or "both"
     kind: str = "eq"  # "eq": tensors equal; "int" / "rank": integers equal (shape axioms)
     schema: str | None = None  # None, "perm", "perm2", "perm_axis"
+    # Shape axioms: the term whose dim / rank they state, term(A, t, i) (a check asks whether
+    # it exists at given shapes).
+    term: Callable[..., Any] | None = None
 
 
 def I(shapes: dict, ints: dict | None = None, static: Any = None) -> Instance:  # noqa: E743
@@ -70,13 +73,14 @@ class AxiomBook:
 
     def axiom(self, name: str, ops: Iterable[str], tensors: str, ints: str,
               instances: Sequence[Instance], triggers: str = "lhs", kind: str = "eq",
-              schema: str | None = None, about: str | None = None):
+              schema: str | None = None, about: str | None = None,
+              term: Callable | None = None):
         """Decorator: the function below is the axiom's body."""
         ops = list(ops)
 
         def deco(body: Callable) -> Callable:
             ax = Axiom(name, frozenset(ops), tuple(tensors.split()), tuple(ints.split()),
-                       body, tuple(instances), triggers, kind, schema)
+                       body, tuple(instances), triggers, kind, schema, term)
             self._by_op.setdefault(about or ops[0], []).append(ax)
             return body
         return deco
@@ -84,20 +88,23 @@ class AxiomBook:
     def shape(self, name: str, ops: list[str], tensors: str, ints: str,
               instances: Sequence[Instance], lhs: Callable, rhs: Callable,
               guard: Callable = lambda A, t, i, k: True,
-              ranks: Callable = lambda inst: 4) -> None:
-        """`dim(op(...), k) == rhs(k)` for every k (k is a quantified integer)."""
+              ranks: Callable = lambda inst: 4, *, out_rank: Callable) -> None:
+        """`dim(op(...), k) == rhs(k)` for every k (k is a quantified integer) with
+        0 <= k < out_rank(A, t, i), the rank of op(...) in terms of its inputs: a dim past the
+        rank is left unconstrained (two shape axioms could otherwise disagree there)."""
         def body(A, t, i, s):
             k = i["k"]
-            return A.dim(lhs(A, t, i), k), rhs(A, t, i, k), guard(A, t, i, k)
+            return A.dim(lhs(A, t, i), k), rhs(A, t, i, k), A.all(
+                0 <= k, k < out_rank(A, t, i), guard(A, t, i, k))
         inst = [Instance(x.shapes, {**x.ints, "k": k}, x.static)
                 for x in instances for k in range(ranks(x))]
-        self.axiom(name, ops, tensors, ints + " k", inst, kind="int")(body)
+        self.axiom(name, ops, tensors, ints + " k", inst, kind="int", term=lhs)(body)
 
     def rank(self, name: str, ops: list[str], tensors: str, ints: str,
              instances: Sequence[Instance], term: Callable, value: Callable,
              guard: Callable = lambda A, t, i: True) -> None:
         """`rank(term) == value`."""
-        self.axiom(name, ops, tensors, ints, instances, kind="rank")(
+        self.axiom(name, ops, tensors, ints, instances, kind="rank", term=term)(
             lambda A, t, i, s: (A.rank(term(A, t, i)), value(A, t, i), guard(A, t, i)))
 
     def of(self, op: str) -> tuple[Axiom, ...]:

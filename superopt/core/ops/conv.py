@@ -478,7 +478,7 @@ def _pick(A, k, values):
 shape_axiom("dim-Conv", ["Conv"], "x w", CP, _CONV_SHAPE,
             lambda A, t, i: A.conv(t["x"], t["w"], conv_p(i)),
             lambda A, t, i, k: _pick(A, k, _conv_dims(A, t["x"], t["w"], conv_p(i))),
-            lambda A, t, i, k: A.all(0 <= k, k < 4))
+            out_rank=lambda A, t, i: 4)
 for _op in ("MaxPool", "AveragePool"):
     shape_axiom(f"dim-{_op}", [_op], "x", PP,
                 [I({"x": (1, 2, 5, 4)}, dict(kh=3, kw=2, sh=2, sw=1, pt=1, pl=0, pb=1, pr=0,
@@ -488,11 +488,11 @@ for _op in ("MaxPool", "AveragePool"):
                     A.div(A.dim(t["x"], 2 + j) + i["pt" if j == 0 else "pl"]
                           + i["pb" if j == 0 else "pr"] - i["kh" if j == 0 else "kw"],
                           i["sh" if j == 0 else "sw"]) + 1 for j in (0, 1)]),
-                lambda A, t, i, k: A.all(0 <= k, k < 4))
+                out_rank=lambda A, t, i: 4)
 shape_axiom("dim-BiasNCHW", ["Conv"], "c", "",
             [I({"c": (3,)})], lambda A, t, i: A.channel(t["c"]),
             lambda A, t, i, k: A.ite(k == 1, A.dim(t["c"], 0), 1),
-            lambda A, t, i, k: A.all(A.rank(t["c"]) == 1, 0 <= k, k < 4))
+            lambda A, t, i, k: A.rank(t["c"]) == 1, out_rank=lambda A, t, i: 4)
 _rank_axiom("rank-Conv", ["Conv"], "x w", CP, _CONV_SHAPE,
             lambda A, t, i: A.conv(t["x"], t["w"], conv_p(i)), lambda A, t, i: 4)
 for _op in ("MaxPool", "AveragePool"):

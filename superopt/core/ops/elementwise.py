@@ -168,17 +168,18 @@ for _op in POINTWISE_BINARY:
                  lambda A, t, i, op=_op: A.binary(op, t["a"], t["b"]),
                  lambda A, t, i, k: A.ite(A.dim(t["a"], k) == 1, A.dim(t["b"], k),
                                           A.dim(t["a"], k)),
-                 lambda A, t, i, k: A.rank(t["a"]) == A.rank(t["b"]), ranks=lambda x: 2)
+                 lambda A, t, i, k: A.rank(t["a"]) == A.rank(t["b"]), ranks=lambda x: 2,
+                 out_rank=lambda A, t, i: A.rank(t["a"]))
     AXIOMS.shape(f"dim-{_op}-scalar", [_op], "a s", "",
                  [I({"a": (2, 3), "s": ()}), I({"a": (3,), "s": ()})],
                  lambda A, t, i, op=_op: A.binary(op, t["a"], t["s"]),
                  lambda A, t, i, k: A.dim(t["a"], k), lambda A, t, i, k: A.rank(t["s"]) == 0,
-                 ranks=lambda x: len(x.shapes["a"]))
+                 ranks=lambda x: len(x.shapes["a"]), out_rank=lambda A, t, i: A.rank(t["a"]))
 for _op in UNARY:
     AXIOMS.shape(f"dim-{_op}", [_op], "x", "", [I({"x": (2, 3)})],
                  lambda A, t, i, op=_op: A.unary(op, t["x"]),
                  lambda A, t, i, k: A.dim(t["x"], k),
-                 ranks=lambda x: len(x.shapes["x"]))
+                 ranks=lambda x: len(x.shapes["x"]), out_rank=lambda A, t, i: A.rank(t["x"]))
 for _op in POINTWISE_BINARY:
     AXIOMS.rank(f"rank-{_op}", [_op], "a b", "", [I({"a": (2, 3), "b": (3,)})],
                 lambda A, t, i, op=_op: A.binary(op, t["a"], t["b"]),

@@ -107,13 +107,24 @@ AXIOMS = AxiomBook()
 axiom, shape_axiom, _rank_axiom = AXIOMS.axiom, AXIOMS.shape, AXIOMS.rank
 
 _MM3 = [I({"a": (2, 3), "b": (3, 4), "c": (4, 2)}), I({"a": (2, 1, 2), "b": (2, 2, 3),
-                                                     "c": (2, 3, 2)})]
+                                                     "c": (2, 3, 2)}),
+        I({"a": (3,), "b": (3, 4), "c": (2, 4, 2)}), I({"a": (2, 2, 3), "b": (3, 4), "c": (4,)}),
+        I({"a": (3,), "b": (3, 2), "c": (2,)})]
+
+
+def _mm_assoc_ranks(A, a, b, c):
+    """Where (a b) c == a (b c) under ONNX MatMul (numpy broadcasting, 1-D promotion): the
+    middle operand is at least 2-D (a 1-D middle one is contracted on both sides, e.g. (4,4) x
+    (4,) x (4,4)), and a 1-D outer operand only next to a 2-D middle one (a 1-D result of a
+    batched product would be read as a matrix of its batch rows)."""
+    rb = A.rank(b)
+    return A.all(rb >= 2, A.any(A.rank(a) >= 2, rb == 2), A.any(A.rank(c) >= 2, rb == 2))
 
 
 @axiom("MatMul-assoc", ["MatMul"], "a b c", "", _MM3, triggers="both")
 def _(A, t, i, s):
     a, b, c = t["a"], t["b"], t["c"]
-    return A.matmul(A.matmul(a, b), c), A.matmul(a, A.matmul(b, c)), True
+    return A.matmul(A.matmul(a, b), c), A.matmul(a, A.matmul(b, c)), _mm_assoc_ranks(A, a, b, c)
 
 
 def _mm_same(A, a, b, contracted: int):
@@ -306,18 +317,29 @@ shape_axiom("dim-MatMul", ["MatMul"], "a b", "",
                 k == A.rank(t["a"]) - 1, A.dim(t["b"], k),
                 A.ite(k == A.rank(t["a"]) - 2, A.dim(t["a"], k),
                       A.ite(A.dim(t["a"], k) == 1, A.dim(t["b"], k), A.dim(t["a"], k)))),
-            lambda A, t, i, k: A.all(A.rank(t["a"]) == A.rank(t["b"]), A.rank(t["a"]) >= 2,
-                                     0 <= k, k < A.rank(t["a"])),
-            ranks=lambda x: len(x.shapes["a"]))
+            lambda A, t, i, k: A.all(A.rank(t["a"]) == A.rank(t["b"]), A.rank(t["a"]) >= 2),
+            ranks=lambda x: len(x.shapes["a"]), out_rank=lambda A, t, i: A.rank(t["a"]))
 shape_axiom("dim-MatMul-w2", ["MatMul"], "a b", "",
             [I({"a": (2, 1, 3), "b": (3, 4)}), I({"a": (1, 2, 2, 3), "b": (3, 1)})],
             lambda A, t, i: A.matmul(t["a"], t["b"]),
             lambda A, t, i, k: A.ite(k == A.rank(t["a"]) - 1, A.dim(t["b"], 1), A.dim(t["a"], k)),
-            lambda A, t, i, k: A.all(_mm_w2(A, t["a"], t["b"]), 0 <= k, k < A.rank(t["a"])),
-            ranks=lambda x: len(x.shapes["a"]))
-_rank_axiom("rank-MatMul", ["MatMul"], "a b", "", [I({"a": (2, 3), "b": (3, 4)})],
-            lambda A, t, i: A.matmul(t["a"], t["b"]), lambda A, t, i: A.rank(t["a"]),
-            lambda A, t, i: A.rank(t["a"]) == A.rank(t["b"]))
+            lambda A, t, i, k: _mm_w2(A, t["a"], t["b"]),
+            ranks=lambda x: len(x.shapes["a"]), out_rank=lambda A, t, i: A.rank(t["a"]))
+
+
+def _mm_rank(A, t, i):
+    """ONNX MatMul's rank: a 1-D operand is promoted (a 1 prepended to the left one, appended
+    to the right one) and that dim removed again: 1-D x 1-D is a scalar, 1-D x r-D and r-D x
+    1-D have rank r - 1; otherwise the batch dims broadcast: max(ra, rb)."""
+    ra, rb = A.rank(t["a"]), A.rank(t["b"])
+    return A.ite(ra == 1, rb - 1, A.ite(rb == 1, ra - 1, A.ite(ra >= rb, ra, rb)))
+
+
+_rank_axiom("rank-MatMul", ["MatMul"], "a b", "",
+            [I({"a": (2, 3), "b": (3, 4)}), I({"a": (3,), "b": (3,)}), I({"a": (3,), "b": (3, 2)}),
+             I({"a": (2, 2, 3), "b": (3,)}), I({"a": (2, 3), "b": (2, 3, 1)})],
+            lambda A, t, i: A.matmul(t["a"], t["b"]), _mm_rank,
+            lambda A, t, i: A.all(A.rank(t["a"]) >= 1, A.rank(t["b"]) >= 1))
 _rank_axiom("rank-MatMul-w2", ["MatMul"], "a b", "",
             [I({"a": (2, 2, 3), "b": (3, 4)}), I({"a": (1, 2, 2, 3), "b": (3, 1)})],
             lambda A, t, i: A.matmul(t["a"], t["b"]), lambda A, t, i: A.rank(t["a"]),

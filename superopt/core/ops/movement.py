@@ -188,8 +188,22 @@ def _flatten_compute(a: Attrs, x: list[np.ndarray]) -> list[np.ndarray]:
 # Z3 lowerings
 
 
+def _lowered_axis(attrs, ranks, op):
+    """The axis in [0, rank). The prover passes rank 0 for an input whose rank it does not
+    know, and a Concat or Split of rank-0 tensors does not exist: either way, no lowering."""
+    axis = attrs["axis"]
+    if not isinstance(axis, int):
+        return axis
+    if not ranks or ranks[0] < 1:
+        raise ValueError(f"{op} needs the rank of its inputs (unknown, or 0: a scalar has no "
+                         "axis); give the rule example shapes / ranks")
+    if not -ranks[0] <= axis < ranks[0]:
+        raise ValueError(f"{op} axis {axis} is out of range for rank {ranks[0]}")
+    return axis % ranks[0]
+
+
 def _lower_concat(A, attrs, args, ranks, op):
-    axis = attrs["axis"] % ranks[0] if isinstance(attrs["axis"], int) else attrs["axis"]
+    axis = _lowered_axis(attrs, ranks, op)
     out = args[-1]
     for a in reversed(args[:-1]):
         out = A.cat(axis, a, out)
@@ -197,7 +211,7 @@ def _lower_concat(A, attrs, args, ranks, op):
 
 
 def _lower_split(A, attrs, args, ranks, op):
-    axis = attrs["axis"] % ranks[0] if isinstance(attrs["axis"], int) else attrs["axis"]
+    axis = _lowered_axis(attrs, ranks, op)
     outs, start = [], 0
     A.typed(sum(attrs["split"]) == A.dim(args[0], axis))  # ONNX Split: the sizes add up
     for size in attrs["split"]:
@@ -369,13 +383,14 @@ shape_axiom("dim-Concat", ["Concat"], "a b", "ax",
             [I({"a": (1, 2), "b": (2, 2)}, {"ax": 0}), I({"a": (2, 1), "b": (2, 3)}, {"ax": 1})],
             lambda A, t, i: A.cat(i["ax"], t["a"], t["b"]),
             lambda A, t, i, k: A.ite(k == i["ax"], A.dim(t["a"], k) + A.dim(t["b"], k),
-                                     A.dim(t["a"], k)), ranks=lambda x: 2)
+                                     A.dim(t["a"], k)), ranks=lambda x: 2,
+            out_rank=lambda A, t, i: A.rank(t["a"]))
 shape_axiom("dim-Split", ["Split"], "x", "ax s l",
             [I({"x": (3, 2)}, {"ax": 0, "s": 1, "l": 1}), I({"x": (2, 4)}, {"ax": 1, "s": 1,
                                                                           "l": 3})],
             lambda A, t, i: A.slice(t["x"], i["ax"], i["s"], i["l"]),
             lambda A, t, i, k: A.ite(k == i["ax"], i["l"], A.dim(t["x"], k)),
-            ranks=lambda x: 2)
+            ranks=lambda x: 2, out_rank=lambda A, t, i: A.rank(t["x"]))
 _rank_axiom("rank-Concat", ["Concat"], "a b", "ax", [I({"a": (1, 2), "b": (1, 2)}, {"ax": 0})],
             lambda A, t, i: A.cat(i["ax"], t["a"], t["b"]), lambda A, t, i: A.rank(t["a"]))
 _rank_axiom("rank-Split", ["Split"], "x", "ax s l", [I({"x": (2, 3)}, {"ax": 1, "s": 0, "l": 2})],

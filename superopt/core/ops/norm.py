@@ -210,18 +210,19 @@ def _(A, t, i, _s):
 shape_axiom("dim-BatchNormalization", ["BatchNormalization"], "x s b m v", "eps",
             [I({"x": (2, 3, 2, 1), "s": (3,), "b": (3,), "m": (3,), "v": (3,)}, {"eps": 1e-5})],
             lambda A, t, i: A.bn(t["x"], t["s"], t["b"], t["m"], t["v"], i["eps"]),
-            lambda A, t, i, k: A.dim(t["x"], k))
+            lambda A, t, i, k: A.dim(t["x"], k), out_rank=lambda A, t, i: A.rank(t["x"]))
 shape_axiom("dim-BatchNormFoldKernel", ["BatchNormFoldKernel"], "w s v", "eps",
             [I({"w": (3, 2, 1, 2), "s": (3,), "v": (3,)}, {"eps": 1e-5})],
             lambda A, t, i: A.fold_kernel(t["w"], t["s"], t["v"], i["eps"]),
             lambda A, t, i, k: A.dim(t["w"], k),
-            lambda A, t, i, k: _bn_params(A, A.dim(t["w"], 0), t["s"], t["v"]))
+            lambda A, t, i, k: _bn_params(A, A.dim(t["w"], 0), t["s"], t["v"]),
+            out_rank=lambda A, t, i: A.rank(t["w"]))
 shape_axiom("dim-BatchNormFoldBias", ["BatchNormFoldBias"], "s b m v", "eps",
             [I({"s": (3,), "b": (3,), "m": (3,), "v": (3,)}, {"eps": 1e-5})],
             lambda A, t, i: A.fold_bias(t["s"], t["b"], t["m"], t["v"], i["eps"]),
             lambda A, t, i, k: A.dim(t["b"], k),
             lambda A, t, i, k: _bn_params(A, A.dim(t["b"], 0), t["s"], t["b"], t["m"], t["v"]),
-            ranks=lambda x: 1)
+            ranks=lambda x: 1, out_rank=lambda A, t, i: 1)
 _rank_axiom("rank-BatchNormalization", ["BatchNormalization"], "x s b m v", "eps",
             [I({"x": (2, 3, 2, 1), "s": (3,), "b": (3,), "m": (3,), "v": (3,)}, {"eps": 1e-5})],
             lambda A, t, i: A.bn(t["x"], t["s"], t["b"], t["m"], t["v"], i["eps"]),

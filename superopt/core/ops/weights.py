@@ -107,13 +107,13 @@ shape_axiom("dim-EnlargeKernel", ["EnlargeKernel"], "w r", "",
             [I({"w": (2, 1, 1, 3), "r": (1, 1, 3, 3)})],
             lambda A, t, i: A.enlarge(t["w"], t["r"]),
             lambda A, t, i, k: A.ite(k <= 1, A.dim(t["w"], k), A.dim(t["r"], k)),
-            lambda A, t, i, k: A.all(0 <= k, k < 4))
+            out_rank=lambda A, t, i: 4)
 for _op in LIKE:
     shape_axiom(f"dim-{_op}", [_op], "x", "",
                 [I({"x": (2, 3) if _op != "IdentityKernelLike" else (2, 2, 3, 1)})],
                 lambda A, t, i, op=_op: A.like(op, t["x"]),
                 lambda A, t, i, k: A.dim(t["x"], k),
-                ranks=lambda x: len(x.shapes["x"]))
+                ranks=lambda x: len(x.shapes["x"]), out_rank=lambda A, t, i: A.rank(t["x"]))
 _rank_axiom("rank-EnlargeKernel", ["EnlargeKernel"], "w r", "",
             [I({"w": (2, 1, 1, 3), "r": (1, 1, 3, 3)})],
             lambda A, t, i: A.enlarge(t["w"], t["r"]), lambda A, t, i: 4)
