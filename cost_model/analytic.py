@@ -4,7 +4,9 @@ cost(node) = overhead + max(flops / peak_flops, bytes / bandwidth), with FLOPs a
 from the registry's `OpDef.cost`. Deterministic and instant; used by tests and as
 `--cost analytic`. Ops with no FLOPs and no bytes (Reshape, Flatten: views in ONNX Runtime)
 cost nothing. Opaque nodes, which no rewrite ever changes, are charged their bytes plus the
-overhead so that totals stay comparable with the measured model.
+overhead so that totals stay comparable with the measured model. Symbolic dims count as 1
+here; a run on a model with symbolic dims costs through `superopt.cost_model.symbolic.AtSizes`,
+so the counts are taken at the representative sizes.
 
 Example:
     >>> AnalyticCost.for_device("cpu").node_cost(conv_node)   # doctest: +SKIP

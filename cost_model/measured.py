@@ -14,6 +14,11 @@ Calibration (anchors.md):
   Sigmoid, Tanh, Add, ...) whose producer is a Conv (MatMul/Gemm: Add and Relu) and which is that
   producer's only user adds nothing on top of its producer (chains like Conv+Add+Relu too).
 
+A graph with symbolic dims (a dynamic batch or sequence) reaches this model through
+`superopt.cost_model.symbolic.AtSizes`, which sizes every node at the run's representative
+sizes: the one-node models are built and timed with plain ints (a node still symbolic here is
+estimated analytically). bfloat16 inputs are drawn and fed like float ones.
+
 Opaque nodes are never rewritten, so they cost the same in every candidate; they get the
 analytic estimate instead of a measurement. A node ORT cannot run alone falls back to the
 analytic estimate too (counted in `failures`).
@@ -186,7 +191,7 @@ class MeasuredCost(CostModel):
         shape = tuple(v.type.shape)
         if v.is_const and v.array is not None and v.array.size <= 1 << 22:
             return np.ascontiguousarray(v.array)
-        if dtype.kind == "f":
+        if dtype.kind == "f" or dtype.name == "bfloat16":
             return self._rng.standard_normal(shape).astype(dtype)
         return np.ones(shape, dtype)
 

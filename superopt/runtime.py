@@ -624,6 +624,12 @@ class InputDomain:
       indexed axis (the smallest, when it indexes several);
     - "integer": integers with no constraint found (`low` 1 where they must be positive);
     - "bool";
+    - "ones": all ones (`low` 1, `high` 2): an integer or boolean mask whose running count
+      (CumSum) indexes a table, as Hugging Face decoders count position ids from their
+      attention mask (`cumsum(attention_mask) - 1`). The count of a mask with padding can
+      index anything, so only the mask with no padding is known to be valid; whether the
+      model computes something on it is shown by running it (the numerical check runs the
+      original on these inputs and refuses outputs that are NaN or Inf everywhere);
     - "unknown": the analysis cannot tell which values are valid (an integer that reaches a
       table through arithmetic, a shape or count input, a custom op's or a subgraph's input).
 
@@ -650,6 +656,7 @@ class InputDomain:
             "index": f"{self.dtype} in [{self.low}, {self.high})",
             "integer": f"any {self.dtype}" if not self.low else f"{self.dtype} >= {self.low}",
             "bool": "bool",
+            "ones": f"{self.dtype} all ones",
             "unknown": f"{self.dtype}, valid values unknown",
         }[self.kind]
         return f"{what}: {self.why}" if self.why else what
@@ -673,7 +680,10 @@ def input_domains(
       makes it "unknown", as does an integer input reaching a custom-domain or control-flow op
       or a subgraph;
     - comparisons, Shape, ArgMax and the like end the walk: their outputs do not depend on the
-      input's range.
+      input's range;
+    - an integer or boolean input whose values reach a table's indices only through a running
+      count (CumSum) and the arithmetic after it is a mask (an attention mask that position ids
+      are counted from): "ones", all ones, instead of "unknown".
     `overrides` resolves symbolic table sizes as in `random_feeds`.
 
     Example:
@@ -787,14 +797,15 @@ def _domain_of(
     except Exception:  # noqa: BLE001 (no numpy type: random_feeds says so when drawing)
         return InputDomain(name, TensorProto.DataType.Name(elem) if elem else "?", "unknown",
                            why="not a numeric tensor")
-    if dtype.kind not in "fiub":  # bfloat16, float8: numpy cannot draw them
+    if not _drawable(dtype):  # float8 and the like: no way to draw them
         return InputDomain(name, TensorProto.DataType.Name(elem), "unknown",
                            why=f"it is {TensorProto.DataType.Name(elem)}, which cannot be drawn")
-    is_float = dtype.kind == "f"
+    is_float = _is_float(dtype)
     high: int | None = None
-    index_why = positive_why = unknown_why = ""
+    index_why = positive_why = unknown_why = ones_why = ""
     stack: list[tuple[str, str]] = [(name, _EXACT)]
     seen = set(stack)
+    counted: set[str] = set()  # values computed from a CumSum of the input (position counts)
     while stack and not unknown_why:
         current, mode = stack.pop()
         for node, slot in consumers.get(current, []):
@@ -809,6 +820,12 @@ def _domain_of(
             table_slot = _INDEX_SLOTS.get((domain, op), {}).get(slot)
             if table_slot is not None:
                 bound, where = _table_bound(node, op, table_slot, facts)
+                if mode != _EXACT and current in counted and not is_float:
+                    # An attention mask that position ids are counted from (Hugging Face
+                    # decoders: position_ids = cumsum(attention_mask) - 1): all ones.
+                    ones_why = ones_why or (f"it counts the positions that index {label} "
+                                            "(CumSum): a mask, drawn as all ones (no padding)")
+                    continue
                 if mode != _EXACT:
                     unknown_why = f"it reaches the indices of {label} through computations"
                     if bound is not None and (high is None or bound < high):
@@ -840,12 +857,16 @@ def _domain_of(
                 continue
             next_mode = _carried_mode(node, op, slot, mode, facts)
             outputs = node.output[:1] if op in _FIRST_OUTPUT_ONLY else node.output
+            if current in counted or (op == "CumSum" and slot == 0):
+                counted.update(o for o in outputs if o)
             for out in outputs:
                 if out and (out, next_mode) not in seen:
                     seen.add((out, next_mode))
                     stack.append((out, next_mode))
     if unknown_why:
         return InputDomain(name, dtype_name, "unknown", None, high, unknown_why)
+    if ones_why:
+        return InputDomain(name, dtype_name, "ones", 1, 2, ones_why)
     if dtype.kind == "b":
         return InputDomain(name, dtype_name, "bool")
     if is_float:
@@ -977,10 +998,19 @@ def _numpy_dtype(name: str, elem_type: int) -> np.dtype:
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
     except Exception as exc:
         raise ModelError(f"input {name!r}: no numpy type for ONNX type {elem_type}") from exc
-    if dtype.kind not in "fiub":  # bfloat16/float8 map to custom or void types numpy cannot draw
+    if not _drawable(dtype):  # float8 and the like map to types there is no drawing for
         type_name = TensorProto.DataType.Name(elem_type)
         raise ModelError(f"input {name!r} has type {type_name}; cannot draw random values for it")
     return dtype
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    """numpy's floats, and bfloat16 (ml_dtypes' type, which numpy files under kind "V")."""
+    return dtype.kind == "f" or dtype.name == "bfloat16"
+
+
+def _drawable(dtype: np.dtype) -> bool:
+    return dtype.kind in "iub" or _is_float(dtype)
 
 
 def _input_shape(value: onnx.ValueInfoProto, overrides: Mapping[str, object]) -> tuple[int, ...]:
@@ -1031,7 +1061,7 @@ def _random_array(
     int_range: tuple[int, int],
 ) -> np.ndarray:
     kind = domain.kind if domain is not None else ""
-    if dtype.kind == "f":
+    if _is_float(dtype):  # drawn in float64, then rounded to the dtype (bfloat16 included)
         if distribution == "uniform(0.5, 1.5)":
             return rng.uniform(0.5, 1.5, shape).astype(dtype)
         if distribution == "integers(1, 3)":
@@ -1040,7 +1070,7 @@ def _random_array(
             return (np.abs(rng.standard_normal(shape)) + 0.1).astype(dtype)
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind == "b":
-        return rng.random(shape) < 0.5
+        return np.ones(shape, bool) if kind == "ones" else rng.random(shape) < 0.5
     info = np.iinfo(dtype)
     if domain is not None and domain.high is not None:  # an index (or a best guess at one)
         low, high = domain.low or 0, domain.high
@@ -1065,6 +1095,46 @@ def _random_array(
 # ---------------------------------------------------------------------------------------------
 
 
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous array of the same shape (`np.ascontiguousarray` makes a scalar 1-D)."""
+    return np.require(np.asarray(array), requirements="C")
+
+
+def ort_value(array: np.ndarray, device: str = "cpu") -> ort.OrtValue:
+    """`array` as an OrtValue on `device` ("cpu" or "cuda"); bfloat16 arrays (ml_dtypes' type,
+    which ORT's `ortvalue_from_numpy` refuses) go through their 16-bit pattern.
+
+    The CPU value of a bfloat16 array shares its memory: keep the array alive with it.
+    """
+    array = _contiguous(array)
+    if array.dtype.name != "bfloat16":
+        if device == "cuda":
+            return ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
+        return ort.OrtValue.ortvalue_from_numpy(array)
+    host = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(array.view(np.uint16),
+                                                           TensorProto.BFLOAT16)
+    if device != "cuda":
+        return host
+    value = ort.OrtValue.ortvalue_from_shape_and_type(list(array.shape), TensorProto.BFLOAT16,
+                                                      "cuda", 0)
+    value.update_inplace(host)
+    return value
+
+
+def run_session(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray],
+                output_names: Sequence[str] | None = None) -> list:
+    """`session.run(output_names, feeds)`, bfloat16 inputs included (fed as OrtValues; see
+    `ort_value`). ORT's Python API cannot hand bfloat16 outputs back as numpy arrays: cast
+    them to float32 in the model (the numerical check does)."""
+    if not any(np.asarray(a).dtype.name == "bfloat16" for a in feeds.values()):
+        return session.run(output_names, dict(feeds))
+    arrays = {k: _contiguous(a) for k, a in feeds.items()}
+    values = {k: ort_value(a) for k, a in arrays.items()}
+    names = list(output_names) if output_names else [o.name for o in session.get_outputs()]
+    outputs = session.run_with_ort_values(names, values)
+    return [o.numpy() if o.is_tensor() else o for o in outputs]
+
+
 class Runner:
     """One session bound to fixed inputs, timing one run at a time.
 
@@ -1086,11 +1156,8 @@ class Runner:
         for node_arg in session.get_inputs():
             if node_arg.name not in feeds:
                 raise ShapeError(f"no input given for {node_arg.name!r}")
-            array = np.ascontiguousarray(feeds[node_arg.name])
-            if self.device == "cuda":
-                value = ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
-            else:
-                value = ort.OrtValue.ortvalue_from_numpy(array)
+            array = _contiguous(feeds[node_arg.name])
+            value = ort_value(array, self.device)
             self._values.append(value)
             self._binding.bind_ortvalue_input(node_arg.name, value)
         for node_arg in session.get_outputs():

@@ -118,10 +118,17 @@ def test_check_failure_writes_nothing(tmp_path, rules_file):
     assert not out.exists()
 
 
-def test_dynamic_shapes_need_an_override(tmp_path, rules_file):
+def test_dynamic_shapes_are_kept_or_fixed_by_an_override(tmp_path, rules_file):
+    # Symbolic dims no longer need an override: they stay symbolic (tests/test_dynamic_shapes.py
+    # has the rest); an override still fixes them.
     src = matmul_model(tmp_path / "dyn.onnx", k=16, batch="N")
-    with pytest.raises(ShapeError, match="overwrite-input-shape"):
-        superopt.optimize(src, rules=rules_file, device="cpu", cost="analytic")
+    r = superopt.optimize(src, rules=rules_file, device="cpu", cost="analytic", gate=False)
+    assert r.check.passed and r.kept
+    dims = onnx.load(tmp_path / "dyn.opt.onnx").graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "N"
+    with pytest.raises(ShapeError, match="shape-hint"):  # a hint must fit the model
+        superopt.optimize(src, rules=rules_file, device="cpu", cost="analytic",
+                          shape_hints={"x": (4, 8)})
     r = superopt.optimize(
         src,
         rules=rules_file,
@@ -156,16 +163,20 @@ def test_cli_optimize_prints_and_writes_json(tmp_path, rules_file, capsys):
 
 
 @pytest.mark.parametrize(
-    "case", ["missing-rules", "corrupt-rules", "dynamic", "bad-shape", "unknown-skip"]
+    "case", ["missing-rules", "corrupt-rules", "unknown-rank", "bad-shape", "unknown-skip"]
 )
 def test_cli_bad_inputs_exit_2_without_output(tmp_path, rules_file, capsys, case):
-    src = matmul_model(tmp_path / "m.onnx", k=16, batch="N" if case == "dynamic" else "4")
+    src = matmul_model(tmp_path / "m.onnx", k=16, batch="4")
+    if case == "unknown-rank":  # symbolic dims are kept; an input of unknown rank is refused
+        model = onnx.load(src)
+        model.graph.input[0].type.tensor_type.ClearField("shape")
+        onnx.save(model, src)
     corrupt = tmp_path / "bad.json"
     corrupt.write_text("{not json")
     extra = {
         "missing-rules": ["--rules", str(tmp_path / "nope.json")],
         "corrupt-rules": ["--rules", str(corrupt)],
-        "dynamic": ["--rules", str(rules_file)],
+        "unknown-rank": ["--rules", str(rules_file)],
         "bad-shape": ["--rules", str(rules_file), "--overwrite-input-shape", "x:1,2,3"],
         "unknown-skip": ["--rules", str(rules_file), "--skip-rules", "rdeadbeef"],
     }[case]

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -376,7 +377,9 @@ def _resize_from_10(n: NodeProto, consts: Mapping[str, TensorProto | NodeProto],
     return pre + [first, second]
 
 
-def _apply_input_shapes(model: ModelProto, shapes: InputShapes, where: str) -> None:
+def _apply_input_shapes(model: ModelProto, shapes: InputShapes, where: str) -> dict[str, int]:
+    """Set the inputs' shapes; returns the symbols the override fixed (dim_param -> size)."""
+    fixed: dict[str, int] = {}
     inits = {t.name for t in model.graph.initializer}
     inputs = {i.name: i for i in model.graph.input if i.name not in inits}
     if len(shapes) == 1 and None in shapes and len(inputs) == 1:
@@ -397,6 +400,11 @@ def _apply_input_shapes(model: ModelProto, shapes: InputShapes, where: str) -> N
                 if old.HasField("dim_value") and isinstance(d, int) and old.dim_value != d:
                     raise ShapeError(f"{where}: input {name!r} dim {i} is fixed at "
                                      f"{old.dim_value} in the model; the override says {d}")
+                if old.HasField("dim_param") and old.dim_param and isinstance(d, int):
+                    if fixed.get(old.dim_param, d) != d:
+                        raise ShapeError(f"{where}: the override gives dim {old.dim_param!r} "
+                                         f"two sizes, {fixed[old.dim_param]} and {d}")
+                    fixed[old.dim_param] = d
         del t.shape.dim[:]
         for d in shape:
             dim = t.shape.dim.add()
@@ -404,6 +412,44 @@ def _apply_input_shapes(model: ModelProto, shapes: InputShapes, where: str) -> N
                 dim.dim_value = d
             else:
                 dim.dim_param = str(d)
+    return fixed
+
+
+def _restate_shapes(graph: Graph, fixed: Mapping[str, int]) -> Graph:
+    """After an input-shape override, the graph outputs and value_info the file declared are
+    restated from the shapes that follow from the fixed inputs (the graph's types: ONNX's
+    inference and the registry's): each dim with a size there, or whose symbol the override
+    fixed, gets that size. So an exported model never declares a fixed input's symbol, nor a
+    symbol ONNX's inference of the dynamic model made up; a dim that stays unknown
+    (data-dependent) keeps its symbol."""
+    meta = graph.meta
+    types = {v.name: v.type for v in graph.inputs}
+    types.update((o.name, o.type) for n in graph.nodes for o in n.outputs if o.name)
+    types.update((name, v.type) for name, v in graph.outputs)
+
+    def restated(blob: bytes, name: str) -> bytes:
+        vi = onnx.ValueInfoProto()
+        vi.ParseFromString(blob)
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+            return blob
+        t = types.get(name)
+        shape = t.shape if t is not None and t.shape is not None and \
+            len(t.shape) == len(tt.shape.dim) else None
+        for i, d in enumerate(tt.shape.dim):
+            if d.HasField("dim_value"):
+                continue
+            size = shape[i] if shape is not None and isinstance(shape[i], int) else \
+                fixed.get(d.dim_param) if d.HasField("dim_param") else None
+            if size is not None:
+                d.Clear()
+                d.dim_value = size
+        return vi.SerializeToString()
+
+    new = dataclasses.replace(
+        meta, output_infos={k: restated(b, k) for k, b in meta.output_infos.items()},
+        value_infos=tuple((k, restated(b, k)) for k, b in meta.value_infos))
+    return Graph(graph.inputs, graph.outputs, new)
 
 
 def _check_structure(graph: GraphProto, where: str) -> list[NodeProto]:
@@ -555,20 +601,26 @@ def load(source: str | os.PathLike | ModelProto | bytes,
     """Import an ONNX model (path, bytes or ModelProto) into a Graph.
 
     `input_shapes` overrides input shapes (`{"input": (1, 3, 224, 224)}`; the key may be None
-    when the model has one input). Raises a `superopt.core.errors.SuperoptError` subclass with one
-    clear line for anything wrong with the file.
+    when the model has one input); the graph outputs and value_info then declare the shapes
+    that follow, so an exported model never keeps a fixed input's symbol. Without it symbolic
+    dims stay symbolic, and export writes the declarations of the file as they were. Raises a
+    `superopt.core.errors.SuperoptError` subclass with one clear line for anything wrong with
+    the file.
     """
     where = str(source) if isinstance(source, (str, os.PathLike)) else "model"
     model, _ = read_model(source)
     model = _upgrade_opset(model, where)
+    fixed = None
     if input_shapes:
         model = _copy(model)
-        _apply_input_shapes(model, input_shapes, where)
+        fixed = _apply_input_shapes(model, input_shapes, where)
     nodes = _check_structure(model.graph, where)
     inferred, non_tensor = _infer_types(model, where, strict=bool(input_shapes))
     graph = _build_graph(model, nodes, inferred, where, non_tensor)
     if _needs_second_inference(graph):
         graph = _reinfer(graph, where)
+    if fixed is not None:  # the declared outputs and value_info follow the fixed inputs
+        graph = _restate_shapes(graph, fixed)
     return graph
 
 

@@ -6,10 +6,17 @@ reciprocal or a quotient), drawn by `superopt.runtime.random_feeds`. When the or
 outputs are not finite on N(0, 1) inputs, the next distributions of `DISTRIBUTIONS` are tried
 (uniform(0.5, 1.5), then small integers) and the one with the most finite outputs is used.
 
+A model with symbolic input dims is checked at every set of sizes the caller gives (`shapes`:
+the pipeline's representative sizes and a second, different set, `superopt.pipeline.shapes`),
+`n` input sets at each; every one must pass.
+
 Both models run on ORT's CPU provider. Output by output, NaN and Inf must sit at the same
 positions in both (Inf with the same sign), and values finite in both must agree within
 rtol/atol, which follow the output's element type (`DEFAULT_TOLERANCES`) unless the caller
-sets them. The record (`CheckResult`) counts the mismatched NaN/Inf positions and keeps the
+sets them. bfloat16 tensors, which numpy and ORT's Python API cannot exchange directly, are fed
+through `superopt.runtime.run_session` and read back through a Cast to float32 appended to each
+bfloat16 output of both models (exact: every bfloat16 is a float32), compared with bfloat16's
+tolerances. The record (`CheckResult`) counts the mismatched NaN/Inf positions and keeps the
 largest errors over finite values only (None when no finite value was compared): a NaN never
 reads as an error of 0.
 
@@ -26,7 +33,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -153,6 +160,9 @@ class CheckResult:
     tolerances: dict[str, dict[str, float]] = field(default_factory=dict)
     distributions: list[str] = field(default_factory=list)  # per input set, as drawn
     inputs: dict[str, str] = field(default_factory=dict)  # input name -> its valid values
+    # the input shapes checked at, one {input: dims} per set of sizes (models with symbolic
+    # dims are checked at two sets; empty for a model checked at its static shapes only)
+    shapes: list[dict[str, list[int]]] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
@@ -171,12 +181,14 @@ class CheckResult:
         nonfinite = (f"; {self.nonfinite} NaN/Inf positions, {self.nan_mismatches} NaN and "
                      f"{self.inf_mismatches} Inf mismatched" if self.nonfinite
                      or self.nan_mismatches or self.inf_mismatches else "")
-        return f"{verdict} on {self.n} random inputs ({errors}{nonfinite})"
+        at = f" at {len(self.shapes)} input shapes" if len(self.shapes) > 1 else ""
+        return f"{verdict} on {self.n} random inputs{at} ({errors}{nonfinite})"
 
 
 def check_result(original: str | os.PathLike | onnx.ModelProto | None, result: onnx.ModelProto,
                  *, baseline: onnx.ModelProto, changed: bool, n: int = DEFAULT_CHECK_N,
                  rtol: float | None = None, atol: float | None = None,
+                 shapes: Sequence[Mapping[str, object]] | None = None,
                  progress: Callable[[int], None] | None = None) -> CheckResult:
     """The check phase: `numerical_check`, raising `CheckError` when the result differs or
     cannot be checked.
@@ -187,7 +199,7 @@ def check_result(original: str | os.PathLike | onnx.ModelProto | None, result: o
     """
     try:
         outcome = numerical_check(original, result, n=n, rtol=rtol, atol=atol,
-                                  baseline_fallback=baseline, progress=progress)
+                                  baseline_fallback=baseline, shapes=shapes, progress=progress)
     except ModelError as e:
         if changed:
             raise
@@ -204,9 +216,12 @@ def numerical_check(original: str | os.PathLike | onnx.ModelProto | None,
                     result: onnx.ModelProto, *, n: int = DEFAULT_CHECK_N,
                     rtol: float | None = None, atol: float | None = None,
                     baseline_fallback: onnx.ModelProto | None = None, seed: int = 0,
+                    shapes: Sequence[Mapping[str, object]] | None = None,
                     progress: Callable[[int], None] | None = None) -> CheckResult:
     """Run original and result on `n` sets of valid random inputs (seeds seed..seed+n-1, shapes
     from the result) through ORT's CPU provider and compare every output (see the module doc).
+    `shapes`: the `random_feeds` overrides of each set of sizes to check at (`n` input sets at
+    each; None: the inputs' declared shapes, symbolic dims 1).
 
     Raises `ModelError` when ORT cannot load the original, and `CheckError` when the result does
     not load or run, an output is missing or has another shape, or the check cannot compare.
@@ -221,23 +236,26 @@ def numerical_check(original: str | os.PathLike | onnx.ModelProto | None,
         input_domains,
         make_session,
         random_feeds,
+        run_session,
     )
 
     ref_model = original if original is not None else baseline_fallback
     try:
-        ref = make_session(ref_model, "cpu", level="all")
+        ref = make_session(_float_outputs(ref_model), "cpu", level="all")
     except ModelError:
         if baseline_fallback is None:
             raise
         ref_model = baseline_fallback
-        ref = make_session(ref_model, "cpu", level="all")
+        ref = make_session(_float_outputs(ref_model), "cpu", level="all")
+    out_dtypes = _bf16_outputs(result)
     try:
-        out = make_session(result, "cpu", level="all")
+        out = make_session(_float_outputs(result), "cpu", level="all")
     except ModelError as e:
         raise CheckError(f"the optimized model does not load in ONNX Runtime ({e}); "
                          f"{_NOTHING_WRITTEN}") from None
+    sets = list(shapes) if shapes else [None]
     # The original's uses of its inputs say which values are valid.
-    domains = input_domains(ref_model)
+    domains = input_domains(ref_model, sets[0])
     for name in (i.name for i in out.get_inputs()):
         domain = domains.get(name)
         if domain is not None and not domain.known:
@@ -250,48 +268,64 @@ def numerical_check(original: str | os.PathLike | onnx.ModelProto | None,
             raise CheckError(f"output {name!r} is missing from the original; {_NOTHING_WRITTEN}")
     ref_inputs = {i.name for i in ref.get_inputs()}
     f32 = tolerance_for("float32", rtol, atol)
-    record = CheckResult(True, n, f32[0], f32[1], None, None,
+    record = CheckResult(True, n * len(sets), f32[0], f32[1], None, None,
                          inputs={k: d.describe() for k, d in domains.items()})
     ever_finite = dict.fromkeys(names, False)
+    at = ""  # " at input_ids 2×7": where the inputs were drawn, when there are several sets
 
     def run_original(feeds: dict) -> dict:
         try:
-            outputs = ref.run(None, {a: b for a, b in feeds.items() if a in ref_inputs})
+            outputs = run_session(ref, {a: b for a, b in feeds.items() if a in ref_inputs})
         except Exception as e:  # noqa: BLE001 (ORT raises plain Exceptions)
+            hint = ("; if it runs only at some sizes of its symbolic dims, fix them with "
+                    "--overwrite-input-shape") if at else ""
             raise CheckError(f"cannot check the result: the original model fails on the inputs "
-                             f"drawn for it ({error_line(e)}); {_NO_CHECK_HINT}") from None
+                             f"drawn for it{at} ({error_line(e)}){hint}; {_NO_CHECK_HINT}"
+                             ) from None
         return dict(zip(ref_names, outputs))
 
-    for k in range(n):
-        feeds, want, distribution = _draw_valid_inputs(
-            DISTRIBUTIONS, names, run_original,
-            lambda dist, s=seed + k: random_feeds(result, seed=s, distribution=dist,
-                                                  domains=domains))
-        record.distributions.append(distribution)
-        try:
-            got = dict(zip(names, out.run(None, feeds)))
-        except Exception as e:  # noqa: BLE001 (ORT raises plain Exceptions)
-            raise CheckError(f"the optimized model fails on valid inputs ({error_line(e)}); "
-                             f"{_NOTHING_WRITTEN}") from None
-        for name in names:
-            a, b = np.asarray(want[name]), np.asarray(got[name])
-            if a.shape != b.shape:
-                raise CheckError(f"output {name!r} has shape {b.shape}, the original "
-                                 f"{a.shape}; {_NOTHING_WRITTEN}")
-            dtype = b.dtype.name
-            o_rtol, o_atol = tolerance_for(dtype, rtol, atol)
-            record.tolerances[dtype] = {"rtol": o_rtol, "atol": o_atol}
-            if a.size == 0:
-                ever_finite[name] = True  # nothing to compare, nothing hidden either
-                continue
-            c = compare_arrays(a, b, o_rtol, o_atol)
-            ever_finite[name] = ever_finite[name] or c.compared > 0
-            _accumulate(record, c)
-            if not c.passed and record.passed:
-                record.passed = False
-                record.failure = c.failure(name, o_rtol, o_atol)
-        if progress is not None:
-            progress(k + 1)
+    done = 0
+    for overrides in sets:
+        first = {}
+        if len(sets) > 1:
+            at = " at " + ", ".join(f"{a} {'×'.join(map(str, d))}"
+                                    for a, d in (overrides or {}).items()
+                                    if not isinstance(d, int))
+        for k in range(n):
+            feeds, want, distribution = _draw_valid_inputs(
+                DISTRIBUTIONS, names, run_original,
+                lambda dist, s=seed + k, o=overrides: random_feeds(
+                    result, seed=s, overrides=o, distribution=dist, domains=domains))
+            record.distributions.append(distribution)
+            if not first:
+                first = {a: list(np.shape(b)) for a, b in feeds.items()}
+                if len(sets) > 1:
+                    record.shapes.append(first)
+            try:
+                got = dict(zip(names, run_session(out, feeds)))
+            except Exception as e:  # noqa: BLE001 (ORT raises plain Exceptions)
+                raise CheckError(f"the optimized model fails on valid inputs{at} "
+                                 f"({error_line(e)}); {_NOTHING_WRITTEN}") from None
+            for name in names:
+                a, b = np.asarray(want[name]), np.asarray(got[name])
+                if a.shape != b.shape:
+                    raise CheckError(f"output {name!r} has shape {b.shape}, the original "
+                                     f"{a.shape}{at}; {_NOTHING_WRITTEN}")
+                dtype = out_dtypes.get(name, b.dtype.name)
+                o_rtol, o_atol = tolerance_for(dtype, rtol, atol)
+                record.tolerances[dtype] = {"rtol": o_rtol, "atol": o_atol}
+                if a.size == 0:
+                    ever_finite[name] = True  # nothing to compare, nothing hidden either
+                    continue
+                c = compare_arrays(a, b, o_rtol, o_atol)
+                ever_finite[name] = ever_finite[name] or c.compared > 0
+                _accumulate(record, c)
+                if not c.passed and record.passed:
+                    record.passed = False
+                    record.failure = c.failure(name, o_rtol, o_atol) + at
+            done += 1
+            if progress is not None:
+                progress(done)
     if record.passed:
         for name, finite in ever_finite.items():
             if not finite:
@@ -300,6 +334,46 @@ def numerical_check(original: str | os.PathLike | onnx.ModelProto | None,
                     f"everywhere on every input distribution tried ({', '.join(DISTRIBUTIONS)}); "
                     f"{_NO_CHECK_HINT}")
     return record
+
+
+def _bf16_outputs(model: str | os.PathLike | onnx.ModelProto | None) -> dict[str, str]:
+    """{output name: "bfloat16"} for the model's bfloat16 graph outputs."""
+    if model is None:
+        return {}
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(
+        os.fspath(model), load_external_data=False)
+    return {o.name: "bfloat16" for o in proto.graph.output
+            if o.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16}
+
+
+def _float_outputs(model: str | os.PathLike | onnx.ModelProto | None):
+    """The model with a Cast to float32 after each bfloat16 graph output (ORT's Python API
+    cannot return bfloat16 arrays); the model itself when it has none. The output keeps its
+    name: the value the model computes is renamed."""
+    if model is None or not _bf16_outputs(model):
+        return model
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model if isinstance(model, onnx.ModelProto) else onnx.load(os.fspath(model)))
+    g = proto.graph
+    used = {n for node in g.node for n in list(node.input) + list(node.output)}
+    used |= {v.name for v in list(g.input) + list(g.output)} | {t.name for t in g.initializer}
+    inputs = {v.name for v in g.input}
+    for out in g.output:
+        if out.type.tensor_type.elem_type != onnx.TensorProto.BFLOAT16 or out.name in inputs:
+            continue
+        inner, i = f"{out.name}_bf16", 0
+        while inner in used:
+            i += 1
+            inner = f"{out.name}_bf16_{i}"
+        used.add(inner)
+        for node in g.node:  # the value the model computes takes the new name
+            node.output[:] = [inner if o == out.name else o for o in node.output]
+            node.input[:] = [inner if x == out.name else x for x in node.input]
+        g.node.append(onnx.helper.make_node("Cast", [inner], [out.name],
+                                            to=onnx.TensorProto.FLOAT, name=f"{inner}_cast"))
+        out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    del g.value_info[:]  # they may name the renamed values under their old types
+    return proto
 
 
 def _draw_valid_inputs(distributions: Sequence[str], names: list[str],

@@ -3,9 +3,12 @@
 `optimize(model, output, **options)` builds an `OptimizeOptions` and runs the phases of
 `PHASES` in order on an `OptimizeRun` (the state they pass along), timing each:
 
-1. **load**: reads the model (`superopt.load`; dynamic dims must be fixed with `input_shapes`),
-   then the rules (only `proved` ones unless told, minus `skip_rules`; a proof that does not
-   come from the intact shipped database is re-proved first, `superopt.pipeline.trust`);
+1. **load**: reads the model (`superopt.load`); symbolic dims (a dynamic batch or sequence)
+   stay symbolic through the whole run and in the written model, and get representative sizes
+   only where numbers are needed (`superopt.pipeline.shapes`: costs, the gate's timings, the
+   check, which runs at two sets of sizes); `input_shapes` fixes dims instead. Then the rules
+   (only `proved` ones unless told, minus `skip_rules`; a proof that does not come from the
+   intact shipped database is re-proved first, `superopt.pipeline.trust`);
 2. **search**: searches for the cheapest graph under the cost model (region by region for large
    graphs); the search returns records: the path of steps to each candidate, with the graphs
    before and after every rewrite, per-expansion iterations and a typed stop reason;
@@ -63,6 +66,7 @@ from superopt.core.rules import (
 from superopt.core.version import __version__
 from superopt.pipeline.check import DEFAULT_CHECK_N, CheckResult, check_result
 from superopt.pipeline.describe import Description, describe_step
+from superopt.pipeline.shapes import ShapeHints, Sizes
 
 if TYPE_CHECKING:
     from superopt.pipeline.trust import ProofCache
@@ -100,6 +104,8 @@ class OptimizeOptions:
     budget: int = DEFAULT_BUDGET
     time_limit: float = DEFAULT_TIME_LIMIT_S
     input_shapes: Mapping[str | None, Sequence[int]] | None = None
+    # the sizes of symbolic dims to optimize for (`superopt.pipeline.shapes.choose_sizes`)
+    shape_hints: ShapeHints | None = None
     skip_rules: Iterable[str] = ()
     check: bool = True
     check_n: int = DEFAULT_CHECK_N
@@ -160,6 +166,8 @@ class OptimizeRun:
     written: bool = False
     step_subgraphs: list = field(default_factory=list)
     candidate_step_subgraphs: list = field(default_factory=list)
+    # load: the sizes of symbolic dims (None when every input is static)
+    sizes: Sizes | None = None
 
     @property
     def kept(self) -> bool:
@@ -270,6 +278,7 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
              device: str = "auto", cost: str = "measured", alpha: float = 1.05,
              budget: int = DEFAULT_BUDGET, time_limit: float = DEFAULT_TIME_LIMIT_S,
              input_shapes: Mapping[str | None, Sequence[int]] | None = None,
+             shape_hints: ShapeHints | None = None,
              skip_rules: Iterable[str] = (), check: bool = True, check_n: int = DEFAULT_CHECK_N,
              rtol: float | None = None, atol: float | None = None,
              save_as_external_data: bool | None = None,
@@ -282,11 +291,15 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
     overrides `cost` with a ready CostModel (tests). `gate=False` skips the end-to-end timing
     and writes the cheapest candidate by the cost model (still checked numerically).
     `rtol`/`atol` None: the numerical check's tolerances follow each output's element type
-    (`superopt.pipeline.check.DEFAULT_TOLERANCES`).
+    (`superopt.pipeline.check.DEFAULT_TOLERANCES`). Symbolic input dims are kept; `shape_hints`
+    picks the sizes to cost and time at (`{"input_ids": (8, 256)}`, or `{"seq": 256}` by
+    symbol; default: batch-like dims 1, others 128, `superopt.pipeline.shapes`), while
+    `input_shapes` fixes dims for good (the written model then takes only those shapes).
     """
     options = OptimizeOptions(
         rules=rules, device=device, cost=cost, alpha=alpha, budget=budget, time_limit=time_limit,
-        input_shapes=input_shapes, skip_rules=skip_rules, check=check, check_n=check_n,
+        input_shapes=input_shapes, shape_hints=shape_hints, skip_rules=skip_rules, check=check,
+        check_n=check_n,
         rtol=rtol, atol=atol, save_as_external_data=save_as_external_data, progress=progress,
         include_unproved=include_unproved, gate=gate, gate_budget_s=gate_budget_s,
         cost_model=cost_model, write=write)
@@ -323,14 +336,52 @@ def start_run(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathL
 
 
 def load_phase(run: OptimizeRun) -> None:
-    """Read the model into a Graph with static shapes (ShapeError names the input to fix)."""
+    """Read the model into a Graph, symbolic dims kept (ShapeError names an input whose rank
+    is unknown), and choose the sizes of its symbols (`superopt.pipeline.shapes`)."""
     run.say("load", 0, 1, "reading the model")
     shapes = dict(run.options.input_shapes) if run.options.input_shapes else None
+    if shapes:
+        from superopt.pipeline.shapes import fixed_symbols_note
+        from superopt.pipeline.trust import stderr_line
+
+        note = fixed_symbols_note(run.model, shapes)
+        if note:
+            stderr_line(note)
     run.graph = load(run.model, input_shapes=shapes)
     # Contrib and custom-domain ops ONNX cannot infer: their output types from ONNX Runtime.
     run.graph = ort_typed_opaque_outputs(run.graph, run.model, shapes)
     check_static(run.graph)
-    run.say("load", 1, 1, f"{len(run.graph.nodes)} nodes")
+    run.sizes = _sizes_of(run, shapes)
+    detail = f"{len(run.graph.nodes)} nodes"
+    if run.sizes is not None:
+        detail += f"; symbolic dims kept, costed and timed at {run.sizes.describe()}"
+    run.say("load", 1, 1, detail)
+
+
+def _sizes_of(run: OptimizeRun, shapes: dict | None) -> Sizes | None:
+    """The sizes of the graph's symbolic input dims (None when it has none) and, when opaque
+    nodes carry symbols of their own (ONNX's `unk__3`), the sized types of every value from
+    loading the model again at those sizes (the cost model's `known` types)."""
+    from superopt.core.errors import SuperoptError
+    from superopt.pipeline.shapes import choose_sizes
+
+    sizes = choose_sizes({v.name: v.type.shape for v in run.graph.inputs},
+                         run.options.shape_hints)
+    if sizes is None:
+        return None
+    own = [d for n in run.graph.nodes if n.is_opaque for o in n.outputs
+           for d in (o.type.shape or ()) if not isinstance(d, int) and d not in sizes.sizes]
+    if not own:
+        return sizes
+    fixed = dict(sizes.shapes)
+    fixed.update({k: v for k, v in (shapes or {}).items() if k is not None})
+    try:
+        sized = load(run.model, input_shapes=fixed)
+    except SuperoptError:
+        return sizes  # costs then size only the symbols of the inputs
+    known = {v.name: v.type for v in list(sized.inputs) + sized.constants()}  # folded there
+    known.update((o.name, o.type) for n in sized.nodes for o in n.outputs if o.type.is_static)
+    return Sizes(sizes.sizes, sizes.shapes, sizes.second, sizes.hinted, known)
 
 
 def rules_phase(run: OptimizeRun) -> None:
@@ -356,6 +407,11 @@ def search_phase(run: OptimizeRun) -> None:
         if o.cost == "measured":
             kwargs["progress"] = lambda label, done, total: say("measure", done, total, label)
         run.cost_model = make_cost_model(o.cost, run.device, **kwargs)
+    if run.sizes is not None:
+        from superopt.cost_model.symbolic import AtSizes
+
+        # The graph keeps its symbols; the cost model sees it at the representative sizes.
+        run.cost_model = AtSizes(run.cost_model, run.sizes.sizes, run.sizes.known)
     limits = SearchLimits(alpha=o.alpha, budget=o.budget, time_limit_s=o.time_limit)
     say("search", 0, o.budget, f"{len(run.rules)} rules, {len(graph.nodes)} nodes")
     run.search = search_auto(graph, run.rules, run.cost_model, limits,
@@ -395,8 +451,13 @@ def gate_phase(run: OptimizeRun) -> None:
         say = run.say
         say("gate", 0, None, f"timing the original and {len(viable)} candidate(s)")
         try:
+            feeds = None
+            if run.sizes is not None:  # symbolic dims: timed at the representative sizes
+                from superopt.runtime import random_feeds
+
+                feeds = random_feeds(run.baseline, 0, run.sizes.overrides)
             ab = compare_models(run.baseline, [v.proto for v in viable], run.device,
-                                budget_s=run.options.gate_budget_s,
+                                budget_s=run.options.gate_budget_s, feeds=feeds,
                                 progress=lambda d, n: say("gate", d, n, "A/B rounds"))
         except ModelError as e:
             # E.g. a custom-domain op ORT has no kernel for: nothing can be timed, and superopt
@@ -428,11 +489,15 @@ def check_phase(run: OptimizeRun) -> None:
     o = run.options
     if not o.check:
         return
-    run.say("check", 0, o.check_n, "original vs result on the CPU provider")
+    # Symbolic dims: checked at the representative sizes and at a second set; both must pass.
+    sets = None if run.sizes is None else [run.sizes.overrides, run.sizes.second.overrides]
+    total = o.check_n * (len(sets) if sets else 1)
+    run.say("check", 0, total, "original vs result on the CPU provider")
     original = run.model if isinstance(run.model, onnx.ModelProto) else run.input_path
     run.check = check_result(original, run.chosen.proto, baseline=run.baseline,
                              changed=run.kept, n=o.check_n, rtol=o.rtol, atol=o.atol,
-                             progress=lambda k: run.say("check", k, o.check_n, "inputs"))
+                             shapes=sets,
+                             progress=lambda k: run.say("check", k, total, "inputs"))
 
 
 def write_phase(run: OptimizeRun) -> None:
@@ -590,17 +655,18 @@ def _shipped_intact(ruleset: RuleSet, path: str | os.PathLike | None,
 
 
 def check_static(graph: Graph) -> None:
-    """Static shapes are needed to search and measure: say which input to fix, in one line."""
+    """Shapes the search can work with: every input and every registry node's output of known
+    rank. Symbolic dims are fine (they are kept, `superopt.pipeline.shapes`); an unknown rank
+    is not: say which input to fix, in one line."""
     for v in graph.inputs:
-        if not v.type.is_static:
-            dims = ",".join(str(d) for d in (v.type.shape or ("?",)))
-            raise ShapeError(f"input {v.name!r} has dynamic shape ({dims}); fix it with "
-                             f"--overwrite-input-shape {v.name}:1,... (static shapes are needed)")
+        if v.type.shape is None:
+            raise ShapeError(f"input {v.name!r} has no declared shape (its rank is unknown); "
+                             f"fix it with --overwrite-input-shape {v.name}:1,...")
     for n in graph.nodes:
         if n.is_opaque:
             continue
         for o in n.outputs:
-            if not o.type.is_static:
+            if o.type.shape is None:
                 raise ShapeError(f"the shape of {o.name!r} (node {n.name}) cannot be inferred; "
                                  "fix the input shapes with --overwrite-input-shape")
 

@@ -36,7 +36,7 @@ numerical check:
 
 exit status:
   0    done: the optimized model, or the original when no candidate was faster, was written
-  2    bad input: unreadable model or rules file, bad option, dynamic shape to fix, CUDA
+  2    bad input: unreadable model or rules file, bad option, input of unknown rank, CUDA
        missing, output not writable (one line on stderr; nothing written)
   3    the numerical check failed, or could not compare the models; nothing written
        (--no-check writes without the check)
@@ -67,7 +67,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "estimates (instant, deterministic)")
     p.add_argument("--overwrite-input-shape", action="append", default=[], metavar="NAME:DIMS",
                    help="fix an input's shape, e.g. input:1,3,224,224 (repeatable; the name "
-                        "may be left out when the model has one input)")
+                        "may be left out when the model has one input). The written model then "
+                        "takes only that shape; without it symbolic dims are kept")
+    p.add_argument("--shape-hint", action="append", default=[], metavar="NAME:DIMS",
+                   help="the sizes of an input's symbolic dims to optimize for, e.g. "
+                        "input_ids:8,256 or input_ids:8,? (? keeps the default), or a symbol "
+                        "by name, seq=256 (repeatable). Symbolic dims stay symbolic in the "
+                        "written model; default sizes: batch-like dims 1, others 128")
     p.add_argument("--skip-rules", nargs="+", default=[], metavar="ID",
                    help="rules not to use (ids, id prefixes or names)")
     p.add_argument("--no-check", action="store_true",
@@ -109,6 +115,32 @@ def parse_input_shapes(specs: list[str]) -> dict[str | None, tuple[int, ...]] | 
         out[name or None] = shape
     if None in out and len(out) > 1:
         raise UsageError("--overwrite-input-shape: give names when fixing several inputs")
+    return out
+
+
+def parse_shape_hints(specs: list[str]) -> dict[str | None, object] | None:
+    """["input_ids:8,?", "seq=256", "1,128"] -> {"input_ids": (8, "?"), "seq": 256,
+    None: (1, 128)} (`superopt.pipeline.shapes.choose_sizes` checks them against the model)."""
+    if not specs:
+        return None
+    out: dict[str | None, object] = {}
+    for spec in specs:
+        symbol, eq, size = spec.partition("=")
+        if eq and ":" not in spec:
+            try:
+                out[symbol] = int(size)
+            except ValueError:
+                raise UsageError(f"--shape-hint {spec!r}: expected SYMBOL=SIZE, e.g. seq=256") \
+                    from None
+            continue
+        name, _, dims = spec.rpartition(":")
+        parts = [d.strip() for d in dims.split(",")]
+        if not dims or any(not (d.lstrip("-").isdigit() or d in ("?", "_")) for d in parts):
+            raise UsageError(f"--shape-hint {spec!r}: expected NAME:DIMS, e.g. input_ids:8,256 "
+                             "(? for a dim left at its default)")
+        out[name or None] = tuple(int(d) if d.lstrip("-").isdigit() else d for d in parts)
+    if None in out and len(out) > 1:
+        raise UsageError("--shape-hint: give names when hinting several inputs")
     return out
 
 
@@ -155,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
                 args.input, output, rules=args.rules, device=args.device, cost=args.cost,
                 alpha=args.alpha, budget=args.budget, time_limit=args.time_limit,
                 input_shapes=parse_input_shapes(args.overwrite_input_shape),
+                shape_hints=parse_shape_hints(args.shape_hint),
                 skip_rules=args.skip_rules, check=not args.no_check, check_n=args.check_n,
                 rtol=args.rtol, atol=args.atol,
                 save_as_external_data=args.save_as_external_data,
