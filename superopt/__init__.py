@@ -29,6 +29,7 @@ from superopt.core.version import __version__
 if TYPE_CHECKING:
     from superopt.core.rules import Rule, RuleSet
     from superopt.pipeline.optimize import OptimizeResult, PipelineProgress
+    from superopt.pipeline.shapes import ShapeHints
 
 __all__ = ["Graph", "Node", "TensorType", "Value", "SuperoptError", "load", "save", "to_onnx",
            "optimize", "register_custom_op_library", "__version__"]
@@ -45,6 +46,7 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
              device: str = "auto", cost: str = "measured", alpha: float = 1.05,
              budget: int = DEFAULT_BUDGET, time_limit: float = DEFAULT_TIME_LIMIT_S,
              input_shapes: Mapping[str | None, Sequence[int]] | None = None,
+             shape_hints: ShapeHints | None = None,
              skip_rules: Iterable[str] = (), check: bool = True, check_n: int = DEFAULT_CHECK_N,
              rtol: float | None = None, atol: float | None = None,
              save_as_external_data: bool | None = None,
@@ -67,7 +69,10 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
         budget: graphs the search expands at most.
         time_limit: search seconds at most (the best graph so far is used).
         input_shapes: fixed input shapes, `{"input": (1, 3, 224, 224)}` (key None for a model
-            with one input).
+            with one input); the written model then takes only those shapes.
+        shape_hints: the sizes to cost and time symbolic dims at, which otherwise stay
+            symbolic (`{"input_ids": (8, 256)}`, or `{"seq": 256}` by symbol; default: batch-like
+            dims 1, others 128).
         skip_rules: rule ids, id prefixes or names not to use.
         check: compare the result with the original on random valid inputs before writing.
         check_n: input sets the check draws.
@@ -100,7 +105,8 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
 
     return _optimize(
         model, output, rules=rules, device=device, cost=cost, alpha=alpha, budget=budget,
-        time_limit=time_limit, input_shapes=input_shapes, skip_rules=skip_rules, check=check,
+        time_limit=time_limit, input_shapes=input_shapes, shape_hints=shape_hints,
+        skip_rules=skip_rules, check=check,
         check_n=check_n, rtol=rtol, atol=atol, save_as_external_data=save_as_external_data,
         progress=progress, include_unproved=include_unproved, gate=gate,
         gate_budget_s=gate_budget_s, cost_model=cost_model, write=write)
