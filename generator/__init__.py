@@ -84,11 +84,15 @@ def _kernel_conditions(names: Sequence[str], universe: Universe) -> list[str]:
 
 
 def candidate_rule(c, universe: Universe, settings: dict) -> Rule:
-    """The Rule for a candidate: variable kinds and example shapes from the inputs."""
+    """The Rule for a candidate: variable kinds, example shapes and classes from the inputs.
+
+    Each variable's class is the rank of its input (the verifier proves the rule at exactly
+    that rank, with symbolic dims; the matcher applies it only there)."""
     specs = {s.name: s for s in universe.inputs}
     names = sorted(c.src.variables)
     return Rule.make(
-        c.src.patterns, c.dst.patterns, {n: specs[n].kind for n in names},
+        c.src.patterns, c.dst.patterns,
+        {n: {"kind": specs[n].kind, "rank": len(specs[n].shape)} for n in names},
         conditions=tuple(_kernel_conditions(names, universe)),
         example={n: specs[n].shape for n in names},
         provenance={**settings, "fingerprint": f"{c.src.fp & (2**64 - 1):016x}"},

@@ -10,6 +10,12 @@ value has exactly the type of the value it replaces, and swaps them in with
 outputs keep their names. Every refusal carries a reason, and `explain(graph, rule)` lists the
 reasons at every candidate site ("why didn't my rule fire?").
 
+A rule says where it is true, and the matcher holds it to that (`check_site`): every bound
+value must be in its variable's class (a `weight` a constant; the exact rank the rule was proved
+for, `?c has rank 3, the rule was proved for rank 0`; no empty dim), every parameter of its
+declared type, every side condition true (`condition failed: dim(?c,0) == dim(?k,0)`), and
+every tensor a float one. A site that fails any of these is not a match.
+
 Example:
     >>> rule = Rule.make(["(Relu (Relu ?x))"], ["(Relu ?x)"], {"x": "tensor"})  # doctest: +SKIP
     >>> for m in find_matches(graph, rule):                                      # doctest: +SKIP
@@ -115,19 +121,32 @@ def nodes_by_op(graph: Graph) -> dict[str, list[Node]]:
 
 def find_matches(graph: Graph, rule: Rule, *, by_op: dict[str, list[Node]] | None = None,
                  limit: int | None = None) -> list[Match]:
-    """Every site where all of `rule`'s source patterns match (kinds and conditions hold).
+    """Every site where all of `rule`'s source patterns match and `check_site` accepts the
+    bindings (classes, parameter types, conditions, float tensors).
 
     `by_op` is `nodes_by_op(graph)`, passed when many rules are matched against one graph.
     """
     by_op = nodes_by_op(graph) if by_op is None else by_op
     out: list[Match] = []
     for bindings, roots in _joint_matches(graph, rule.src, by_op, Bindings()):
-        if rule.holds(bindings) is not None or _non_float(bindings, roots) is not None:
+        if check_site(rule, bindings, roots) is not None:
             continue
         out.append(Match(rule, bindings, tuple(roots), tuple(_covered(rule.src, roots))))
         if limit is not None and len(out) >= limit:
             break
     return out
+
+
+def check_site(rule: Rule, bindings: Bindings, roots: Sequence[Value] = ()) -> str | None:
+    """None if the rule may be applied with these bindings, else the reason it may not: the
+    first variable outside its class (kind, rank, empty dim), parameter of another type, or
+    failed side condition (`Rule.holds`), or a non-float tensor among the bindings and roots.
+
+    Example:
+        >>> check_site(rule, bindings)                  # doctest: +SKIP
+        '?c has rank 3, the rule was proved for rank 0'
+    """
+    return rule.holds(bindings) or _non_float(bindings, roots)
 
 
 def _candidate_values(graph: Graph, p: PNode, by_op: dict[str, list[Node]],
@@ -291,7 +310,8 @@ def explain(graph: Graph, rule: Rule, *, max_sites: int = 50) -> list[str]:
 
     Example:
         >>> explain(graph, rule)                                       # doctest: +SKIP
-        ['node mm1: fires', 'node mm2: ?a must be a constant weight']
+        ['node mm1: fires', 'node mm2: ?a must be a constant weight',
+         'node mm3: ?x has rank 3, the rule was proved for rank 2']
     """
     lines: list[str] = []
     by_op = nodes_by_op(graph)
@@ -323,7 +343,7 @@ def _explain_site(graph: Graph, rule: Rule, node: Node, by_op: dict[str, list[No
             continue
         found = True
         roots = [v, *rest]
-        why = rule.holds(bindings) or _non_float(bindings, roots)
+        why = check_site(rule, bindings, roots)
         if why is None:
             m = Match(rule, bindings, tuple(roots), tuple(_covered(rule.src, roots)))
             try:
@@ -337,5 +357,5 @@ def _explain_site(graph: Graph, rule: Rule, node: Node, by_op: dict[str, list[No
     return "; ".join(dict.fromkeys(reasons))
 
 
-__all__ = ["Applied", "Match", "Refused", "RuleIndex", "apply_match", "explain",
+__all__ = ["Applied", "Match", "Refused", "RuleIndex", "apply_match", "check_site", "explain",
            "find_matches", "nodes_by_op"]

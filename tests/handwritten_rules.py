@@ -9,11 +9,24 @@ from superopt.core.rules import Rule
 
 PROVED = {"result": "proved"}
 
+# Each variable with its class: the rank the rule is proved (and matched) at.
 ASSOC = Rule.make(
     ["(MatMul (MatMul ?x ?a) ?b)"],
     ["(MatMul ?x (MatMul ?a ?b))"],
-    {"x": "tensor", "a": "weight", "b": "weight"},
+    {"x": {"kind": "tensor", "rank": 2}, "a": {"kind": "weight", "rank": 2},
+     "b": {"kind": "weight", "rank": 2}},
     name="matmul-assoc",
+    proof=PROVED,
+)
+
+# The same identity for a rank-3 activation (rows of a batch, e.g. embeddings times weights):
+# a rule says where it is true, so each rank is a rule of its own.
+ASSOC3 = Rule.make(
+    ["(MatMul (MatMul ?x ?a) ?b)"],
+    ["(MatMul ?x (MatMul ?a ?b))"],
+    {"x": {"kind": "tensor", "rank": 3}, "a": {"kind": "weight", "rank": 2},
+     "b": {"kind": "weight", "rank": 2}},
+    name="matmul-assoc-3d",
     proof=PROVED,
 )
 
@@ -29,7 +42,7 @@ MERGE_CONV = Rule.make(
     ],
     {"x": "tensor", "w1": "weight", "w2": "weight"},
     conditions=("dim(?w1, 2) == 3", "dim(?w1, 3) == 3", "dim(?w2, 2) == 1", "dim(?w2, 3) == 1"),
-    example={"x": (2, 4, 5, 5), "w1": (4, 4, 3, 3), "w2": (4, 4, 1, 1)},  # the verifier needs ranks
+    example={"x": (2, 4, 5, 5), "w1": (4, 4, 3, 3), "w2": (4, 4, 1, 1)},  # classes: ranks 4
     name="merge-conv3x3-conv1x1",
     proof=PROVED,
 )

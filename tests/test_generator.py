@@ -130,6 +130,9 @@ def test_rules_carry_kinds_examples_and_provenance(result):
     for r in result.rules:
         assert r.proof == {"result": "unverified"}
         assert set(r.example) == set(r.vars)
+        # the class of each variable: the rank of its input's shape
+        assert r.ranks == {k: len(v) for k, v in r.example.items()}
+        assert all(v["rank"] == r.ranks[k] for k, v in r.to_json()["vars"].items())
         assert r.provenance["max_ops"] == 3 and "fingerprint" in r.provenance
         assert any(kind == "tensor" for kind in r.vars.values())
     kinds = next(r.vars for r in result.rules if "bn_var" in r.vars)

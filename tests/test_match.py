@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 from handwritten_rules import ASSOC, PROVED
 from onnx import TensorProto
 
 from superopt.core.ir import Graph, Node, Value
+from superopt.core.ops import get_op
+from superopt.core.pattern import Bindings, PatternError
 from superopt.core.rules import Rule
 from superopt.core.types import FLOAT, TensorType
 from superopt.search.match import Refused, RuleIndex, apply_match, explain, find_matches
@@ -140,3 +145,114 @@ def test_rule_index_selects_rules_by_root_ops():
     index = RuleIndex([ASSOC, PAIR, RELU2])
     assert list(index.candidates({"Relu"})) == [RELU2]
     assert {r.id for r in index.candidates({"MatMul", "Add"})} == {ASSOC.id, PAIR.id}
+
+
+# ---------------------------------------------------------------------------------------------
+# a rule says where it is true: the matcher checks every class and condition (issue #14 item 1)
+
+
+CONV_ATTRS = get_op("Conv").canonical_attrs({})
+
+
+def _conv_mul(c_shape, name="c"):
+    x = Value.input("x", TensorType(FLOAT, (2, 4, 5, 5)))
+    conv = Node.make("Conv", CONV_ATTRS, [x, w((4, 4, 1, 1), "K")], name="conv").outputs[0]
+    mul = Node.make("Mul", {}, [conv, w(c_shape, name, 1)], name="mul").outputs[0]
+    return Graph([x], [("y", mul)])
+
+
+SCALE = Rule.make(["(Mul (Conv ?t ?k) ?c)"], ["(Conv ?t (Mul ?k ?c))"],
+                  {"t": "tensor", "k": "weight", "c": "weight"},
+                  example={"t": (2, 4, 5, 5), "k": (4, 4, 1, 1), "c": ()}, proof=PROVED)
+
+
+def test_a_rule_fires_only_at_the_ranks_it_was_proved_for_and_explain_names_the_class():
+    assert SCALE.ranks == {"t": 4, "k": 4, "c": 0}
+    [m] = find_matches(_conv_mul(()), SCALE)  # a scalar: its class
+    apply_match(_conv_mul(()), m)
+    # A per-channel (C,1,1) constant would scale the input channels: another class, refused.
+    assert find_matches(_conv_mul((4, 1, 1)), SCALE) == []
+    assert explain(_conv_mul((4, 1, 1)), SCALE) == [
+        "node mul: ?c has rank 3, the rule was proved for rank 0"]
+    x = Value.input("x", TensorType(FLOAT, (3, 2, 4)))  # rank 3 where ASSOC says rank 2
+    m1 = Node.make("MatMul", {}, [x, w((4, 4), "A")], name="mm1").outputs[0]
+    g = Graph([x], [("y", Node.make("MatMul", {}, [m1, w((4, 4), "B", 1)], name="mm2")
+                        .outputs[0])])
+    assert find_matches(g, ASSOC) == []
+    assert "node mm2: ?x has rank 3, the rule was proved for rank 2" in explain(g, ASSOC)
+
+
+def test_a_class_with_a_broadcast_condition_and_a_parameter_constraint():
+    # Per channel, with the broadcast relation as a condition: ?c is (C,1,1), C = dim(?k, 0).
+    channel = Rule.make(
+        ["(Mul (Conv[group=?g] ?t ?k) ?c)"],
+        ["(Conv[group=?g] ?t (Mul ?k (Reshape[shape=(dim(?c,0), 1, 1, 1)] ?c)))"],
+        {"t": {"kind": "tensor", "rank": 4}, "k": {"kind": "weight", "rank": 4},
+         "c": {"kind": "weight", "rank": 3}},
+        conditions=("dim(?c, 0) == dim(?k, 0)", "dim(?c, 1) == 1", "dim(?c, 2) == 1",
+                    "?g == 1"), proof=PROVED)
+    assert channel.params == {"g": "int"}
+    assert len(find_matches(_conv_mul((4, 1, 1)), channel)) == 1
+    assert explain(_conv_mul((1, 1, 1)), channel) == [
+        "node mul: condition failed: dim(?c, 0) == dim(?k, 0)"]
+    assert explain(_conv_mul((4, 1, 5)), channel) == [
+        "node mul: condition failed: dim(?c, 2) == 1"]
+    x = Value.input("x", TensorType(FLOAT, (2, 4, 5, 5)))
+    grouped = Node.make("Conv", get_op("Conv").canonical_attrs({"group": 2}),
+                        [x, w((4, 2, 1, 1), "K")], name="conv").outputs[0]
+    mul = Node.make("Mul", {}, [grouped, w((4, 1, 1), "c", 1)], name="mul").outputs[0]
+    assert explain(Graph([x], [("y", mul)]), channel) == ["node mul: condition failed: ?g == 1"]
+
+
+def test_a_parameter_of_the_wrong_type_is_refused():
+    rule = Rule.make(["(Relu (Conv[strides=?s] ?t ?k))"], ["(Relu (Conv[strides=?s] ?t ?k))"],
+                     {"t": "tensor", "k": "weight"},
+                     example={"t": (2, 4, 5, 5), "k": (4, 4, 1, 1)}, params={"s": "ints"})
+    b = Bindings({"t": Value.input("t", TensorType(FLOAT, (2, 4, 5, 5))),
+                  "k": w((4, 4, 1, 1), "K")}, {"s": 2})
+    assert rule.holds(b) == "?s is 2, the rule was proved for a tuple of ints"
+
+
+def test_loading_refuses_a_rule_whose_class_or_condition_the_matcher_cannot_check():
+    base = {"src": ["(Relu ?x)"], "dst": ["(Relu ?x)"], "vars": {"x": {"kind": "tensor",
+                                                                      "rank": 2}}}
+    bad = {
+        "?x == 2": "?x is a tensor",
+        "dim(?x, 2) == 1": "outside ?x's dims (rank 2)",
+        "dim(?x, -1) == 1": "outside ?x's dims",
+        "len(?x) == 2": "only rank, dim, shape, is_const may be called",
+        "dim(?y, 0) == 1": "?y is not a tensor variable of the rule",
+        "?g == 1": "?g is not a parameter of the rule",
+        "dim(?x, 0) ** 2 == 4": "operator Pow is not allowed",
+        "dim(?x, 0) in (1, 2)": "only ==, !=, <, <=, >, >= compare",
+        "dim(?x, 0) == 'a'": "is not a number",
+    }
+    for cond, why in bad.items():
+        with pytest.raises(PatternError, match=re.escape(why)):
+            Rule.from_json({**base, "conditions": [cond]})
+    for vars_, why in [({"x": {"kind": "tensor", "rank": -1}}, "expected an integer"),
+                       ({"x": {"kind": "tensor", "rank": 2, "dims": 3}}, "unknown field"),
+                       ({"x": "tensor"}, '"vars" must map each variable')]:
+        with pytest.raises(PatternError, match=re.escape(why)):
+            Rule.from_json({**base, "vars": vars_})
+    with pytest.raises(PatternError, match="has rank 3, its class says rank 2"):
+        Rule.from_json({**base, "example": {"x": [1, 2, 3]}})
+    with pytest.raises(PatternError, match=re.escape('parameter ?g is not declared')):
+        Rule.from_json({**base, "src": ["(Conv[group=?g] ?x ?k)"],
+                        "dst": ["(Conv[group=?g] ?x ?k)"],
+                        "vars": {"x": {"kind": "tensor", "rank": 4},
+                                 "k": {"kind": "weight", "rank": 4}}})
+    ok = Rule.from_json({**base, "conditions": ["dim(?x, 1) % 2 == 0 and rank(?x) == 2",
+                                                "shape(?x)[1:] == (4,)"]})
+    assert ok.ranks == {"x": 2}
+
+
+def test_the_id_covers_the_classes():
+    r2 = Rule.make(["(Relu (Relu ?x))"], ["(Relu ?x)"], {"x": {"kind": "tensor", "rank": 2}})
+    r3 = Rule.make(["(Relu (Relu ?x))"], ["(Relu ?x)"], {"x": {"kind": "tensor", "rank": 3}})
+    assert r2.id != r3.id
+    assert Rule.from_json(r2.to_json()) == r2
+    # A proof record whose classes are not the rule's does not make it proved.
+    proved2 = r2.with_proof({"result": "proved"})
+    assert proved2.proof["classes"] == {"x": "rank 2"} and proved2.proved
+    assert not Rule(**{**proved2.__dict__, "ranks": {"x": 3}}).proved

@@ -13,7 +13,7 @@ import re
 import numpy as np
 import onnx
 import pytest
-from handwritten_rules import ASSOC, PROVED
+from handwritten_rules import ASSOC3, PROVED
 from onnx import TensorProto, helper, numpy_helper
 
 import superopt
@@ -378,7 +378,7 @@ def test_small_embedding_tables_optimize_with_exit_0(tmp_path, capsys, monkeypat
                                                      token_types):
     src = tmp_path / "emb.onnx"
     embedding_model(src, rows=rows, token_types=token_types)
-    use_rules(monkeypatch, [ASSOC])  # a candidate, so that the gate times the models too
+    use_rules(monkeypatch, [ASSOC3])  # a candidate, so that the gate times the models too
     rc, err = cli(capsys, str(src), "--json", str(tmp_path / "r.json"))
     assert rc == EXIT_OK, err
     assert "Traceback" not in err and err == ""

@@ -114,10 +114,67 @@ def test_bad_input_is_one_line_exit_2(argv, needle, capsys, tmp_path, monkeypatc
 def test_malformed_rules_file_names_the_rule(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "superopt-rules/1", "meta": {}, "rules": [
-        {"id": "rgood", "src": ["(Relu (Relu ?x))"], "dst": ["(Relu ?x)"], "vars": {"x": "tensor"}},
-        {"id": "rbroken", "src": ["(Frobnicate ?x)"], "dst": ["?x"], "vars": {"x": "tensor"}},
+        {"id": "rgood", "src": ["(Relu (Relu ?x))"], "dst": ["(Relu ?x)"], "vars": {"x": "tensor"},
+         "example": {"x": [2, 3]}},
+        {"id": "rbroken", "src": ["(Frobnicate ?x)"], "dst": ["?x"], "vars": {"x": "tensor"},
+         "example": {"x": [2, 3]}},
     ]}))
     _one_line_error(capsys, 2, ["rules", "stats", str(bad)], "rule rbroken")
+
+
+V1_RULES = [
+    {"id": "r10e20e0f63", "src": ["(MatMul (MatMul ?x ?a) ?b)"],
+     "dst": ["(MatMul ?x (MatMul ?a ?b))"], "vars": {"x": "tensor", "a": "weight", "b": "weight"},
+     "example": {"x": [2, 4], "a": [4, 4], "b": [4, 4]}, "proof": {"result": "proved"}},
+    # a parameter gets the type of its attribute; a rule without an id gets the /2 content id
+    {"src": ["(BatchNormalization[epsilon=?e] ?t ?s ?b ?m ?v)"],
+     "dst": ["(BatchNormalization[epsilon=?e] ?t ?s ?b ?m ?v)"], "name": "eps",
+     "vars": {"t": "tensor", "s": "weight", "b": "weight", "m": "weight", "v": "weight"},
+     "example": {"t": [1, 2, 3, 3], "s": [2], "b": [2], "m": [2], "v": [2]}},
+    # no example shape for ?c: its rank is unknown, it cannot be migrated
+    {"id": "rnoexample", "src": ["(Mul (Conv ?t ?k) ?c)"], "dst": ["(Conv ?t (Mul ?k ?c))"],
+     "vars": {"t": "tensor", "k": "weight", "c": "weight"},
+     "example": {"t": [2, 4, 5, 5], "k": [4, 4, 1, 1]}},
+]
+
+
+def test_a_v1_file_is_migrated_on_load_and_by_the_migrate_command(tmp_path, capsys):
+    from superopt.core.rules import FORMAT, FORMAT_V1
+
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": FORMAT_V1, "meta": {"made": "by hand"},
+                               "rules": V1_RULES}))
+    # strict: the rule that cannot be migrated is named
+    _one_line_error(capsys, 2, ["rules", "stats", str(old)], "rule rnoexample: cannot migrate")
+    rs = load_rules(old, strict=False)
+    assert rs.format == FORMAT_V1 and len(rs.rules) == 2
+    [why] = rs.skipped
+    assert "rnoexample" in why and "?c has no example shape" in why
+    assoc, eps = rs.by_id("r10e20e0f63"), rs.by_id("eps")
+    assert assoc.ranks == {"x": 2, "a": 2, "b": 2} and assoc.vars["a"] == "weight"
+    assert assoc.proved  # a /1 record states no classes: it was proved at the example's ranks
+    assert eps.params == {"e": "float"} and eps.ranks["t"] == 4 and eps.ranks["s"] == 1
+    assert eps.id == Rule.make(list(map(str, eps.src)), list(map(str, eps.dst)), eps.vars,
+                               example=eps.example).id
+    # the command writes /2 and lists what it left out (exit 1)
+    new = tmp_path / "new.json"
+    assert main(["rules", "migrate", str(old), "-o", str(new)]) == 1
+    captured = capsys.readouterr()
+    assert "not migrated:" in captured.err and "rnoexample" in captured.err
+    assert "2 rules (superopt-rules/1 -> superopt-rules/2)" in captured.out
+    doc = json.loads(new.read_text())
+    assert doc["format"] == FORMAT and doc["meta"]["migrated_from"] == FORMAT_V1
+    by_id = {d["id"]: d for d in doc["rules"]}
+    assert by_id["r10e20e0f63"]["vars"] == {"a": {"kind": "weight", "rank": 2},
+                                            "b": {"kind": "weight", "rank": 2},
+                                            "x": {"kind": "tensor", "rank": 2}}
+    assert by_id[eps.id]["params"] == {"e": "float"}
+    again = load_rules(new)
+    assert again.format == FORMAT and sorted(again.rules, key=lambda r: r.id) == \
+        sorted(rs.rules, key=lambda r: r.id)
+    # a /2 file migrates to itself
+    assert main(["rules", "migrate", str(new), "-o", str(tmp_path / "same.json"), "-q"]) == 0
+    assert load_rules(tmp_path / "same.json").rules == again.rules
 
 
 def test_list_stats_and_show(rules_file, capsys):
@@ -132,7 +189,7 @@ def test_list_stats_and_show(rules_file, capsys):
     rule = next(r for r in rs.rules if "EnlargeKernel" in str(r.src) + str(r.dst))
     assert main(["rules", "show", rule.id[:8], str(rules_file)]) == 0
     out = capsys.readouterr().out
-    assert str(rule.src[0]) in out and "(weight)" in out and "example shapes" in out
+    assert str(rule.src[0]) in out and "(weight, rank 4)" in out and "example shapes" in out
     assert "fingerprint" in out and "unverified" in out
     _one_line_error(capsys, 2, ["rules", "show", "rnosuchrule", str(rules_file)], "no rule")
 

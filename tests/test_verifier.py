@@ -222,9 +222,10 @@ def test_cli_verify_writes_records_and_names_a_malformed_rule(tmp_path, capsys):
     from superopt.face.cli import main
 
     good = [KNOWN_TRUE["matmul-assoc"].to_json(), MUTANTS["matmul-assoc swapped"].to_json()]
-    bad = {"id": "rbad", "src": ["(Frobnicate ?x)"], "dst": ["?x"], "vars": {"x": "tensor"}}
+    bad = {"id": "rbad", "src": ["(Frobnicate ?x)"], "dst": ["?x"],
+           "vars": {"x": {"kind": "tensor", "rank": 2}}}
     path = tmp_path / "rules.json"
-    path.write_text(json.dumps({"format": "superopt-rules/1", "meta": {},
+    path.write_text(json.dumps({"format": "superopt-rules/2", "meta": {},
                                 "rules": good + [bad]}))
     code = main(["verify", str(path), "--workers", "1", "-q"])
     assert code == 2
@@ -367,6 +368,39 @@ def test_cli_verify_of_a_concat_rule_without_example_shapes_prints_no_traceback(
     assert code == 0
     (r,) = load_rules(out).rules
     assert r.proof["result"] == "unknown" and "rank" in r.proof["reason"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the prover proves a rule at exactly its classes (issue #14 item 1)
+
+_SCALE = (["(Mul (Conv ?t ?k) ?c)"], ["(Conv ?t (Mul ?k ?c))"])
+
+
+def test_the_prover_takes_ranks_from_the_classes_and_says_which_it_proved():
+    # No example at all: the ranks are the rule's classes.
+    scalar = Rule.make(*_SCALE, {"t": {"kind": "tensor", "rank": 4},
+                                 "k": {"kind": "weight", "rank": 4},
+                                 "c": {"kind": "weight", "rank": 0}},
+                       conditions=("shape(?k)[2:] == (1, 1)",))
+    proof = prove_rule(scalar)
+    assert proof == {"result": "proved", "classes": {"c": "rank 0", "k": "rank 4", "t": "rank 4"}}
+    (v,) = verify_rules([scalar], workers=1)
+    assert v.proved and v.proof["classes"] == scalar.classes()
+    # The same patterns at a per-channel (C,1,1) ?c are another rule, and a false one.
+    channel = Rule.make(*_SCALE, {"t": "tensor", "k": "weight", "c": "weight"},
+                        example={"t": (2, 4, 5, 5), "k": (4, 4, 1, 1), "c": (4, 1, 1)},
+                        conditions=("shape(?k)[2:] == (1, 1)",))
+    assert channel.ranks["c"] == 3 and channel.id != scalar.id
+    assert prove_rule(channel)["result"] != "proved"
+    (v,) = verify_rules([channel], workers=1)
+    assert v.proof["result"] == "refuted" and not v.proved
+
+
+def test_a_variable_without_a_rank_is_not_proved():
+    r = Rule.make(["(Relu (Relu ?x))"], ["(Relu ?x)"], {"x": "tensor"})
+    assert r.classes() == {"x": "any rank"}
+    proof = prove_rule(r)
+    assert proof["result"] == "unknown" and "?x has no declared rank" in proof["reason"]
 
 
 # ---------------------------------------------------------------------------------------------

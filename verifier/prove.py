@@ -1,9 +1,12 @@
 """Axiomatic rule proofs, valid for all shapes (TASO's method).
 
 A rule's patterns are lowered into the axiom language (`semantics.lower`): tensors are
-constants of an uninterpreted sort, every dim is symbolic (`dim(?x, i)`), only ranks come from
-the rule's example shapes. The rule is proved when, for every mapped output k,
-`axioms ∧ conditions ∧ src[k] ≠ dst[k]` is unsat. Z3 instantiates the quantified axioms by
+constants of an uninterpreted sort, every dim is symbolic (`dim(?x, i)` >= 1), and every
+variable has exactly the rank its class declares (`Rule.ranks`; a rule with a variable of no
+declared rank is not proved). The rule is proved when, for every mapped output k,
+`axioms ∧ classes ∧ conditions ∧ typing ∧ src[k] ≠ dst[k]` is unsat: the proof covers exactly
+the classes and conditions the matcher checks, and its record says so
+(`"classes": {"x": "rank 2", ...}`). Z3 instantiates the quantified axioms by
 E-matching on their triggers only (MBQI off), under a per-query timeout: a timeout or a `sat`
 (the axioms are incomplete, so `sat` does not refute) gives "unknown", never a hang.
 
@@ -12,8 +15,9 @@ Example:
     >>> r = Rule.make(["(MatMul (MatMul ?x ?a) ?b)"], ["(MatMul ?x (MatMul ?a ?b))"],
     ...               {"x": "tensor", "a": "weight", "b": "weight"},
     ...               example={"x": (2, 4), "a": (4, 4), "b": (4, 4)})
-    >>> prove_rule(r)["result"]
-    'proved'
+    >>> proof = prove_rule(r)
+    >>> proof["result"], proof["classes"]
+    ('proved', {'a': 'rank 2', 'b': 'rank 2', 'x': 'rank 2'})
 """
 
 from __future__ import annotations
@@ -41,7 +45,13 @@ class _Lowering:
         self.vars: dict[str, z3.ExprRef] = {}
         self.params: dict[str, z3.ArithRef] = {}
         self.memo: dict = {}
-        self.ranks: dict[str, int] = {k: len(v) for k, v in rule.example.items()}
+        # Ranks come from the rule's classes, never from its example (which may be absent).
+        self.ranks: dict[str, int] = dict(getattr(rule, "ranks", {}))
+        self.param_types: dict[str, str] = dict(getattr(rule, "params", {}))
+        self._shapes = _representative_shapes(rule, self.ranks)
+        # Parameters at a representative value too (shape inference needs them bound).
+        self._param_values = {k: 1.0 if t == "float" else 1
+                              for k, t in self.param_types.items() if t in ("int", "float")}
 
     def var(self, name: str) -> z3.ExprRef:
         if name not in self.vars:
@@ -51,7 +61,11 @@ class _Lowering:
     def attr(self, v: Any, real: bool = False) -> Any:
         if isinstance(v, Param):
             if v.name not in self.params:
-                self.params[v.name] = (z3.Real if real else z3.Int)(f"param_{v.name}")
+                ty = self.param_types.get(v.name, "float" if real else "int")
+                if ty not in ("int", "float"):
+                    raise Unsupported(f"parameter ?{v.name} is {ty}: the prover handles int "
+                                      "and float parameters only")
+                self.params[v.name] = (z3.Real if ty == "float" else z3.Int)(f"param_{v.name}")
             return self.params[v.name]
         if isinstance(v, DimOf):
             return self.A.dim(self.var(v.var), v.axis)
@@ -71,31 +85,47 @@ class _Lowering:
             defaults = get_op(p.op).defaults
             attrs = {k: self.attr(v, isinstance(defaults.get(k), float)) for k, v in p.attrs}
             ranks = [self._static_rank(a) for a in p.args]
-            if p.op in ("Concat", "Split") and isinstance(attrs.get("axis"), int) \
-                    and attrs["axis"] < 0 and ranks[0] is None:
-                raise Unsupported(f"{p.op} with a negative axis on a tensor of unknown rank")
-            self.memo[key] = lower(self.A, p.op, attrs, args,
-                                   [r if r is not None else 0 for r in ranks])
+            unknown = [str(a) for a, r in zip(p.args, ranks) if r is None]
+            if unknown:
+                raise Unsupported(f"the rank of {unknown[0]} is unknown (a variable with no "
+                                  "declared rank, or no instance of the rule type-checks)")
+            self.memo[key] = lower(self.A, p.op, attrs, args, ranks)
         return self.memo[key][p.out]
 
     def _static_rank(self, p: Pattern) -> int | None:
-        """The rank of a subpattern, from the example shapes (ranks are not symbolic here)."""
+        """The rank of a subpattern: a variable's declared rank, an op's from shape inference
+        at a representative instance of the classes (ranks are not symbolic here; every op's
+        output rank follows from its input ranks, so any instance that type-checks gives it)."""
         if isinstance(p, PVar):
             return self.ranks.get(p.name)
-        if not self.rule.example:
-            return None
-        shape = _shape_of(p, {k: tuple(v) for k, v in self.rule.example.items()})
-        return None if shape is None else len(shape)
+        for shapes in self._shapes:
+            shape = _shape_of(p, shapes, self._param_values)
+            if shape is not None:
+                return len(shape)
+        return None
 
 
-def _shape_of(p: Pattern, shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...] | None:
-    """Static shape inference of a subpattern at the example shapes (None if it fails)."""
+def _representative_shapes(rule: Any, ranks: dict[str, int]) -> list[dict[str, tuple]]:
+    """Instances of the rule's classes to infer subpattern ranks at: its example (when it
+    covers every variable at its rank), then all dims 4, all dims 3, all dims 1."""
+    out = []
+    example = {k: tuple(v) for k, v in getattr(rule, "example", {}).items()}
+    if ranks and all(k in example and len(example[k]) == r for k, r in ranks.items()):
+        out.append({k: example[k] for k in ranks})
+    out += [{k: (d,) * r for k, r in ranks.items()} for d in (4, 3, 1)]
+    return out
+
+
+def _shape_of(p: Pattern, shapes: dict[str, tuple[int, ...]],
+              params: dict[str, Any] | None = None) -> tuple[int, ...] | None:
+    """Static shape inference of a subpattern at these shapes (None if it fails)."""
     from superopt.core.ir import Value
     from superopt.core.pattern import build
     from superopt.core.types import FLOAT, TensorType
 
     try:
-        b = Bindings({k: Value.input(f"?{k}", TensorType(FLOAT, v)) for k, v in shapes.items()})
+        b = Bindings({k: Value.input(f"?{k}", TensorType(FLOAT, v)) for k, v in shapes.items()},
+                     dict(params or {}))
         return tuple(build(p, b).shape)
     except Exception:  # noqa: BLE001 - any failure means "unknown rank"
         return None
@@ -223,6 +253,12 @@ def _as_bool(e: Any) -> Any:
 def prove_rule(rule: Any, timeout_s: float = 5.0) -> dict[str, Any]:
     """Try the axiomatic proof. Returns {"result": "proved" | "unknown", "reason"?}."""
     check_rule_ops(rule.ops())
+    ranks = dict(getattr(rule, "ranks", {}))
+    variables = sorted(set().union(*[p.variables() for p in rule.src]))
+    unranked = [v for v in variables if v not in ranks]
+    if unranked:
+        return {"result": "unknown", "reason": f"?{unranked[0]} has no declared rank (the "
+                "prover proves a rule at exact ranks)"}
     A = Symbolic()
     L = _Lowering(A, rule)
     try:
@@ -235,14 +271,16 @@ def prove_rule(rule: Any, timeout_s: float = 5.0) -> dict[str, Any]:
         hyps = [condition_to_z3(c, L) for c in rule.conditions]
     except Unsupported as e:
         return {"result": "unknown", "reason": str(e)}
-    for name, v in L.vars.items():
-        r = L.ranks.get(name)
-        if r is not None:
-            hyps.append(A.rank(v) == r)
-            hyps += [A.dim(v, k) >= 1 for k in range(r)]
+    # The classes: every variable at exactly its declared rank, every dim >= 1.
+    for name in variables:
+        v, r = L.var(name), ranks[name]
+        hyps.append(A.rank(v) == r)
+        hyps += [A.dim(v, k) >= 1 for k in range(r)]
+    proved = {"result": "proved", "classes": rule.classes()} if hasattr(rule, "classes") \
+        else {"result": "proved"}
     todo = [k for k, (a, b) in enumerate(zip(src, dst)) if not a.eq(b)]
     if not todo:
-        return {"result": "proved"}
+        return proved
     s = z3.Solver()
     s.set("timeout", max(1, int(timeout_s * 1000)))
     s.set("smt.mbqi", False)
@@ -264,4 +302,4 @@ def prove_rule(rule: Any, timeout_s: float = 5.0) -> dict[str, Any]:
             why = f"Z3 {s.reason_unknown()}"
         return {"result": "unknown",
                 "reason": f"output {k}: {why}" if len(src) > 1 else why}
-    return {"result": "proved"}
+    return proved

@@ -21,7 +21,7 @@ Attributes a pattern does not list must be at their registry default when matchi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +119,16 @@ class PNode:
                 out |= a.dim_vars()
         return out
 
+    def dim_refs(self) -> set[tuple[str, int]]:
+        """Every `dim(?v, i)` in the attributes, as (v, i)."""
+        out: set[tuple[str, int]] = set()
+        for _, v in self.attrs:
+            out |= _dim_refs_in(v)
+        for a in self.args:
+            if isinstance(a, PNode):
+                out |= a.dim_refs()
+        return out
+
     def ops(self) -> Iterator[str]:
         yield self.op
         for a in self.args:
@@ -144,6 +154,14 @@ def _dims_in(v: AttrValue) -> set[str]:
         return {v.var}
     if isinstance(v, tuple):
         return set().union(*[_dims_in(x) for x in v]) if v else set()
+    return set()
+
+
+def _dim_refs_in(v: AttrValue) -> set[tuple[str, int]]:
+    if isinstance(v, DimOf):
+        return {(v.var, v.axis)}
+    if isinstance(v, tuple):
+        return set().union(*[_dim_refs_in(x) for x in v]) if v else set()
     return set()
 
 
@@ -280,6 +298,95 @@ _REQUIRED_ATTRS = {
     "Concat": ("axis",), "Split": ("axis", "split"), "Transpose": ("perm",),
     "Reshape": ("shape",), "MaxPool": ("kernel_shape",), "AveragePool": ("kernel_shape",),
 }
+# ... and their value types (`PARAM_TYPES`), for parameter variables bound to them.
+_REQUIRED_ATTR_TYPES = {"axis": "int", "split": "ints", "perm": "ints", "shape": "ints",
+                        "kernel_shape": "ints"}
+
+#: The types of attribute parameter variables: what `?s` in `Conv[strides=?s]` may bind to.
+PARAM_TYPES = ("int", "float", "ints", "floats", "str")
+
+
+def attr_type(op: str, key: str) -> str | None:
+    """The value type of attribute `key` of `op` (one of PARAM_TYPES), from the registry's
+    default (or, for the attributes without one, their ONNX type); None if unknown."""
+    if key in _REQUIRED_ATTRS.get(op, ()):
+        return _REQUIRED_ATTR_TYPES.get(key)
+    try:
+        default = get_op(op).defaults.get(key)
+    except KeyError:
+        return None
+    return _value_type(default)
+
+
+def _value_type(v: Any) -> str | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, np.integer)):
+        return "int"
+    if isinstance(v, (float, np.floating)):
+        return "float"
+    if isinstance(v, str):
+        return "str"
+    if isinstance(v, (tuple, list)):
+        kinds = {_value_type(x) for x in v}
+        if kinds <= {"int"}:
+            return "ints"
+        if kinds <= {"int", "float"}:
+            return "floats"
+    return None
+
+
+def param_types(patterns: Iterable[Pattern]) -> dict[str, str]:
+    """The type of every parameter variable in `patterns`, from the attribute it stands for
+    (`?g` in `Conv[group=?g]` is an "int", `?s` in `Conv[strides=?s]` "ints", `?a` in
+    `split=(?a, ?b)` an "int"). Raises PatternError for a parameter used with two types or in
+    an attribute of unknown type.
+
+    >>> param_types([parse("(Conv[strides=?s, group=?g] ?x ?w)")])
+    {'g': 'int', 's': 'ints'}
+    """
+    out: dict[str, str] = {}
+
+    def note(name: str, ty: str | None, where: str) -> None:
+        if ty is None:
+            raise PatternError(f"parameter ?{name} stands for {where}, whose type is unknown")
+        if out.setdefault(name, ty) != ty:
+            raise PatternError(f"parameter ?{name} is used as {out[name]} and as {ty}")
+
+    def walk(p: Pattern) -> None:
+        if isinstance(p, PVar):
+            return
+        for key, v in p.attrs:
+            ty = attr_type(p.op, key)
+            where = f"{p.op}.{key}"
+            if isinstance(v, Param):
+                note(v.name, ty, where)
+            elif isinstance(v, tuple):
+                item = {"ints": "int", "floats": "float"}.get(ty or "")
+                for x in v:
+                    if isinstance(x, Param):
+                        note(x.name, item, f"an element of {where}")
+        for a in p.args:
+            walk(a)
+
+    for p in patterns:
+        walk(p)
+    return dict(sorted(out.items()))
+
+
+def param_fits(ty: str, value: Any) -> bool:
+    """Whether an attribute value has parameter type `ty` (one of PARAM_TYPES)."""
+    if ty == "int":
+        return _value_type(value) == "int"
+    if ty == "float":
+        return _value_type(value) in ("int", "float")
+    if ty == "ints":
+        return isinstance(value, (tuple, list)) and _value_type(value) == "ints"
+    if ty == "floats":
+        return isinstance(value, (tuple, list)) and _value_type(value) in ("ints", "floats")
+    if ty == "str":
+        return isinstance(value, str)
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +415,8 @@ def _match_attr(pv: AttrValue, actual: Any, b: Bindings) -> bool:
         return True
     if isinstance(pv, DimOf):
         v = b.tensors.get(pv.var)
-        return v is not None and v.shape is not None and v.shape[pv.axis] == actual
+        return (v is not None and v.shape is not None and 0 <= pv.axis < len(v.shape)
+                and v.shape[pv.axis] == actual)
     if isinstance(pv, tuple):
         return (isinstance(actual, tuple) and len(actual) == len(pv)
                 and all(_match_attr(p, a, b) for p, a in zip(pv, actual)))

@@ -13,8 +13,8 @@ the pipeline's `select_rules` decides which rules need re-proving.
 
 The proof cache (`ProofCache`) is one JSON file, `proofs.json`, in the cost cache's folder
 (`$SUPEROPT_CACHE_DIR`, else `$XDG_CACHE_HOME/superopt/`, else `~/.cache/superopt/`). It is keyed
-by `proof_key`: the sha256 of the rule's canonical content (id, patterns, variable kinds,
-conditions, example shapes; not its name, provenance or proof claim) and the verifier's
+by `proof_key`: the sha256 of the rule's canonical content (id, patterns, variable kinds and
+classes, conditions, example shapes; not its name, provenance or proof claim) and the verifier's
 `VERIFIER_VERSION`. Only definite answers (proved, refuted) are stored: an "unknown" may be a
 timeout on a busy machine, and is asked again next time. Writes are atomic (temp file and
 rename, merged with what other runs wrote meanwhile); an unreadable file is replaced by the next
@@ -76,6 +76,7 @@ def proof_key(rule: Rule, version: str) -> str:
         "src": [str(p) for p in rule.src],
         "dst": [str(p) for p in rule.dst],
         "vars": dict(sorted(rule.vars.items())),
+        "classes": rule.classes(),  # the ranks and parameter types the proof covers
         "conditions": list(rule.conditions),
         "example": {k: list(v) for k, v in sorted(rule.example.items())},
         "verifier": str(version),

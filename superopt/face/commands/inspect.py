@@ -5,7 +5,8 @@ command's parser, its logic and its rendering.
 
 - an ONNX model -> `ModelSummary` (imported with `superopt.load`, so it also says which op types
   the registry models and which stay opaque),
-- JSON with `"format": "superopt-rules/1"` -> `RulesSummary` (via `superopt.core.rules.load_rules`),
+- JSON with `"format": "superopt-rules/2"` (or `/1`, migrated) -> `RulesSummary` (via
+  `superopt.core.rules.load_rules`),
 - JSON with `"format": "superopt-report/2"` (`superopt optimize --json`), or the earlier
   `superopt-report/1` -> `ReportSummary`: the run's verdict and the list of rewrites (full
   schema: docs/report-schema.md).
@@ -52,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from superopt.core.errors import ModelError, UsageError
-from superopt.core.rules import FORMAT as RULES_FORMAT
+from superopt.core.rules import READ_FORMATS as RULES_FORMATS
 from superopt.face.commands import add_verbosity
 from superopt.face.console import Console, Table, escape, format_bytes
 from superopt.pipeline.optimize import READABLE_REPORT_FORMATS, REPORT_FORMAT
@@ -270,7 +271,7 @@ def detect_kind(path: str | os.PathLike) -> str:
     if not start.startswith(b"{"):
         return "onnx"  # binary protobuf; load() names the problem if it is not ONNX
     fmt = _json_format(path)
-    if fmt == RULES_FORMAT:
+    if fmt in RULES_FORMATS:  # an older rules format is migrated on load
         return "rules"
     if fmt in READABLE_REPORT_FORMATS:
         return "report"
@@ -340,7 +341,7 @@ def summarize_rules(path: str | os.PathLike) -> RulesSummary:
     by_result = Counter(r.proof.get("result", "unverified") for r in rules.rules)
     by_op = Counter(op for r in rules.rules for op in sorted(r.ops()))
     return RulesSummary(
-        path=str(path), file_bytes=Path(path).stat().st_size, format=RULES_FORMAT,
+        path=str(path), file_bytes=Path(path).stat().st_size, format=rules.format,
         meta=dict(rules.meta), rule_count=len(rules.rules),
         by_result=dict(by_result.most_common()),
         by_op=dict(sorted(by_op.items(), key=lambda kv: (-kv[1], kv[0]))),

@@ -1,12 +1,17 @@
-"""`superopt rules list|show|stats|import-taso|merge|seal`: inspect a rules file (default: the
-shipped DB), join files, seal the shipped DB.
+"""`superopt rules list|show|stats|import-taso|merge|migrate|seal`: inspect a rules file
+(default: the shipped DB), join files, migrate an old file, seal the shipped DB.
 
     superopt rules list [FILE]
     superopt rules show ID [FILE] [--onnx DIR]
     superopt rules stats [FILE]
     superopt rules import-taso FILE.pb -o FILE.json
     superopt rules merge FILE... -o FILE.json
+    superopt rules migrate FILE -o FILE.json
     superopt rules seal [--check] FILE
+
+`migrate` rewrites a `superopt-rules/1` file as `superopt-rules/2` (each variable's class from
+its example shape; see `superopt.core.rules`); rules that cannot be migrated are listed, one
+line each, and left out (exit 1). Every command that writes a rules file writes /2.
 
 `show --onnx DIR` writes the rule's two sides, instantiated at its example shapes, as
 DIR/src.onnx and DIR/dst.onnx with the same input names, so both can be fed the same data.
@@ -15,6 +20,7 @@ DIR/src.onnx and DIR/dst.onnx with the same input names, so both can be fed the 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 from superopt.core.errors import OutputError, RulesError
@@ -43,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp = sub.add_parser("import-taso", help="convert TASO's rule collection (.pb)")
     imp.add_argument("file", metavar="FILE.pb", help="TASO's graph_subst.pb")
     imp.add_argument("-o", "--output", required=True, metavar="FILE.json",
-                     help="where to write the imported rules (superopt-rules/1)")
+                     help="where to write the imported rules (superopt-rules/2)")
     add_verbosity(imp)
     imp.set_defaults(func=run_import)
     merge = sub.add_parser("merge", help="join rules files into one (duplicates by id once)")
@@ -52,6 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="where to write the joined rules (atomically)")
     add_verbosity(merge)
     merge.set_defaults(func=run_merge)
+    migrate = sub.add_parser("migrate", help="rewrite a superopt-rules/1 file as "
+                                             "superopt-rules/2 (variable classes from examples)")
+    migrate.add_argument("file", metavar="FILE", help="rules file to read (/1 or /2)")
+    migrate.add_argument("-o", "--output", required=True, metavar="FILE.json",
+                         help="where to write the /2 rules (atomically; may be FILE itself)")
+    add_verbosity(migrate)
+    migrate.set_defaults(func=run_migrate)
     seal = sub.add_parser("seal", help="record the digest of a rules file's rules in its meta "
                                        "(the shipped database is trusted only while it holds)")
     seal.add_argument("file", metavar="FILE", help="rules file to seal (rewritten atomically)")
@@ -59,10 +72,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="write nothing; exit 1 unless the file's digest holds")
     add_verbosity(seal)
     seal.set_defaults(func=run_seal)
-    from superopt.face.commands import rules_explain, rules_reach  # explain, reach
-
-    rules_explain.register(sub)
-    rules_reach.register(sub)
 
 
 def _load(path: str | None):
@@ -110,7 +119,12 @@ def describe(rule) -> list[str]:
     for i, (s, d) in enumerate(zip(rule.src, rule.dst)):
         tag = f" output {i}" if len(rule.src) > 1 else ""
         lines += [f"  src{tag}: {s}", f"  dst{tag}: {d}"]
-    lines.append("  variables: " + ", ".join(f"?{k} ({v})" for k, v in sorted(rule.vars.items())))
+    lines.append("  variables: " + ", ".join(
+        f"?{k} ({v}, " + (f"rank {rule.ranks[k]})" if k in rule.ranks else "any rank)")
+        for k, v in sorted(rule.vars.items())))
+    if rule.params:
+        lines.append("  parameters: " + ", ".join(f"?{k} ({t})"
+                                                  for k, t in sorted(rule.params.items())))
     lines.append("  conditions: " + ("; ".join(rule.conditions) or "none"))
     if rule.example:
         lines.append("  example shapes: " + ", ".join(
@@ -120,6 +134,64 @@ def describe(rule) -> list[str]:
     lines.append("  proof: " + (json.dumps(dict(rule.proof), sort_keys=True)
                                 if rule.proof else "none"))
     return lines
+
+
+@dataclass
+class PairInstance:
+    """A rule's two sides built over the same values (see `instantiate_pair`)."""
+
+    values: dict  # variable -> superopt Value (a graph input, or a constant)
+    inputs: list  # the values that are graph inputs, in variable order
+    src: list  # one Value per source pattern
+    dst: list  # one Value per target pattern
+    helpers: bool  # weights are constants because a side uses a weight-only helper op
+
+
+def instantiate_pair(rule, shapes=None, *, dtype: str = "float32", rng=None, prefix: str = "",
+                     consts=None, params=None) -> PairInstance:
+    """Build both sides of `rule` over the same values, at `shapes` (variable -> shape; default
+    the example shapes): tensor variables are graph inputs named `prefix + name`; weight
+    variables too, unless a side uses a weight-only helper op that ONNX lacks (e.g.
+    EnlargeKernel), then they are constants with random values from `rng` (positive, so
+    helpers like the BatchNorm fold stay defined) that the exporter folds. `consts` (variable
+    -> array) fixes the values of constant weights; `params` binds the rule's attribute
+    parameters. Raises RulesError when a side does not build at these shapes."""
+    import numpy as np
+    from onnx import helper as onnx_helper
+
+    from superopt.core.ir import Value
+    from superopt.core.ops import WEIGHT_ONLY, get_op
+    from superopt.core.pattern import Bindings, build
+    from superopt.core.types import TensorType
+
+    shapes = rule.example if shapes is None else shapes
+    if not shapes:
+        raise RulesError(f"rule {rule.id} has no example shapes to instantiate it at")
+    rng = np.random.default_rng(0) if rng is None else rng
+    helpers = any(get_op(op).has(WEIGHT_ONLY) for op in rule.ops())
+    np_dtype = np.dtype(dtype)
+    elem = onnx_helper.np_dtype_to_tensor_dtype(np_dtype)
+    values: dict = {}
+    for name in sorted(shapes):
+        shape = tuple(int(d) for d in shapes[name])
+        if helpers and rule.vars.get(name) == "weight":
+            arr = (consts or {}).get(name)
+            if arr is None:
+                arr = rng.uniform(0.5, 1.5, size=shape)
+            values[name] = Value.const(np.asarray(arr).astype(np_dtype), name=prefix + name)
+        else:
+            values[name] = Value.input(prefix + name, TensorType(elem, shape))
+    sides = []
+    for side, patterns in (("src", rule.src), ("dst", rule.dst)):
+        b = Bindings(dict(values), dict(params or {}))
+        try:
+            sides.append([build(p, b) for p in patterns])
+        except (ValueError, KeyError, IndexError) as e:
+            raise RulesError(f"rule {rule.id}: the {side} side does not instantiate at "
+                             f"{'its example' if shapes is rule.example else 'these'} shapes "
+                             f"({e})") from None
+    inputs = [v for v in values.values() if not v.is_const]
+    return PairInstance(values, inputs, sides[0], sides[1], helpers)
 
 
 def write_onnx_pair(rule, folder: Path, seed: int = 0, *, shapes=None,
@@ -134,47 +206,22 @@ def write_onnx_pair(rule, folder: Path, seed: int = 0, *, shapes=None,
     constants with random values (the exporter folds the helper away); the returned lines say so.
     """
     import numpy as np
-    from onnx import helper as onnx_helper
 
-    from superopt.core.ir import Graph, Value
+    from superopt.core.ir import Graph
     from superopt.core.onnx_io import save
-    from superopt.core.ops import WEIGHT_ONLY, get_op
-    from superopt.core.pattern import Bindings, build
-    from superopt.core.types import TensorType
 
     if not folder.is_dir():
         if folder.exists() or not folder.parent.is_dir():
             raise OutputError(f"{folder}: not a folder that exists or can be created")
         folder.mkdir()
-    if not rule.example:
-        raise RulesError(f"rule {rule.id} has no example shapes to instantiate it at")
-    helpers = any(get_op(op).has(WEIGHT_ONLY) for op in rule.ops())
-    rng = np.random.default_rng(seed)
-    np_dtype = np.dtype(dtype)
-    elem = onnx_helper.np_dtype_to_tensor_dtype(np_dtype)
-    values: dict[str, Value] = {}
-    for name in sorted(rule.example):
-        shape = tuple(int(d) for d in (shapes or rule.example)[name])
-        if helpers and rule.vars.get(name) == "weight":
-            # Positive values keep helpers like BatchNorm folding (sqrt of a variance) defined.
-            values[name] = Value.const(rng.uniform(0.5, 1.5, size=shape).astype(np_dtype),
-                                       name=name)
-        else:
-            values[name] = Value.input(name, TensorType(elem, shape))
-    inputs = [v for v in values.values() if not v.is_const]
+    pair = instantiate_pair(rule, shapes, dtype=dtype, rng=np.random.default_rng(seed))
     lines = []
-    for side, patterns in (("src", rule.src), ("dst", rule.dst)):
-        b = Bindings(dict(values))
-        try:
-            outs = [build(p, b) for p in patterns]
-        except (ValueError, KeyError) as e:
-            raise RulesError(f"rule {rule.id}: the {side} side does not instantiate at its "
-                             f"example shapes ({e})") from None
-        graph = Graph(inputs, [(f"out{i}", v) for i, v in enumerate(outs)])
+    for side, outs in (("src", pair.src), ("dst", pair.dst)):
+        graph = Graph(pair.inputs, [(f"out{i}", v) for i, v in enumerate(outs)])
         path = folder / f"{side}.onnx"
         save(graph, path)
         lines.append(f"wrote {path}")
-    if helpers:
+    if pair.helpers:
         lines.append("note: weight variables are constants with random values in both files "
                      "(helper ops on weights were folded); inputs are the tensor variables")
     else:
@@ -224,6 +271,31 @@ def run_merge(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {args.output}: {len(rules)} rules from {len(args.files)} files")
     return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    """Read FILE in any known format and write it as superopt-rules/2; rules that cannot be
+    migrated (a /1 rule with a variable missing from its example) are listed and left out."""
+    import sys
+
+    from superopt.core.rules import FORMAT, SEAL_KEY, load_rules, save_rules
+
+    rs = load_rules(args.file, strict=False)
+    meta = {k: v for k, v in rs.meta.items() if k != SEAL_KEY}
+    if rs.format != FORMAT:
+        meta["migrated_from"] = rs.format
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise OutputError(f"{out}: folder {out.parent} does not exist")
+    save_rules(rs.rules, out, meta)
+    for line in rs.skipped:
+        print(f"not migrated: {line}", file=sys.stderr)
+    if not args.quiet:
+        print(f"wrote {out}: {len(rs.rules)} rules ({rs.format} -> {FORMAT})"
+              + (f", {len(rs.skipped)} not migrated" if rs.skipped else "")
+              + ("; the input was sealed: re-verify and `superopt rules seal` it"
+                 if SEAL_KEY in rs.meta else ""))
+    return 1 if rs.skipped else 0
 
 
 def run_seal(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from superopt.face.commands import add_verbosity
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("verify", help="prove rules with Z3 (axioms + bounded checks)",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("rules", help="a rules file (superopt-rules/1)")
+    p.add_argument("rules", help="a rules file (superopt-rules/2; /1 is migrated)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S",
                    help="seconds per Z3 query (default 5)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
