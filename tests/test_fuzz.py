@@ -44,6 +44,11 @@ DROP_RELU = _proved("(Relu (Sub ?x ?y))", "(Sub ?x ?y)", {"x": "tensor", "y": "t
 CONV_SCALE = _proved("(Mul (Conv ?t ?k) ?c)", "(Conv ?t (Mul ?k ?c))",
                      {"t": "tensor", "k": "weight", "c": "weight"},
                      example={"t": (2, 4, 5, 5), "k": (4, 4, 1, 1), "c": ()})
+# The matcher applies a rule only at its classes (the ranks its proof covers), so the rank
+# defect is planted as a rule that claims no rank class (it matches any rank) while its proof
+# holds at its example's ranks only: what every superopt-rules/1 rule was.
+CONV_SCALE_ANY_RANK = Rule(**{**CONV_SCALE.__dict__, "ranks": {},
+                              "proof": {"result": "proved", "method": "planted"}})
 
 
 def _conv_mul_model(c_shape: tuple) -> onnx.ModelProto:
@@ -99,12 +104,15 @@ def test_comparison_treats_nan_inf_and_tolerance_by_dtype():
 
 
 def test_a_rank_unsound_rule_is_caught_at_a_per_channel_constant():
-    checker = F.Checker([CONV_SCALE], F.FuzzConfig(search=False))
+    checker = F.Checker([CONV_SCALE_ANY_RANK], F.FuzzConfig(search=False))
     assert checker.check(_conv_mul_model(())).failures == []  # sound for a scalar
     failures = checker.check(_conv_mul_model((3, 1, 1))).failures
     assert [(f.check, f.kind, f.rule_id, f.cause) for f in failures] == \
         [("match", "mismatch", CONV_SCALE.id, "rank:per-channel")]
     assert "?c=(3,1,1) (proved at ())" in failures[0].binding
+    # With its class (?c of rank 0), the rule never fires there: nothing to catch.
+    assert F.Checker([CONV_SCALE], F.FuzzConfig(search=False)).check(
+        _conv_mul_model((3, 1, 1))).failures == []
 
 
 def test_a_planted_unsound_rule_is_caught_minimized_saved_and_replayed(tmp_path):
