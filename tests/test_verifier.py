@@ -401,36 +401,3 @@ def test_a_variable_without_a_rank_is_not_proved():
     assert r.classes() == {"x": "any rank"}
     proof = prove_rule(r)
     assert proof["result"] == "unknown" and "?x has no declared rank" in proof["reason"]
-
-
-# ---------------------------------------------------------------------------------------------
-# the prover proves a rule at exactly its classes (issue #14 item 1)
-
-_SCALE = (["(Mul (Conv ?t ?k) ?c)"], ["(Conv ?t (Mul ?k ?c))"])
-
-
-def test_the_prover_takes_ranks_from_the_classes_and_says_which_it_proved():
-    # No example at all: the ranks are the rule's classes.
-    scalar = Rule.make(*_SCALE, {"t": {"kind": "tensor", "rank": 4},
-                                 "k": {"kind": "weight", "rank": 4},
-                                 "c": {"kind": "weight", "rank": 0}},
-                       conditions=("shape(?k)[2:] == (1, 1)",))
-    proof = prove_rule(scalar)
-    assert proof == {"result": "proved", "classes": {"c": "rank 0", "k": "rank 4", "t": "rank 4"}}
-    (v,) = verify_rules([scalar], workers=1)
-    assert v.proved and v.proof["classes"] == scalar.classes()
-    # The same patterns at a per-channel (C,1,1) ?c are another rule, and a false one.
-    channel = Rule.make(*_SCALE, {"t": "tensor", "k": "weight", "c": "weight"},
-                        example={"t": (2, 4, 5, 5), "k": (4, 4, 1, 1), "c": (4, 1, 1)},
-                        conditions=("shape(?k)[2:] == (1, 1)",))
-    assert channel.ranks["c"] == 3 and channel.id != scalar.id
-    assert prove_rule(channel)["result"] != "proved"
-    (v,) = verify_rules([channel], workers=1)
-    assert v.proof["result"] == "refuted" and not v.proved
-
-
-def test_a_variable_without_a_rank_is_not_proved():
-    r = Rule.make(["(Relu (Relu ?x))"], ["(Relu ?x)"], {"x": "tensor"})
-    assert r.classes() == {"x": "any rank"}
-    proof = prove_rule(r)
-    assert proof["result"] == "unknown" and "?x has no declared rank" in proof["reason"]
