@@ -72,6 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="write nothing; exit 1 unless the file's digest holds")
     add_verbosity(seal)
     seal.set_defaults(func=run_seal)
+    from superopt.face.commands import rules_explain, rules_reach  # explain, reach
+
+    rules_explain.register(sub)
+    rules_reach.register(sub)
 
 
 def _load(path: str | None):
