@@ -264,3 +264,28 @@ def test_import_superopt_stays_light():
             "         if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_real_export_reports_its_own_file(shared_models, tmp_path, capsys):
+    """The dynamic-shape RoBERTa export as a user runs it: the "before" counts and size are the
+    file's (213 nodes, not the 81 left after import folding), the cleanup is on its own line,
+    the JSON says what was kept in words, and the check line reads as a pass."""
+    src = shared_models / "roberta_tiny.onnx"
+    in_file = onnx.load(str(src))
+    out, report = tmp_path / "r.opt.onnx", tmp_path / "r.json"
+    rc = main(["optimize", str(src), str(out), "--device", "cpu", "--cost", "analytic",
+               "--time-limit", "5", "--json", str(report)])
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    doc = json.loads(report.read_text())
+    assert doc["format"] == "superopt-report/2"
+    assert sum(doc["op_counts"]["before"].values()) == len(in_file.graph.node) == 213
+    assert sum(doc["op_counts"]["imported"].values()) < 213
+    assert doc["size_bytes"]["before"] == src.stat().st_size
+    assert isinstance(doc["original_kept"], bool) and doc["verdict"]
+    assert doc["verdict"].startswith("original kept") == doc["original_kept"]
+    assert "import folded" in text.out + text.err
+    check_line = next(line for line in (text.out + text.err).splitlines()
+                      if line.startswith("check:"))
+    assert check_line.startswith("check: passed"), check_line
+    assert "kept" not in doc  # the /1 key that read backwards is gone
