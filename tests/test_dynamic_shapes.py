@@ -471,3 +471,39 @@ def test_check_error_names_the_shape_that_failed(tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def _to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A float32 export turned into a float16 one: weights, inputs and outputs (as a user's
+    half-precision export would be), with the stale value_info dropped."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for i, init in enumerate(m.graph.initializer):
+        a = numpy_helper.to_array(init)
+        if a.dtype == np.float32:
+            m.graph.initializer[i].CopyFrom(numpy_helper.from_array(a.astype(np.float16),
+                                                                    init.name))
+    for v in list(m.graph.input) + list(m.graph.output):
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT:
+            v.type.tensor_type.elem_type = TensorProto.FLOAT16
+    del m.graph.value_info[:]
+    return m
+
+
+def test_a_float16_real_export_is_rewritten_and_checked_at_float16_tolerances(shared_models,
+                                                                              tmp_path):
+    """shufflenet with unfused BatchNorms, in float16: the rules proved over the reals fold its
+    BNs, and the check compares at float16's tolerances (rtol 1e-2, atol 1e-3)."""
+    src = tmp_path / "shuf16.onnx"
+    onnx.save(_to_float16(onnx.load(str(shared_models / "shufflenet_v2_x0_5_bn.onnx"))),
+              str(src))
+    result = superopt.optimize(src, tmp_path / "shuf16.opt.onnx", device="cpu",
+                               cost="analytic", gate=False, time_limit=10)
+    assert not result.original_kept
+    assert sum(s.rule_id is not None for s in result.steps) >= 30
+    assert result.check.passed and not result.check.skipped
+    assert result.check.tolerances == {"float16": {"rtol": 1e-2, "atol": 1e-3}}
+    out = onnx.load(str(tmp_path / "shuf16.opt.onnx"))
+    ops = [n.op_type for n in out.graph.node]
+    assert "BatchNormalization" not in ops or ops.count("BatchNormalization") < 56
+    assert out.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT16
