@@ -541,6 +541,50 @@ def check_condition(text: str, tensors: set[str] | None = None,
 _compiled: dict[str, Any] = {}
 
 
+class _SymbolicDim:
+    """A dim known only by its symbol, inside a condition: it equals the very same input symbol
+    and nothing else is decidable. `batch != seq`, `batch < seq`, `batch == 1` or arithmetic
+    may hold or not at run time, so each raises ValueError, which `Rule.holds` turns into a
+    refusal: a rule applies to symbolic dims only when its conditions hold for every size.
+    Symbols that shape inference derived (`"(reshape3->1)"`, broadcast results) are not
+    known to name one size, so even equality with themselves is undecidable."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _plain(self) -> bool:
+        return self.name.isidentifier()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _SymbolicDim) and other.name == self.name and self._plain():
+            return True
+        raise ValueError(f"symbolic dim {self.name!r} vs {_dim_text(other)} is undecidable")
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def _undecidable(self, *other: object) -> Any:
+        raise ValueError(f"symbolic dim {self.name!r}: comparison or arithmetic is undecidable")
+
+    __lt__ = __le__ = __gt__ = __ge__ = _undecidable
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _undecidable
+    __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = __truediv__ = __rtruediv__ = _undecidable
+    __neg__ = __bool__ = __int__ = __index__ = _undecidable
+
+
+def _dim_text(d: object) -> str:
+    return repr(d.name) if isinstance(d, _SymbolicDim) else repr(d)
+
+
+def _cond_dim(d: Any) -> Any:
+    return _SymbolicDim(d) if isinstance(d, str) else d
+
+
 def _eval_condition(text: str, b: Bindings) -> bool:
     code = _compiled.get(text)
     if code is None:
@@ -557,14 +601,14 @@ def _eval_condition(text: str, b: Bindings) -> bool:
             raise ValueError("unknown rank")
         if not 0 <= i < len(shape):
             raise IndexError(f"dim {i} of a rank-{len(shape)} tensor")
-        return shape[i]
+        return _cond_dim(shape[i])
 
     env: dict[str, Any] = {f"_v_{k}": v for k, v in b.tensors.items()}
     env.update({f"_v_{k}": v for k, v in b.params.items()})
     env.update({
         "rank": lambda v: len(val(v).shape),
         "dim": dim,
-        "shape": lambda v: tuple(val(v).shape),
+        "shape": lambda v: tuple(_cond_dim(d) for d in val(v).shape),
         "is_const": lambda v: val(v).is_const,
         "__builtins__": {},
     })
