@@ -49,24 +49,43 @@ class _Lowering:
         self.ranks: dict[str, int] = dict(getattr(rule, "ranks", {}))
         self.param_types: dict[str, str] = dict(getattr(rule, "params", {}))
         self._shapes = _representative_shapes(rule, self.ranks)
-        # Parameters at a representative value too (shape inference needs them bound).
-        self._param_values = {k: 1.0 if t == "float" else 1
-                              for k, t in self.param_types.items() if t in ("int", "float")}
+        # Parameters at a representative value too (shape inference needs them bound); a
+        # tuple parameter at the default of the attribute it stands for (its arity).
+        self._param_values: dict[str, Any] = {
+            k: 1.0 if t == "float" else 1
+            for k, t in self.param_types.items() if t in ("int", "float")}
+        self._param_values.update(_tuple_param_defaults(rule))
 
     def var(self, name: str) -> z3.ExprRef:
         if name not in self.vars:
             self.vars[name] = self.A.tensor(f"?{name}")
         return self.vars[name]
 
-    def attr(self, v: Any, real: bool = False) -> Any:
+    def attr(self, v: Any, real: bool = False, default: Any = None) -> Any:
+        """An attribute value in Z3: a parameter `?g` is a Z3 Int (Real for a float one), a
+        tuple parameter `?s` (type `ints`) a tuple of Z3 Ints whose length is the arity of the
+        attribute it stands for (its default: Conv strides 2, pads 4, dilations 2)."""
         if isinstance(v, Param):
             if v.name not in self.params:
                 ty = self.param_types.get(v.name, "float" if real else "int")
-                if ty not in ("int", "float"):
-                    raise Unsupported(f"parameter ?{v.name} is {ty}: the prover handles int "
-                                      "and float parameters only")
-                self.params[v.name] = (z3.Real if ty == "float" else z3.Int)(f"param_{v.name}")
-            return self.params[v.name]
+                if ty == "ints":
+                    if not isinstance(default, tuple) or not default:
+                        raise Unsupported(f"parameter ?{v.name} is ints: the arity of the "
+                                          "attribute it stands for is unknown")
+                    self.params[v.name] = tuple(z3.Int(f"param_{v.name}_{k}")
+                                                for k in range(len(default)))
+                elif ty in ("int", "float"):
+                    self.params[v.name] = (z3.Real if ty == "float" else z3.Int)(
+                        f"param_{v.name}")
+                else:
+                    raise Unsupported(f"parameter ?{v.name} is {ty}: the prover handles int, "
+                                      "float and ints parameters only")
+            value = self.params[v.name]
+            if isinstance(value, tuple) and (not isinstance(default, tuple)
+                                             or len(default) != len(value)):
+                raise Unsupported(f"parameter ?{v.name} stands for attributes of different "
+                                  "arities")
+            return value
         if isinstance(v, DimOf):
             return self.A.dim(self.var(v.var), v.axis)
         if isinstance(v, tuple):
@@ -83,7 +102,8 @@ class _Lowering:
             args = [self.term(a) for a in p.args]
             # A parameter of a real-valued attribute (BatchNormalization's epsilon) is a real.
             defaults = get_op(p.op).defaults
-            attrs = {k: self.attr(v, isinstance(defaults.get(k), float)) for k, v in p.attrs}
+            attrs = {k: self.attr(v, isinstance(defaults.get(k), float), defaults.get(k))
+                     for k, v in p.attrs}
             ranks = [self._static_rank(a) for a in p.args]
             unknown = [str(a) for a, r in zip(p.args, ranks) if r is None]
             if unknown:
@@ -103,6 +123,25 @@ class _Lowering:
             if shape is not None:
                 return len(shape)
         return None
+
+
+def _tuple_param_defaults(rule: Any) -> dict[str, tuple]:
+    """Each tuple parameter (`strides=?s`) at the default of the attribute it stands for."""
+    out: dict[str, tuple] = {}
+
+    def walk(p: Any) -> None:
+        if isinstance(p, PVar) or not hasattr(p, "attrs"):
+            return
+        defaults = get_op(p.op).defaults
+        for k, v in p.attrs:
+            if isinstance(v, Param) and isinstance(defaults.get(k), tuple):
+                out.setdefault(v.name, tuple(defaults[k]))
+        for a in p.args:
+            walk(a)
+
+    for p in list(getattr(rule, "src", [])) + list(getattr(rule, "dst", [])):
+        walk(p)
+    return out
 
 
 def _representative_shapes(rule: Any, ranks: dict[str, int]) -> list[dict[str, tuple]]:
