@@ -35,14 +35,16 @@ bench: install
 	$(PY) -m superopt bench --device cpu --out benchmarks/results/cpu.md
 
 # Regenerate and re-verify the shipped rule database: TASO's op set at k=3, plus the rank-3
-# MatMul preset (transformer/RNN activations times 2-D weights), joined into one file, then
+# MatMul preset (transformer/RNN activations times 2-D weights) and the hand-written, proved
+# families of rules_db/handwritten.json (re-proved here), joined into one file, then
 # sealed (meta.rules_sha256: the optimizer trusts its proofs only while that digest holds).
 rules: install
 	@mkdir -p $(OUT)
 	$(PY) -m superopt generate -o $(OUT)/rules-default.json
 	$(PY) -m superopt generate --ops matmul3d -o $(OUT)/rules-matmul3d.json
+	$(PY) -m superopt verify rules_db/handwritten.json -o $(OUT)/rules-handwritten.json
 	$(PY) -m superopt rules merge $(OUT)/rules-default.json $(OUT)/rules-matmul3d.json \
-		-o rules_db/rules.json
+		$(OUT)/rules-handwritten.json -o rules_db/rules.json
 	$(PY) -m superopt rules seal rules_db/rules.json
 
 # ruff, then the import contracts (layers, no cycles) of pyproject.toml's [tool.importlinter].

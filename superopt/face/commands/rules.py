@@ -159,7 +159,8 @@ def instantiate_pair(rule, shapes=None, *, dtype: str = "float32", rng=None, pre
     EnlargeKernel), then they are constants with random values from `rng` (positive, so
     helpers like the BatchNorm fold stay defined) that the exporter folds. `consts` (variable
     -> array) fixes the values of constant weights; `params` binds the rule's attribute
-    parameters. Raises RulesError when a side does not build at these shapes."""
+    parameters (default: `example_params`). Raises RulesError when a side does not build at
+    these shapes."""
     import numpy as np
     from onnx import helper as onnx_helper
 
@@ -185,6 +186,8 @@ def instantiate_pair(rule, shapes=None, *, dtype: str = "float32", rng=None, pre
             values[name] = Value.const(np.asarray(arr).astype(np_dtype), name=prefix + name)
         else:
             values[name] = Value.input(prefix + name, TensorType(elem, shape))
+    if params is None and rule.params:
+        params = example_params(rule, values)
     sides = []
     for side, patterns in (("src", rule.src), ("dst", rule.dst)):
         b = Bindings(dict(values), dict(params or {}))
@@ -196,6 +199,55 @@ def instantiate_pair(rule, shapes=None, *, dtype: str = "float32", rng=None, pre
                              f"({e})") from None
     inputs = [v for v in values.values() if not v.is_const]
     return PairInstance(values, inputs, sides[0], sides[1], helpers)
+
+
+# Values tried for a rule's attribute parameters when none are given, by the attribute they
+# stand for (the op's default first), then by type.
+_PARAM_TRIES = {"group": (1, 2, 3, 4, 8), "strides": ((1, 1), (2, 2)),
+                "pads": ((0, 0, 0, 0), (1, 1, 1, 1)), "dilations": ((1, 1),),
+                "epsilon": (1e-5,), "axis": (0, 1, -1)}
+_TYPE_TRIES = {"int": (1, 2, 3, 4), "float": (1e-5, 0.5), "ints": ((1, 1), (0, 0, 0, 0)),
+               "floats": ((1.0,),), "str": ("NOTSET",)}
+
+
+def example_params(rule, values) -> dict:
+    """Attribute parameter values at which both sides of `rule` build over `values` (variable ->
+    IR value): the attributes' usual values first, e.g. `group` 1, then 2, 3, ... The proof
+    covers every value; this only picks a concrete one to show or test the rule at. Raises
+    RulesError when no tried combination builds."""
+    import itertools
+
+    from superopt.core.pattern import Bindings, PNode, PVar, build
+
+    if not rule.params:
+        return {}
+    attr_of: dict[str, str] = {}
+
+    def walk(p) -> None:
+        if isinstance(p, PNode):
+            for key, v in p.attrs:
+                if hasattr(v, "name") and not isinstance(v, PVar):
+                    attr_of.setdefault(v.name, key)
+            for a in p.args:
+                walk(a)
+
+    for p in rule.src + rule.dst:
+        walk(p)
+    names = sorted(rule.params)
+    tries = [_PARAM_TRIES.get(attr_of.get(n, ""), _TYPE_TRIES.get(rule.params[n], ()))
+             for n in names]
+    for combo in itertools.islice(itertools.product(*tries), 256):
+        params = dict(zip(names, combo))
+        try:
+            for patterns in (rule.src, rule.dst):
+                b = Bindings(dict(values), dict(params))
+                for p in patterns:
+                    build(p, b)
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue
+        return params
+    raise RulesError(f"rule {rule.id}: no tried value of its parameters "
+                     f"({', '.join('?' + n for n in names)}) builds both sides at these shapes")
 
 
 def write_onnx_pair(rule, folder: Path, seed: int = 0, *, shapes=None,

@@ -360,10 +360,9 @@ def _meaning(rows: Sequence[ReachRow], time_limit: float) -> list[str]:
         "whole model.",
         "- Where a family finds nothing, `superopt rules explain MODEL.onnx` says why, node by "
         "node: at the time of writing, on these exports, Conv nodes with a bias input (the "
-        "rules' Conv takes two inputs), depthwise and strided convolutions (the Conv+BatchNorm "
-        "fold's rules take group 1 or 4 and stride 1), MatMuls fed by LayerNormalization or "
-        "Gelu where the rules want another op, and values of another rank than a rule was "
-        "proved for.",
+        "merge and movement rules' Conv takes two inputs; only the BN fold has a with-bias "
+        "form), MatMuls fed by LayerNormalization or Gelu where the rules want another op, "
+        "and values of another rank than a rule was proved for.",
     ]
     return out
 
