@@ -80,18 +80,7 @@ def _param_choices(rule: Rule) -> list[dict]:
     others cycling), or [{}] when it has none."""
     if not rule.params:
         return [{}]
-    attr_of: dict[str, str] = {}
-
-    def walk(p):
-        if isinstance(p, PNode):
-            for key, v in p.attrs:
-                if hasattr(v, "name") and not isinstance(v, PVar):
-                    attr_of.setdefault(v.name, key)
-            for a in p.args:
-                walk(a)
-
-    for p in rule.src + rule.dst:
-        walk(p)
+    attr_of = rule.param_attributes()
     values = {k: PARAM_VALUES.get(attr_of.get(k, ""), TYPE_VALUES[t])
               for k, t in rule.params.items()}
     n = max(len(v) for v in values.values())

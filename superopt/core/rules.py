@@ -76,6 +76,7 @@ from superopt.core.ir import Value
 from superopt.core.pattern import (
     PARAM_TYPES,
     Bindings,
+    Param,
     Pattern,
     PatternError,
     PNode,
@@ -175,6 +176,22 @@ class Rule:
         out: set[str] = set()
         for p in self.src + self.dst:
             out.update(p.ops())
+        return out
+
+    def param_attributes(self) -> dict[str, str]:
+        """Each attribute parameter -> the attribute it first stands for (`?g` -> "group")."""
+        out: dict[str, str] = {}
+
+        def walk(p: Pattern) -> None:
+            if isinstance(p, PNode):
+                for key, v in p.attrs:
+                    if isinstance(v, Param):
+                        out.setdefault(v.name, key)
+                for a in p.args:
+                    walk(a)
+
+        for p in self.src + self.dst:
+            walk(p)
         return out
 
     def src_size(self) -> int:

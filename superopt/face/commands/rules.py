@@ -217,22 +217,11 @@ def example_params(rule, values) -> dict:
     RulesError when no tried combination builds."""
     import itertools
 
-    from superopt.core.pattern import Bindings, PNode, PVar, build
+    from superopt.core.pattern import Bindings, build
 
     if not rule.params:
         return {}
-    attr_of: dict[str, str] = {}
-
-    def walk(p) -> None:
-        if isinstance(p, PNode):
-            for key, v in p.attrs:
-                if hasattr(v, "name") and not isinstance(v, PVar):
-                    attr_of.setdefault(v.name, key)
-            for a in p.args:
-                walk(a)
-
-    for p in rule.src + rule.dst:
-        walk(p)
+    attr_of = rule.param_attributes()
     names = sorted(rule.params)
     tries = [_PARAM_TRIES.get(attr_of.get(n, ""), _TYPE_TRIES.get(rule.params[n], ()))
              for n in names]
