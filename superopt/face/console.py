@@ -173,7 +173,22 @@ class Console:
         print(text, file=self.stream, flush=True)
 
 
-class PhaseProgress:
+class _Bars:
+    """A rich `Progress` (or None: no bars) as a context manager, for the progress classes."""
+
+    bars: Any = None
+
+    def __enter__(self):
+        if self.bars is not None:
+            self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bars is not None:
+            self.bars.__exit__(*exc)
+
+
+class PhaseProgress(_Bars):
     """Progress of a pipeline's phases: rich bars on a terminal; plain text, one line per new
     phase, without rich; nothing when quiet.
 
@@ -197,15 +212,6 @@ class PhaseProgress:
                 disable=not console.is_terminal)
         self.tasks: dict[str, Any] = {}
 
-    def __enter__(self) -> PhaseProgress:  # noqa: PYI034 (typing.Self needs Python 3.11)
-        if self.bars is not None:
-            self.bars.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bars is not None:
-            self.bars.__exit__(*exc)
-
     def update(self, phase: str, done: int, total: int | None, detail: str = "") -> None:
         if self.quiet:
             return
@@ -220,7 +226,7 @@ class PhaseProgress:
         self.bars.update(self.tasks[phase], completed=done, total=total, detail=detail[:60])
 
 
-class CountProgress:
+class CountProgress(_Bars):
     """Counted progress bars, one per stage (`label  ━━━━  12/40  0:01`): rich bars on a
     terminal, nothing otherwise (the commands print their own summary lines).
 
@@ -243,15 +249,6 @@ class CountProgress:
                 MofNCompleteColumn(), TimeElapsedColumn(), console=console.rich, transient=True,
                 disable=not console.is_terminal)
         self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> CountProgress:  # noqa: PYI034 (typing.Self needs Python 3.11)
-        if self.bars is not None:
-            self.bars.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bars is not None:
-            self.bars.__exit__(*exc)
 
     def update(self, stage: str, done: int, total: int | None) -> None:
         if self.bars is None:

@@ -667,19 +667,11 @@ def family_lines(f: FamilyReport, *, sites: int = DEFAULT_SITES) -> list[str]:
     if f.refused:
         lines.append(f"  refused at {len(f.refused)} (a rule's source matches, the rule is "
                      "refused):")
-        groups = f.refusal_groups()
-        for reason, nodes in groups[:SHOWN_REASONS]:
-            lines.append(f"    {len(nodes):>4}  {reason}: {_names(nodes, sites)}")
-        if len(groups) > SHOWN_REASONS:
-            lines.append(f"    ... and {len(groups) - SHOWN_REASONS} more reasons")
+        lines += _group_lines(f.refusal_groups(), sites, "reasons")
     if f.unreached:
         lines.append(f"  not reached at {len(f.unreached)} (no source pattern of the family "
                      "matches; what differs from the closest rule):")
-        groups = f.miss_groups()
-        for what, nodes in groups[:SHOWN_REASONS]:
-            lines.append(f"    {len(nodes):>4}  {what}: {_names(nodes, sites)}")
-        if len(groups) > SHOWN_REASONS:
-            lines.append(f"    ... and {len(groups) - SHOWN_REASONS} more kinds of difference")
+        lines += _group_lines(f.miss_groups(), sites, "kinds of difference")
         tally = f.attribute_tally()
         if tally:
             seen = ", ".join(f"{op} {attr}={_fmt(v)} ({n})" for op, attr, v, n in tally[:8])
@@ -692,6 +684,15 @@ def family_lines(f: FamilyReport, *, sites: int = DEFAULT_SITES) -> list[str]:
             lines.append(f"    the family's rules take: {takes}")
     return lines
 
+
+
+def _group_lines(groups: list, sites: int, what: str) -> list[str]:
+    """`count  reason: nodes` for the first SHOWN_REASONS groups, then how many more."""
+    lines = [f"    {len(nodes):>4}  {reason}: {_names(nodes, sites)}"
+             for reason, nodes in groups[:SHOWN_REASONS]]
+    if len(groups) > SHOWN_REASONS:
+        lines.append(f"    ... and {len(groups) - SHOWN_REASONS} more {what}")
+    return lines
 
 def _names(nodes: Sequence[str], limit: int) -> str:
     shown = ", ".join(nodes[:limit])
