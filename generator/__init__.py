@@ -111,13 +111,7 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
         raise UsageError(f"--max-ops must be at least 1, got {max_ops}")
     universe = default_universe(ops, max_outputs)
     workers = workers or os.cpu_count() or 1
-    settings = {"generator": "superopt.generator", "max_ops": max_ops,
-                "ops": universe.settings["ops"], "seed": seed, "max_outputs": max_outputs}
-    if "preset" in universe.settings:
-        settings["preset"] = universe.settings["preset"]
-    # Per rule only what identifies the run; the op set and the rest are in the file's meta.
-    rule_provenance = {k: settings[k] for k in ("generator", "max_ops", "seed", "preset")
-                       if k in settings}
+    settings, rule_provenance = run_settings(universe, max_ops, seed, max_outputs)
     t0 = time.time()
     stages: dict[str, int] = {}
 
@@ -133,7 +127,6 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
     stages["graphs in groups"] = int(sum(len(g) for g in groups))
 
     kinds = {s.name: s.kind for s in universe.inputs}
-    shapes = {s.name: s.shape for s in universe.inputs}
     extra: dict[str, int] = {}
     n_pairs = n_tensor = n_renamed = 0
     seen: set[str] = set()
@@ -162,11 +155,67 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
     stages["after weight-only pruning"] = n_tensor
     stages["after renaming pruning"] = n_renamed
     stages["after common-supergraph pruning"] = len(unique)
+    unique = prune_specializations(unique, universe)
+    stages["after specialization pruning"] = len(unique)
+    kept = prune_common_subgraphs(unique, universe, seed, progress)
+    stages["after common-subgraph pruning"] = len(kept)
+    rules, false_matches = check_candidates(kept, universe, seed, rule_provenance, progress)
+    stages["false matches (float64 check)"] = false_matches
+    stages["candidates written"] = len(rules)
+    for k, v in extra.items():
+        stages[f"skipped: {k.replace('_', ' ')}"] = v
+    usage_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    meta = run_meta(settings, workers, stages, enum.counts.as_dict(), universe,
+                    {"enumerate": round(t_enum, 1), "total": round(time.time() - t0, 1)},
+                    round((usage_self + usage_children) / 1024, 1))
+    if not enum.complete:
+        meta["partial"] = (f"interrupted: {enum.roots_done} of {enum.roots_total} enumeration "
+                           "subtrees finished")
+    return GenerateResult(rules, stages, meta, enum.complete, enum.counts.as_dict())
+
+
+def run_settings(universe: Universe, max_ops: int, seed: int,
+                 max_outputs: int) -> tuple[dict, dict]:
+    """The run's settings (the file's `meta.settings`, less workers) and the provenance each
+    rule carries (only what identifies the run; the op set and the rest are in the meta)."""
+    settings = {"generator": "superopt.generator", "max_ops": max_ops,
+                "ops": universe.settings["ops"], "seed": seed, "max_outputs": max_outputs}
+    if "preset" in universe.settings:
+        settings["preset"] = universe.settings["preset"]
+    rule_provenance = {k: settings[k] for k in ("generator", "max_ops", "seed", "preset")
+                       if k in settings}
+    return settings, rule_provenance
+
+
+def run_meta(settings: dict, workers: int, stages: dict[str, int], enumeration: dict[str, int],
+             universe: Universe, seconds: dict[str, float], peak_memory_mb: float) -> dict:
+    """The rules file's `meta` for a generation run."""
+    return {
+        "settings": {**settings, "workers": workers},
+        "stages": stages,
+        "enumeration": enumeration,
+        "seconds": seconds,
+        "peak_memory_mb": peak_memory_mb,
+        "versions": {"python": platform.python_version(), "numpy": np.__version__},
+        "inputs": {s.name: {"shape": list(s.shape), "kind": s.kind} for s in universe.inputs},
+    }
+
+
+def prune_specializations(unique: list, universe: Universe) -> list:
+    """Drop the candidates that are another candidate with two variables merged (order kept)."""
+    kinds = {s.name: s.kind for s in universe.inputs}
+    shapes = {s.name: s.shape for s in universe.inputs}
     implied: set[str] = set()
     for c in unique:
         implied |= specializations(*c.texts(), kinds, shapes)
-    unique = [c for c in unique if renaming_key(*c.texts(), kinds) not in implied]
-    stages["after specialization pruning"] = len(unique)
+    return [c for c in unique if renaming_key(*c.texts(), kinds) not in implied]
+
+
+def prune_common_subgraphs(unique: list, universe: Universe, seed: int,
+                           progress: Callable[[str, int, int], None] | None = None) -> list:
+    """Drop the candidates that are a smaller rule in a shared context. One random stream is
+    drawn in candidate order, so this stage runs in one process (its answer depends on it)."""
     checker = Checker(universe.inputs, seed)
     rng = np.random.default_rng(seed + 104729)
     kept = []
@@ -175,7 +224,15 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
             kept.append(c)
         if progress and i % 500 == 0:
             progress("prune", i, len(unique))
-    stages["after common-subgraph pruning"] = len(kept)
+    return kept
+
+
+def check_candidates(kept: list, universe: Universe, seed: int, rule_provenance: dict,
+                     progress: Callable[[str, int, int], None] | None = None
+                     ) -> tuple[list[Rule], int]:
+    """The float64 check of each candidate (independent of the others): the rules of those
+    that pass, in order, and the number that failed (false matches)."""
+    checker = Checker(universe.inputs, seed)
     rules: list[Rule] = []
     false_matches = 0
     for i, c in enumerate(kept):
@@ -185,22 +242,4 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
             false_matches += 1
             continue
         rules.append(candidate_rule(c, universe, rule_provenance))
-    stages["false matches (float64 check)"] = false_matches
-    stages["candidates written"] = len(rules)
-    for k, v in extra.items():
-        stages[f"skipped: {k.replace('_', ' ')}"] = v
-    usage_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    usage_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    meta = {
-        "settings": {**settings, "workers": workers},
-        "stages": stages,
-        "enumeration": enum.counts.as_dict(),
-        "seconds": {"enumerate": round(t_enum, 1), "total": round(time.time() - t0, 1)},
-        "peak_memory_mb": round((usage_self + usage_children) / 1024, 1),
-        "versions": {"python": platform.python_version(), "numpy": np.__version__},
-        "inputs": {s.name: {"shape": list(s.shape), "kind": s.kind} for s in universe.inputs},
-    }
-    if not enum.complete:
-        meta["partial"] = (f"interrupted: {enum.roots_done} of {enum.roots_total} enumeration "
-                           "subtrees finished")
-    return GenerateResult(rules, stages, meta, enum.complete, enum.counts.as_dict())
+    return rules, false_matches

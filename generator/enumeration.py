@@ -477,6 +477,18 @@ def _run_indexed(root_index: int) -> tuple[int, TaskOutput]:
     return root_index, _run_root(root_index)
 
 
+def zero_node_graphs(enum: Enumerator) -> tuple[np.ndarray, np.ndarray]:
+    """The zero-node graphs (one runtime input as the output): fingerprints and packed rows
+    (row `[-2 - input index, -1, ...]`), in input order."""
+    zfps, zrows = [], []
+    for i, spec in enumerate(enum.u.inputs):
+        if spec.role == "free" and spec.kind == "tensor":
+            zfps.append(outputs_hash([enum.t_hash[i]]))
+            zrows.append([-2 - i] + [-1] * (enum.max_ops - 1))
+    return (np.array(zfps, dtype=np.int64),
+            np.array(zrows, dtype=np.int64).reshape(-1, enum.max_ops))
+
+
 @dataclass
 class Enumeration:
     """All fingerprinted graphs of one run: `fps[i]` is the fingerprint of packed `graphs[i]`.
@@ -504,14 +516,9 @@ def enumerate_graphs(universe: Universe, max_ops: int, seed: int = 0, workers: i
     n_roots = len(main.level1)
     fps_parts, graph_parts = [], []
     counts = Counts()
-    # Zero-node graphs: one runtime input as the output.
-    zfps, zrows = [], []
-    for i, spec in enumerate(universe.inputs):
-        if spec.role == "free" and spec.kind == "tensor":
-            zfps.append(outputs_hash([main.t_hash[i]]))
-            zrows.append([-2 - i] + [-1] * (max_ops - 1))
-    fps_parts.append(np.array(zfps, dtype=np.int64))
-    graph_parts.append(np.array(zrows, dtype=np.int64).reshape(-1, max_ops))
+    zfps, zrows = zero_node_graphs(main)
+    fps_parts.append(zfps)
+    graph_parts.append(zrows)
     done = 0
     complete = True
 
