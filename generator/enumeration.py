@@ -473,6 +473,18 @@ def _run_root(root_index: int) -> TaskOutput:
                       delta)
 
 
+def run_root_here(universe: Universe, seed: int, max_ops: int, root_index: int) -> TaskOutput:
+    """One subtree (the graphs whose canonical path starts at `level1[root_index]`) in this
+    process, for schedulers other than the pool (the Ray engine, `generator/distributed.py`).
+    The process keeps its Enumerator, and so its value cache, between calls with the same
+    settings."""
+    key = (repr(universe.settings), universe.max_outputs, seed, max_ops)
+    if _WORKER.get("key") != key or "enum" not in _WORKER:
+        _worker_setup(universe, seed, max_ops)
+        _WORKER["key"] = key
+    return _run_root(root_index)
+
+
 def _run_indexed(root_index: int) -> tuple[int, TaskOutput]:
     return root_index, _run_root(root_index)
 
