@@ -175,3 +175,142 @@ def verify_rules(rules: Sequence[Rule], *, timeout_s: float = 5.0, workers: int 
         pool.join()
     return out  # type: ignore[return-value]
 
+
+
+# ---------------------------------------------------------------------------------------------
+# on Ray (`superopt verify --ray`, `superopt generate --ray`)
+
+RAY_TASK_RETRIES = 3  # a verification task whose worker dies runs again
+
+
+def ray_task_limit(timeout_s: float) -> float:
+    """Wall seconds one rule's task may run before it is cancelled: its Z3 queries (axioms,
+    bounded check, second witness) each have `timeout_s`; the rest is slack for a worker that
+    imports z3 first. Covers a Z3 call that ignores its own timeout."""
+    return 3 * timeout_s + WITNESS_TIMEOUT_S + 60.0
+
+
+def _read_ray_checkpoint(path: str | os.PathLike | None, timeout_s: float) -> dict[str, dict]:
+    """Proof records already written to a checkpoint (JSON lines `{"id", "timeout_s",
+    "proof"}`; a torn last line is ignored), for rules verified with the same timeout."""
+    import json
+
+    out: dict[str, dict] = {}
+    if path is None or not os.path.exists(path):
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                d = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(d, dict) and d.get("timeout_s") == timeout_s and "proof" in d:
+                out[d["id"]] = d["proof"]
+    return out
+
+
+def verify_rules_ray(rules: Sequence[Rule], *, timeout_s: float = 5.0,
+                     address: str | None = None, workers: int | None = None,
+                     progress: Progress | None = None,
+                     checkpoint: str | os.PathLike | None = None,
+                     task_limit_s: float | None = None) -> list[Rule]:
+    """`verify_rules` as Ray tasks, one rule per task: the same proof records.
+
+    Uses the current Ray connection, else joins `address` ("HOST:PORT", "auto") or starts a
+    local Ray with `workers` CPUs (and shuts it down afterwards); raises ConnectionError when
+    it cannot, ImportError when Ray is not installed. At most one task per CPU is
+    in flight, so a task's wall clock starts when it is submitted; a task that runs past
+    `task_limit_s` (default `ray_task_limit(timeout_s)`) is cancelled and its rule gets
+    "unknown" with that reason. A task whose worker dies is retried. With `checkpoint` (a
+    JSON-lines file), every record is appended as it arrives and records already there (same
+    timeout) are reused, so an interrupted run resumes. Ctrl-C cancels the tasks and raises
+    KeyboardInterrupt."""
+    import json
+    import logging
+
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("--ray needs Ray: pip install 'superopt[ray]'") from None
+    rules = list(rules)
+    total = len(rules)
+    limit = ray_task_limit(timeout_s) if task_limit_s is None else task_limit_s
+    out: list[Rule | None] = [None] * total
+    done_before = _read_ray_checkpoint(checkpoint, timeout_s)
+    for i, r in enumerate(rules):
+        if r.id in done_before:
+            out[i] = r.with_proof(done_before[r.id])
+    todo = [i for i in range(total) if out[i] is None]
+    done = total - len(todo)
+    if progress and done:
+        progress(done, total, next(r for r in out if r is not None))
+    if not todo:
+        return out  # type: ignore[return-value]
+    started = False
+    if not ray.is_initialized():
+        quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+        try:
+            if address and address != "local":
+                ray.init(address=address, **quiet)
+            else:
+                ray.init(address="local", num_cpus=workers or os.cpu_count() or 1,
+                         include_dashboard=False, object_store_memory=256 * 1024 * 1024,
+                         **quiet)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            where = f"the Ray cluster at {address}" if address and address != "local" else "Ray"
+            raise ConnectionError(f"could not start or join {where}: "
+                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else e!r}"
+                                  ) from None
+        started = True
+    task = ray.remote(_work).options(max_retries=RAY_TASK_RETRIES, num_cpus=1)
+    sink = open(checkpoint, "a", encoding="utf-8") if checkpoint is not None else None  # noqa: SIM115
+    in_flight: dict = {}  # ref -> (index, submitted at)
+    try:
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        queue = list(reversed(todo))
+        while queue or in_flight:
+            while queue and len(in_flight) < slots:
+                i = queue.pop()
+                ref = task.remote((i, rules[i].to_json(), timeout_s))
+                in_flight[ref] = (i, time.monotonic())
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+            finished: list[tuple[int, dict]] = []
+            for ref in ready:
+                i, _ = in_flight.pop(ref)
+                try:
+                    _, data = ray.get(ref)
+                    finished.append((i, Rule.from_json(data).proof))
+                except ray.exceptions.RayError as e:
+                    # Retries exhausted (the worker died every time) or the task failed.
+                    finished.append((i, {"method": "axioms", "result": "unknown",
+                                         "reason": f"verification task failed: {_one_line(e)}"}))
+            now = time.monotonic()
+            for ref, (i, t_submit) in list(in_flight.items()):
+                if now - t_submit > limit:
+                    ray.cancel(ref, force=True)
+                    del in_flight[ref]
+                    finished.append((i, {"method": "axioms", "result": "unknown",
+                                         "reason": f"verification task ran past its {limit:.0f} s "
+                                                   "limit and was cancelled"}))
+            for i, proof in finished:
+                out[i] = rules[i].with_proof(proof)
+                done += 1
+                if sink is not None:
+                    sink.write(json.dumps({"id": rules[i].id, "timeout_s": timeout_s,
+                                           "proof": proof}) + "\n")
+                    sink.flush()
+                if progress:
+                    progress(done, total, out[i])
+    except BaseException:
+        for ref in in_flight:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - cancelling on the way out; Ray may be gone
+                pass
+        raise
+    finally:
+        if sink is not None:
+            sink.close()
+        if started:
+            ray.shutdown()
+    return out  # type: ignore[return-value]

@@ -1,10 +1,15 @@
 """`superopt generate`: enumerate graphs, propose and prune candidate rules, prove them, write.
 
     superopt generate [--max-ops 3] [--ops MatMul,Add ...] [--workers N] [--seed S]
-                      [--timeout SEC] [--no-verify] [--keep-unproved] [--yes] -o FILE
+                      [--timeout SEC] [--no-verify] [--keep-unproved] [--yes]
+                      [--ray [ADDRESS] [--checkpoint-dir DIR] [--partitions P]] -o FILE
 
 Prints an estimate of the work first; a run estimated at over an hour needs `--yes`. Ctrl-C
 stops the enumeration early and still writes what was found, marked partial in the file's meta.
+
+With `--ray` every stage runs as Ray tasks (`superopt.generator.distributed`, docs/ray.md) on a
+local Ray (`--workers` CPUs) or the cluster at ADDRESS, with the same rules; Ctrl-C writes
+nothing there, and a rerun with the same `--checkpoint-dir` resumes from the finished shards.
 """
 
 from __future__ import annotations
@@ -44,6 +49,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also write rules the verifier did not prove, with their proof record")
     p.add_argument("--yes", action="store_true",
                    help="run even when the estimate says it takes over an hour")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the stages as Ray tasks: on a local Ray with --workers CPUs, or "
+                        "on the cluster at ADDRESS (HOST:PORT of `ray start --head`, or auto); "
+                        "needs the ray extra (pip install 'superopt[ray]')")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="with --ray: save each finished shard here and resume from what a "
+                        "previous run with the same settings left (shared storage on a "
+                        "cluster)")
+    p.add_argument("--partitions", type=int, default=None, metavar="P",
+                   help="with --ray: fingerprint partitions of the shuffle (default 4 per "
+                        "CPU)")
     add_verbosity(p)
     p.set_defaults(func=run)
 
@@ -64,7 +80,6 @@ def _duration(seconds: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from superopt import generator
-    from superopt.core.rules import save_rules
     from superopt.face.console import Console
     from superopt.generator.opset import default_universe
 
@@ -78,9 +93,15 @@ def run(args: argparse.Namespace) -> int:
         raise OutputError(f"{out}: folder {out.parent} does not exist")
     if out.is_dir():
         raise OutputError(f"{out}: is a directory")
+    if args.ray is None and (args.checkpoint_dir is not None or args.partitions is not None):
+        raise UsageError("--checkpoint-dir and --partitions need --ray")
+    if args.partitions is not None and args.partitions < 1:
+        raise UsageError(f"--partitions must be at least 1, got {args.partitions}")
     verify_rules = None if args.no_verify else _verifier()
     ops = _parse_ops(args.ops)
     universe = default_universe(ops)
+    if args.ray is not None:
+        return _run_on_ray(args, ops, universe, out, console)
     workers = args.workers or os.cpu_count() or 1
     n_graphs = generator.estimate_graphs(universe, args.max_ops)
     seconds = generator.estimate_seconds(n_graphs, workers)
@@ -97,6 +118,13 @@ def run(args: argparse.Namespace) -> int:
         rules, meta = _verify(verify_rules, args, rules, meta, workers, console)
     elif args.no_verify:
         meta["verification"] = "skipped (--no-verify)"
+    _write(console, out, rules, meta)
+    return 0
+
+
+def _write(console, out: Path, rules: list, meta: dict) -> None:
+    from superopt.core.rules import save_rules
+
     save_rules(rules, out, meta)
     by_result: dict[str, int] = {}
     for r in rules:
@@ -107,7 +135,54 @@ def run(args: argparse.Namespace) -> int:
     partial = " (PARTIAL: interrupted)" if meta.get("partial") else ""
     console.print(f"wrote {out}: {len(rules)} rules ({summary}){partial} in "
                   f"{meta['seconds']['total']:.0f} s, peak memory {meta['peak_memory_mb']:.0f} MB")
+
+
+def _run_on_ray(args, ops, universe, out: Path, console) -> int:
+    """The --ray path: one Ray session for the generation and the verification."""
+    from superopt import generator
+    from superopt.face.console import CountProgress
+    from superopt.generator.distributed import generate_ray, ray_session
+
+    with ray_session(args.ray, args.workers or None) as cpus:
+        n_graphs = generator.estimate_graphs(universe, args.max_ops)
+        seconds = generator.estimate_seconds(n_graphs, cpus)
+        where = "a local Ray" if args.ray == "local" else f"the Ray cluster at {args.ray}"
+        console.print(f"estimate: about {n_graphs:,} graphs of up to {args.max_ops} ops over "
+                      f"{len(universe.instances)} op instances, ~{_duration(seconds)} on "
+                      f"{where} with {cpus} CPU{'s' if cpus > 1 else ''}", markup=False)
+        if seconds > HOUR and not args.yes:
+            raise UsageError(f"--max-ops {args.max_ops} would take about {_duration(seconds)}; "
+                             "pass --yes to run it anyway")
+        try:
+            with CountProgress(console, quiet=args.quiet) as bar:
+                result = generate_ray(args.max_ops, ops, args.seed,
+                                      partitions=args.partitions,
+                                      checkpoint_dir=args.checkpoint_dir, progress=bar.update)
+            rules, meta = result.rules, dict(result.meta)
+            if not args.no_verify and rules:
+                rules, meta = _verify_on_ray(args, rules, meta, console)
+            elif args.no_verify:
+                meta["verification"] = "skipped (--no-verify)"
+        except KeyboardInterrupt:
+            where = (f"; rerun with --checkpoint-dir {args.checkpoint_dir} to resume"
+                     if args.checkpoint_dir else " (pass --checkpoint-dir to make runs resumable)")
+            console.print(f"[yellow]interrupted: nothing written{where}[/]")
+            raise
+    _write(console, out, rules, meta)
     return 0
+
+
+def _verify_on_ray(args, rules, meta, console):
+    from superopt.face.console import CountProgress
+    from superopt.verifier.driver import verify_rules_ray
+
+    t0 = time.time()
+    checkpoint = (Path(args.checkpoint_dir) / "verify.jsonl") if args.checkpoint_dir else None
+    with CountProgress(console, quiet=args.quiet) as bar:
+        checked = verify_rules_ray(rules, timeout_s=args.timeout, checkpoint=checkpoint,
+                                   progress=lambda done, total, r=None: bar.update(
+                                       "verify", done, total))
+    return _verified(args, checked, meta, t0)
 
 
 def _run_generator(args, ops, workers, console):
@@ -148,6 +223,10 @@ def _verify(verify_rules, args, rules, meta, workers, console):
                       "(marked partial)[/]")
         meta["partial"] = meta.get("partial", "") + " verification interrupted"
         return rules, meta
+    return _verified(args, checked, meta, t0)
+
+
+def _verified(args, checked, meta, t0: float):
     counts: dict[str, int] = {}
     for r in checked:
         key = r.proof.get("result", "unknown")

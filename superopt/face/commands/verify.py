@@ -1,9 +1,11 @@
 """`superopt verify RULES.json`: prove every rule with Z3 and write the proof records.
 
     superopt verify rules.json [--timeout S] [--workers N] [-o OUT.json]
+                               [--ray [ADDRESS] [--checkpoint-dir DIR]]
 
 Without -o the input file is rewritten in place (atomically). Malformed rules are reported one
-line each and left out; the others are still verified.
+line each and left out; the others are still verified. With `--ray` each rule is one Ray task
+(local Ray, or the cluster at ADDRESS; docs/ray.md), with the same proof records.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="worker processes (default: CPU count)")
     p.add_argument("-o", "--output", default=None, metavar="OUT.json",
                    help="write here instead of rewriting the input file")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="one Ray task per rule: on a local Ray with --workers CPUs, or on the "
+                        "cluster at ADDRESS (HOST:PORT, or auto); write it after the rules "
+                        "file or as --ray=ADDRESS; needs pip install 'superopt[ray]'")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="with --ray: append each proof record to DIR/verify.jsonl as it "
+                        "arrives and reuse the records a previous run left there")
     add_verbosity(p)
     p.set_defaults(func=run)
 
@@ -63,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     out_path = Path(args.output or args.rules)
     if args.output and not out_path.parent.is_dir():
         raise RulesError(f"{out_path}: folder {out_path.parent} does not exist")
+    if args.checkpoint_dir is not None and args.ray is None:
+        raise UsageError("--checkpoint-dir needs --ray")
     ruleset = load_rules(args.rules, strict=False)
     err = Console(stderr=True)
     for line in ruleset.skipped:
@@ -70,9 +81,14 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     quiet = args.quiet or not sys.stderr.isatty()
     with CountProgress(err, quiet=quiet) as bar:
-        verified = verify_rules(ruleset.rules, timeout_s=args.timeout, workers=args.workers,
-                                progress=lambda done, total, r: bar.update("verifying", done,
-                                                                           total))
+        def progress(done: int, total: int, rule=None) -> None:
+            bar.update("verifying", done, total)
+
+        if args.ray is not None:
+            verified = _verify_on_ray(args, ruleset.rules, progress)
+        else:
+            verified = verify_rules(ruleset.rules, timeout_s=args.timeout, workers=args.workers,
+                                    progress=progress)
     elapsed = time.perf_counter() - start
     ruleset.rules = verified
     if ruleset.skipped:
@@ -94,3 +110,23 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{r.label}: {r.proof.get('result')}: "
                           f"{r.proof.get('reason') or r.proof.get('counterexample')}")
     return 2 if ruleset.skipped else 0
+
+
+def _verify_on_ray(args: argparse.Namespace, rules: list, progress) -> list:
+    from superopt.core.errors import SuperoptError
+    from superopt.verifier.driver import verify_rules_ray
+
+    checkpoint = None
+    if args.checkpoint_dir is not None:
+        folder = Path(args.checkpoint_dir)
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"--checkpoint-dir {folder}: not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoint = folder / "verify.jsonl"
+    try:
+        return verify_rules_ray(rules, timeout_s=args.timeout, address=args.ray,
+                                workers=args.workers, progress=progress, checkpoint=checkpoint)
+    except ImportError as e:
+        raise UsageError(str(e)) from None
+    except ConnectionError as e:
+        raise SuperoptError(str(e)) from None
