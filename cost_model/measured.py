@@ -10,9 +10,13 @@ Calibration (anchors.md):
 - the fixed cost of one session run (`session_fixed_cost`, ~17.5 µs on CUDA) is subtracted;
 - a per-kernel floor applies (4.4 µs on CUDA: no kernel is cheaper inside a graph; 1 µs on the
   CPU);
-- ops ORT fuses into their producer are costed as the fused group: an element-wise op (Relu,
-  Sigmoid, Tanh, Add, ...) whose producer is a Conv (MatMul/Gemm: Add and Relu) and which is that
-  producer's only user adds nothing on top of its producer (chains like Conv+Add+Relu too).
+- groups ORT fuses or removes itself at ORT_ENABLE_ALL are costed as ORT runs them
+  (`superopt.cost_model.ort_fusions`): an element-wise op fused into its producer (Conv+Relu,
+  Conv+Add+Relu, MatMul+Add -> Gemm) adds nothing; a BatchNormalization or per-channel Mul/Add
+  after a Conv costs nothing and the Conv is charged with a bias (ConvBNFusion, ...), so a BN
+  fold is not predicted as a gain; decomposed LayerNorm/RMSNorm chains cost one
+  LayerNormalization, Gelu chains one element-wise pass; cancelling Transposes, no-ops,
+  Identity, scalar scales and transposes into MatMuls cost nothing.
 
 A graph with symbolic dims (a dynamic batch or sequence) reaches this model through
 `superopt.cost_model.symbolic.AtSizes`, which sizes every node at the run's representative
@@ -40,9 +44,10 @@ from onnx import helper
 
 from superopt.core.costing import CostModel, Progress, constant_values, runtime_nodes
 from superopt.core.ir import Graph, Node, Value
-from superopt.core.ops import ELEMENTWISE, get_op
+from superopt.core.ops import get_op
 from superopt.cost_model.analytic import AnalyticCost
 from superopt.cost_model.cache import CostCache, make_key
+from superopt.cost_model.ort_fusions import fused_nodes, ort_fusions
 from superopt.runtime import (
     resolve_device,
     runtime_fingerprint,
@@ -95,13 +100,17 @@ class MeasuredCost(CostModel):
         return hit
 
     def graph_cost(self, graph: Graph) -> float:
+        """Sum over the nodes ORT runs: each node charged as its fused group's stand-in
+        (`ort_fusions`), nodes absorbed into a group charged nothing."""
         const = constant_values(graph)
-        fused = fused_nodes(graph)
+        fusions = ort_fusions(graph, self.device)
         total = 0.0
         for node in runtime_nodes(graph):
-            if node in fused:
+            charged = fusions.charged(node)
+            if charged is None:
                 continue
-            total += self.node_cost(node, [v is not None and v in const for v in node.inputs])
+            total += self.node_cost(charged, [v is not None and (v.is_const or v in const)
+                                              for v in charged.inputs])
         return total
 
     def describe(self) -> dict:
@@ -196,29 +205,4 @@ class MeasuredCost(CostModel):
         return np.ones(shape, dtype)
 
 
-def fused_nodes(graph: Graph) -> set[Node]:
-    """Nodes ORT runs inside their producer's kernel (the ops' fusion hints, `OpDef.fuses_into`
-    and `fuses_after`): they cost nothing on top of it. A node qualifies when it reads the
-    producer's output, is its only user, and the producer's output is not a graph output."""
-    users = graph.users
-    outputs = set(graph.output_values)
-    fused: dict[Node, str] = {}  # fused node -> op at the root of its group
-    for node in graph.nodes:
-        if node.is_opaque or not get_op(node.op).has(ELEMENTWISE):
-            continue
-        for v in node.inputs:
-            if v is None or v.node is None or v.node.is_opaque or v in outputs:
-                continue
-            if len(users.get(v, ())) != 1:
-                continue
-            producer = v.node
-            if producer in fused:
-                root = fused[producer]
-                allowed = get_op(root).fuses_after.get(producer.op, frozenset())
-            else:
-                root = producer.op
-                allowed = get_op(root).fuses_into
-            if node.op in allowed:
-                fused[node] = root
-                break
-    return set(fused)
+__all__ = ["KERNEL_FLOOR_S", "METHOD", "MeasuredCost", "fused_nodes"]
