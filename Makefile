@@ -42,6 +42,7 @@ rules: install
 	@mkdir -p $(OUT)
 	$(PY) -m superopt generate -o $(OUT)/rules-default.json
 	$(PY) -m superopt generate --ops matmul3d -o $(OUT)/rules-matmul3d.json
+	$(PY) tools/handwritten_families.py
 	$(PY) -m superopt verify rules_db/handwritten.json -o $(OUT)/rules-handwritten.json
 	$(PY) -m superopt rules merge $(OUT)/rules-default.json $(OUT)/rules-matmul3d.json \
 		$(OUT)/rules-handwritten.json -o rules_db/rules.json

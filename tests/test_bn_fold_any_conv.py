@@ -30,7 +30,10 @@ HANDWRITTEN = Path(__file__).resolve().parents[1] / "rules_db" / "handwritten.js
 
 
 def _handwritten() -> list[dict]:
-    return json.loads(HANDWRITTEN.read_text())["rules"]
+    """The BN-fold family of the hand-written rules: without, then with a Conv bias."""
+    rules = json.loads(HANDWRITTEN.read_text())["rules"]
+    return sorted((d for d in rules if d["name"] in ("conv-bn-fold", "conv-bias-bn-fold")),
+                  key=lambda d: d["name"] != "conv-bn-fold")
 
 
 def _rule(d: dict, **changes) -> Rule:

@@ -442,6 +442,16 @@ def _(A, t, i, s):
             A.all(i["g"] == 1, in_range(A, w, 0, i["s"], i["l"])))
 
 
+@axiom("BiasNCHW-Concat", ["Conv", "Concat"], "b c", "",
+       [I({"b": (1,), "c": (2,)}), I({"b": (3,), "c": (1,)})], triggers="both")
+def _(A, t, i, s):
+    """A Conv bias of concatenated channels is the concatenation of the two biases: what
+    merging two biased Convs along output channels needs."""
+    b, c = t["b"], t["c"]
+    return (A.channel(A.cat(0, b, c)), A.cat(1, A.channel(b), A.channel(c)),
+            A.all(A.rank(b) == 1, A.rank(c) == 1))
+
+
 for _op in ("MaxPool", "AveragePool"):
     axiom(f"{_op}-Concat", [_op, "Concat"], "a b", PP + " ax",
           [I({"a": (1, 1, 4, 4), "b": (1, 2, 4, 4)},

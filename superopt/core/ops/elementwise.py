@@ -161,6 +161,24 @@ for _op in POINTWISE_BINARY:
             A.transpose(A.binary(op, t["a"], t["b"]), p),
             A.all(A.rank(t["a"]) == len(p), A.rank(t["b"]) == len(p))))
 
+# A bias vector along the last axis (MatMul + Add as exporters write a linear layer): the
+# concatenation of two outputs along their last axis plus the concatenation of their biases.
+# Stated per rank, like the MatMul column axioms: a trigger cannot hold `rank(a) - 1`.
+for _op in POINTWISE_BINARY:
+    for _r in range(2, 5):
+        axiom(f"{_op}-Concat-last-vector-r{_r}", [_op, "Concat"], "a b c d", "",
+              [I({"a": (2,) * (_r - 1) + (1,), "b": (2,) * (_r - 1) + (2,), "c": (1,),
+                  "d": (2,)}),
+               I({"a": (1,) * (_r - 1) + (3,), "b": (1,) * (_r - 1) + (1,), "c": (3,),
+                  "d": (1,)})],
+              triggers="both")(
+            lambda A, t, i, s, op=_op, r=_r: (
+                A.binary(op, A.cat(r - 1, t["a"], t["b"]), A.cat(0, t["c"], t["d"])),
+                A.cat(r - 1, A.binary(op, t["a"], t["c"]), A.binary(op, t["b"], t["d"])),
+                A.all(A.rank(t["a"]) == r, A.rank(t["b"]) == r, A.rank(t["c"]) == 1,
+                      A.rank(t["d"]) == 1, A.dim(t["a"], r - 1) == A.dim(t["c"], 0),
+                      A.dim(t["b"], r - 1) == A.dim(t["d"], 0))))
+
 # shape axioms
 for _op in POINTWISE_BINARY:
     AXIOMS.shape(f"dim-{_op}", [_op], "a b", "",
@@ -174,6 +192,14 @@ for _op in POINTWISE_BINARY:
                  [I({"a": (2, 3), "s": ()}), I({"a": (3,), "s": ()})],
                  lambda A, t, i, op=_op: A.binary(op, t["a"], t["s"]),
                  lambda A, t, i, k: A.dim(t["a"], k), lambda A, t, i, k: A.rank(t["s"]) == 0,
+                 ranks=lambda x: len(x.shapes["a"]), out_rank=lambda A, t, i: A.rank(t["a"]))
+    # a bias vector along the last axis (a linear layer's MatMul + Add)
+    AXIOMS.shape(f"dim-{_op}-last-vector", [_op], "a c", "",
+                 [I({"a": (2, 3), "c": (3,)}), I({"a": (2, 1, 3), "c": (3,)})],
+                 lambda A, t, i, op=_op: A.binary(op, t["a"], t["c"]),
+                 lambda A, t, i, k: A.dim(t["a"], k),
+                 lambda A, t, i, k: A.all(A.rank(t["c"]) == 1, A.rank(t["a"]) >= 2,
+                                          A.dim(t["c"], 0) == A.dim(t["a"], A.rank(t["a"]) - 1)),
                  ranks=lambda x: len(x.shapes["a"]), out_rank=lambda A, t, i: A.rank(t["a"]))
 for _op in UNARY:
     AXIOMS.shape(f"dim-{_op}", [_op], "x", "", [I({"x": (2, 3)})],

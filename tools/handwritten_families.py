@@ -1,0 +1,183 @@
+"""Write rules_db/handwritten.json: the hand-written rule families, each expanded over the
+variants real exports write (activation ranks, operand order of a bias Add, with and without a
+trailing Relu, which side of a Concat the smaller kernel is on).
+
+Enumeration finds rules over the op configurations it is given; these families are the known
+rewrites of real models (issue 14) stated once with attribute parameters (`Conv[pads=?p,
+strides=?s]`) and the conditions under which they hold, so that one rule covers every stride
+and padding a model uses. Nothing here is trusted: `make rules` proves every rule with the
+verifier (`superopt verify`) before merging it into the shipped database, and this script
+proves them too: it writes nothing when one does not prove.
+
+Usage: python tools/handwritten_families.py [OUT.json]   (default: rules_db/handwritten.json)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from superopt.core.rules import Rule, save_rules
+
+ROOT = Path(__file__).resolve().parents[1]
+PROVENANCE = {"source": "hand-written", "issue": 14}
+
+
+def T(rank: int) -> dict:
+    return {"kind": "tensor", "rank": rank}
+
+
+def W(rank: int) -> dict:
+    return {"kind": "weight", "rank": rank}
+
+
+def rule(src: list[str], dst: list[str], vars: dict, example: dict, name: str,
+         conditions: tuple[str, ...] = ()) -> Rule:
+    return Rule.make(src, dst, vars, example=example, name=name, conditions=conditions,
+                     provenance=PROVENANCE)
+
+
+def bn_folds() -> list[Rule]:
+    """BatchNormalization after a Conv of any group, pads and strides, with or without a bias:
+    folded into the Conv's kernel and bias (the weight-only helpers fold at export)."""
+    conv = "Conv[group=?g, pads=?p, strides=?s]"
+    bn = {k: W(1) for k in ("scale", "bias", "mean", "var")}
+    ex = {"x": (2, 4, 6, 6), "w": (4, 2, 3, 3), **{k: (4,) for k in bn}}
+    kernel = "(BatchNormFoldKernel[epsilon=?e] ?w ?scale ?var)"
+    return [
+        rule([f"(BatchNormalization[epsilon=?e] ({conv} ?x ?w) ?scale ?bias ?mean ?var)"],
+             [f"({conv} ?x {kernel} (BatchNormFoldBias[epsilon=?e] ?scale ?bias ?mean ?var))"],
+             {"x": T(4), "w": W(4), **bn}, ex, "conv-bn-fold"),
+        rule([f"(BatchNormalization[epsilon=?e] ({conv} ?x ?w ?b) ?scale ?bias ?mean ?var)"],
+             [f"({conv} ?x {kernel} "
+              f"(BatchNormFoldBias[epsilon=?e] ?scale ?bias (Sub ?mean ?b) ?var))"],
+             {"x": T(4), "w": W(4), "b": W(1), **bn}, {**ex, "b": (4,)}, "conv-bias-bn-fold"),
+    ]
+
+
+def linear_merges() -> list[Rule]:
+    """Two linear layers (MatMul + bias Add) reading one activation -> one MatMul with the
+    weights side by side and the biases concatenated, split back: Q/K/V projections, LLaMA's
+    gate and up projections. Per activation rank (2-4) and per operand order of each Add (the
+    exporters write both; a merged pair comes back MatMul-first, so mixed orders occur)."""
+    out = []
+    for r in (2, 3, 4):
+        merged = "(Add (MatMul ?x (Concat[axis=1] ?w1 ?w2)) (Concat[axis=0] ?b1 ?b2))"
+        split = f"axis={r - 1}, split=(dim(?w1,1), dim(?w2,1))"
+        dst = [f"(Split[{split}] {merged})", f"(Split.1[{split}] {merged})"]
+        example = {"x": (2, 2, 3, 4)[-r:], "w1": (4, 5), "w2": (4, 6), "b1": (5,), "b2": (6,)}
+        for first1 in (True, False):
+            for first2 in (True, False):
+                src = [f"(Add (MatMul ?x ?w{k}) ?b{k})" if first else
+                       f"(Add ?b{k} (MatMul ?x ?w{k}))"
+                       for k, first in ((1, first1), (2, first2))]
+                out.append(rule(
+                    src, dst, {"x": T(r), "w1": W(2), "w2": W(2), "b1": W(1), "b2": W(1)},
+                    example, "linear-bias-merge",
+                    ("shape(?b1)[0] == shape(?w1)[1]", "shape(?b2)[0] == shape(?w2)[1]")))
+    return out
+
+
+def three_way_merges() -> list[Rule]:
+    """Three projections of one activation merged in one step (Q/K/V; with and without a
+    bias): two pairwise merges would leave a Split of a Split, which costs more than it saves."""
+    out = []
+    vars3 = {f"w{k}": W(2) for k in (1, 2, 3)}
+    ws = "(Concat[axis=1] ?w1 ?w2 ?w3)"
+    for r in (2, 3, 4):
+        split = f"axis={r - 1}, split=(dim(?w1,1), dim(?w2,1), dim(?w3,1))"
+        example = {"x": (2, 2, 3, 4)[-r:], "w1": (4, 5), "w2": (4, 6), "w3": (4, 2)}
+        mm = f"(MatMul ?x {ws})"
+        out.append(rule([f"(MatMul ?x ?w{k})" for k in (1, 2, 3)],
+                        [f"(Split{'.' + str(k) if k else ''}[{split}] {mm})" for k in range(3)],
+                        {"x": T(r), **vars3}, example, "matmul-merge-3"))
+        merged = f"(Add {mm} (Concat[axis=0] ?b1 ?b2 ?b3))"
+        for first in (True, False):
+            src = [f"(Add (MatMul ?x ?w{k}) ?b{k})" if first else f"(Add ?b{k} (MatMul ?x ?w{k}))"
+                   for k in (1, 2, 3)]
+            out.append(rule(
+                src, [f"(Split{'.' + str(k) if k else ''}[{split}] {merged})" for k in range(3)],
+                {"x": T(r), **vars3, "b1": W(1), "b2": W(1), "b3": W(1)},
+                {**example, "b1": (5,), "b2": (6,), "b3": (2,)}, "linear-bias-merge-3",
+                tuple(f"shape(?b{k})[0] == shape(?w{k})[1]" for k in (1, 2, 3))))
+    return out
+
+
+CONV = "Conv[pads=?p, strides=?s]"
+CONV_VARS = {"x": T(4), "w1": W(4), "w2": W(4), "b1": W(1), "b2": W(1)}
+CONV_EX = {"x": (2, 4, 6, 6), "w1": (3, 4, 3, 3), "w2": (5, 4, 3, 3), "b1": (3,), "b2": (5,)}
+
+
+def conv_merges() -> list[Rule]:
+    """Two Convs with bias, same kernel size, pads and strides (group 1), reading one tensor ->
+    one Conv over the concatenated kernels and biases: split back into two outputs, or, when a
+    Concat along channels already joins them (with or without a Relu on each), that Concat."""
+    merged = f"({CONV} ?x (Concat[axis=0] ?w1 ?w2) (Concat[axis=0] ?b1 ?b2))"
+    split = "axis=1, split=(dim(?w1,0), dim(?w2,0))"
+    same_kernel = ("shape(?w1)[1:] == shape(?w2)[1:]",)
+    one = f"({CONV} ?x ?w1 ?b1)"
+    two = f"({CONV} ?x ?w2 ?b2)"
+    merged3 = f"({CONV} ?x (Concat[axis=0] ?w1 ?w2 ?w3) (Concat[axis=0] ?b1 ?b2 ?b3))"
+    split3 = "axis=1, split=(dim(?w1,0), dim(?w2,0), dim(?w3,0))"
+    return [
+        rule([one, two], [f"(Split[{split}] {merged})", f"(Split.1[{split}] {merged})"],
+             CONV_VARS, CONV_EX, "conv-bias-merge", same_kernel),
+        rule([one, two, f"({CONV} ?x ?w3 ?b3)"],
+             [f"(Split{'.' + str(k) if k else ''}[{split3}] {merged3})" for k in range(3)],
+             {**CONV_VARS, "w3": W(4), "b3": W(1)}, {**CONV_EX, "w3": (2, 4, 3, 3), "b3": (2,)},
+             "conv-bias-merge-3", same_kernel + ("shape(?w1)[1:] == shape(?w3)[1:]",)),
+        rule([f"(Concat[axis=1] {one} {two})"], [merged], CONV_VARS, CONV_EX,
+             "conv-bias-merge", same_kernel),
+        rule([f"(Concat[axis=1] (Relu {one}) (Relu {two}))"], [f"(Relu {merged})"],
+             CONV_VARS, CONV_EX, "conv-bias-merge", same_kernel),
+    ]
+
+
+def enlarge_merges() -> list[Rule]:
+    """A 1x1 and a 3x3 Conv (pads 1) with bias and the same strides, reading one tensor and
+    joined by a Concat along channels (SqueezeNet's Fire module, with or without the Relus):
+    the 1x1 kernel enlarged to 3x3 with zeros, then one Conv (TASO's enlarge + merge)."""
+    c11 = "Conv[strides=?s]"
+    c33 = "Conv[pads=(1, 1, 1, 1), strides=?s]"
+    conds = ("shape(?w1)[2:] == (1, 1)", "shape(?w3)[2:] == (3, 3)")
+    vars = {"x": T(4), "w1": W(4), "w3": W(4), "b1": W(1), "b3": W(1)}
+    ex = {"x": (2, 4, 6, 6), "w1": (3, 4, 1, 1), "w3": (5, 4, 3, 3), "b1": (3,), "b3": (5,)}
+    out = []
+    for relu in (False, True):
+        def act(t: str, relu: bool = relu) -> str:
+            return f"(Relu {t})" if relu else t
+        one, three = f"({c11} ?x ?w1 ?b1)", f"({c33} ?x ?w3 ?b3)"
+        big = "(EnlargeKernel ?w1 ?w3)"
+        out.append(rule([f"(Concat[axis=1] {act(one)} {act(three)})"],
+                        [act(f"({c33} ?x (Concat[axis=0] {big} ?w3) (Concat[axis=0] ?b1 ?b3))")],
+                        vars, ex, "conv-bias-enlarge-merge", conds))
+        out.append(rule([f"(Concat[axis=1] {act(three)} {act(one)})"],
+                        [act(f"({c33} ?x (Concat[axis=0] ?w3 {big}) (Concat[axis=0] ?b3 ?b1))")],
+                        vars, ex, "conv-bias-enlarge-merge", conds))
+    return out
+
+
+def families() -> list[Rule]:
+    return (bn_folds() + linear_merges() + three_way_merges() + conv_merges()
+            + enlarge_merges())
+
+
+def main(argv: list[str]) -> int:
+    from superopt.verifier.driver import verify_rules
+
+    out = Path(argv[1]) if len(argv) > 1 else ROOT / "rules_db" / "handwritten.json"
+    rules = verify_rules(families(), workers=1)
+    failed = [r for r in rules if not r.proved]
+    for r in failed:
+        print(f"not proved: {r.name} {r.id}: {r.proof.get('reason', r.proof.get('result'))}",
+              file=sys.stderr)
+    if failed:
+        return 1
+    save_rules(rules, out, meta={"source": "hand-written, proved families (rules_db/README.md); "
+                                 "written by tools/handwritten_families.py"})
+    print(f"{len(rules)} hand-written rules -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
