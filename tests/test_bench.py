@@ -22,17 +22,22 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from superopt import zoo
+from superopt.core.errors import UsageError
 from superopt.core.rules import Rule, save_rules
 from superopt.face.cli import main
 from superopt.face.commands.bench import (
+    ORT_TRANSFORMERS,
     BenchReport,
     ModelBench,
+    _resolve_models,
     default_out_path,
     geomean,
+    is_transformer,
     render_markdown,
     report_from_json,
     report_json,
     run_bench,
+    targets,
 )
 from superopt.runtime import Timing
 
@@ -212,7 +217,7 @@ def test_time_limit_skips_the_remaining_models(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["bench", "nosuchmodel", "--device", "cpu"], "unknown zoo model 'nosuchmodel'"),
+    (["bench", "nosuchmodel", "--device", "cpu"], "unknown model 'nosuchmodel'"),
     (["bench", "squeezenet", "--rounds", "0"], "--rounds must be at least 1"),
 ])
 def test_cli_rejects_bad_arguments_in_one_line(argv, message, capsys):
@@ -245,3 +250,69 @@ def test_gpu_script_dry_run_on_cpu_without_rich_or_z3(tmp_path):
     assert (out / "costs.sqlite3").stat().st_size > 0
     log = (out / "bench.log").read_text()
     assert "[1/1] squeezenet" in log and "┏" not in log  # the plain-text table, not rich's
+
+
+def test_targets_say_met_or_not_with_the_figures():
+    nas = ModelBench("nasrnn", timings={"ORT all": _timing(3.6, 0.02),
+                                        "superopt": _timing(3.0, 0.02)})
+    slow = ModelBench("resnet50", timings={"ORT all": _timing(10.0, 0.01),
+                                           "superopt": _timing(11.0, 0.01)})
+    same = ModelBench("bert", timings={"ORT all": _timing(10.0, 0.2),
+                                       "superopt": _timing(10.5, 0.2)})
+    report = BenchReport("cpu", "test cpu", "CPUExecutionProvider", {}, "", "today", 3, 1.0, "",
+                         models=[nas, slow, same])
+    lines = targets(report)
+    assert lines[0] == "NasRNN at least 1.10× over ORT all: met (1.200×)."
+    assert lines[1] == "geomean at least 1.05× over ORT all: not met (1.013×)."
+    # resnet50 is 10% slower beyond its 1% spreads; bert's 5% is within its 20% spreads
+    assert lines[2] == "no model slower than ORT all beyond the noise: not met (resnet50 0.909×)."
+    assert "Targets:" in render_markdown(report)
+    report.models = [nas]
+    assert targets(report)[-1] == "no model slower than ORT all beyond the noise: met."
+
+
+def small_transformer() -> onnx.ModelProto:
+    """MatMul -> Softmax -> MatMul -> residual Add -> LayerNormalization."""
+    rng = np.random.default_rng(SEED)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("W", (16, 16)), ("V", (16, 16)), ("g", (16,)), ("b", (16,)))]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["s"]),
+             helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "V"], ["o"]),
+             helper.make_node("Add", ["o", "x"], ["r"]),
+             helper.make_node("LayerNormalization", ["r", "g", "b"], ["y"], axis=-1)]
+    graph = helper.make_graph(nodes, "tiny", [x], [y], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_ort_transformer_peer_column_or_one_line_note(tmp_path):
+    assert is_transformer(small_transformer()) and not is_transformer(matmul_chain(8))
+    rules = tmp_path / "rules.json"
+    save_rules([ASSOC], rules)
+    report = run_bench(["tiny", "mm-chain"], device="cpu", rounds=2, timing_budget_s=0.2,
+                       rules=rules, time_limit=2, cache_dir=tmp_path / "cache",
+                       builder=lambda n: small_transformer() if n == "tiny" else matmul_chain(8))
+    tiny, chain = report.models
+    assert ORT_TRANSFORMERS not in chain.timings  # not a transformer: no such variant
+    failed = [n for n in tiny.notes if n.startswith("ORT transformer optimizer failed: ")]
+    if ORT_TRANSFORMERS in tiny.timings:
+        headers, rows = table(render_markdown(report))
+        assert "ORT transformers (ms)" in headers and "ORT transformers vs ORT all" in headers
+        assert rows["mm-chain"][headers.index("ORT transformers (ms)")] == "—"
+    else:
+        assert len(failed) == 1 and "\n" not in failed[0]
+
+
+def test_shared_exports_are_benchmarked_with_the_zoo(tmp_path):
+    onnx.save(matmul_chain(8), tmp_path / "chain_export.onnx")
+    names, build, notes = _resolve_models(None, tmp_path)
+    assert names == [*zoo.list_models(), "chain_export"] and notes == []
+    assert [n.op_type for n in build("chain_export").graph.node] == ["MatMul", "MatMul"]
+    assert _resolve_models(["shared", "squeezenet"], tmp_path)[0] == ["chain_export",
+                                                                      "squeezenet"]
+    names, _, notes = _resolve_models(None, tmp_path / "missing")
+    assert names == zoo.list_models() and "no shared exports in" in notes[0]
+    with pytest.raises(UsageError, match="unknown model 'nope'"):
+        _resolve_models(["nope"], tmp_path)

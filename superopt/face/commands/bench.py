@@ -1,14 +1,21 @@
-"""`superopt bench [NAME ...]`: each zoo model as built, at ORT's best level, and after superopt,
+"""`superopt bench [NAME ...]`: each model as built, at ORT's best level, and after superopt,
 timed in one run. This module holds the command's parser, its logic and its rendering.
 
-For every model `run_bench` builds it, optimizes it with `superopt.pipeline.optimize.optimize` (the
-measured cost model on the chosen device, the shipped rules unless told), then times, in **one
-interleaved run**, the variants
+The models are the zoo's and the ONNX exports in `../shared/models` (read in place; `--shared`
+moves the folder, and a missing folder is a note). For every model `run_bench` builds or reads
+it, optimizes it with `superopt.pipeline.optimize.optimize` (the measured cost model on the
+chosen device, the shipped rules unless told), then times, in **one interleaved run**, the
+variants
 
 - ``ORT disable``: the model as built, at ORT_DISABLE_ALL,
 - ``ORT all``: the model as built, at ORT_ENABLE_ALL,
 - ``superopt``: superopt's output (what `optimize` would write), at ORT_ENABLE_ALL,
 - ``onnxslim``: onnxslim's output at ORT_ENABLE_ALL, when onnxslim is installed (a peer),
+- ``ORT transformers``: for transformer models (a Softmax, MatMuls and a LayerNorm or RMSNorm),
+  the output of ONNX Runtime's own offline transformer optimizer
+  (`onnxruntime.transformers.optimizer.optimize_model`, model type "bert", heads and hidden size
+  detected, its Python fusions only: opt_level 0) at ORT_ENABLE_ALL (a peer; it needs sympy, and
+  a failure is one line in the row's notes),
 
 with the A/B gate's measuring loop, `superopt.runtime.time_interleaved`: fresh sessions per
 variant, several rounds whose order rotates, the best of a few runs per round, the median over
@@ -57,6 +64,11 @@ if TYPE_CHECKING:
 DEFAULT_ROUNDS = 9
 DEFAULT_TIMING_BUDGET_S = 8.0
 DEFAULT_TIME_LIMIT_S = 30.0
+DEFAULT_SHARED = Path("..") / "shared" / "models"
+ORT_TRANSFORMERS = "ORT transformers"
+#: the targets of the CPU benchmark (issue 13): a NasRNN speedup and a geomean over ORT all
+TARGET_NASRNN = 1.10
+TARGET_GEOMEAN = 1.05
 #: the smallest relative difference ever called significant (the A/B gate's `min_margin`)
 NOISE_FLOOR = 0.01
 
@@ -154,7 +166,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(and onnxslim's, if installed) in one interleaved run; print a table and "
                     "write it as Markdown.")
     p.add_argument("names", nargs="*", metavar="NAME",
-                   help="zoo models (default: all; see `superopt zoo list`)")
+                   help="zoo models (see `superopt zoo list`), stems of the shared folder's "
+                        "exports, or the groups `zoo` and `shared` (default: both groups)")
+    p.add_argument("--shared", default=str(DEFAULT_SHARED), metavar="DIR",
+                   help="folder of shared ONNX exports benchmarked with the zoo, read in place "
+                        f"(default {DEFAULT_SHARED})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to time the models (auto: CUDA if it really works, else CPU)")
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
@@ -172,7 +188,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-total", type=float, metavar="S",
                    help="start no model after this many seconds (the rest are listed as skipped)")
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time onnxslim's output when it is installed (default: on)")
+                   help="also time onnxslim's output when it is installed, and ORT's transformer "
+                        "optimizer's on transformer models (default: on)")
     p.add_argument("--cache-dir", metavar="DIR",
                    help="measured-cost cache folder (default: $SUPEROPT_CACHE_DIR or "
                         "~/.cache/superopt)")
@@ -196,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
                        timing_budget_s=args.timing_budget, rules=args.rules,
                        time_limit=args.time_limit, peers=args.peers, cache_dir=args.cache_dir,
                        out=out, json_out=args.json, command=command, max_total_s=args.max_total,
-                       log=lambda line: console.print(line, markup=False))
+                       shared_dir=args.shared, log=lambda line: console.print(line, markup=False))
     table = _console_table(report)
     if not args.quiet:
         Console(stderr=False, width=140).print(table)
@@ -218,6 +235,8 @@ def _command_line(args: argparse.Namespace) -> str:
                         ("--max-total", args.max_total), ("--cache-dir", args.cache_dir)):
         if value is not None:
             parts += [flag, str(value)]
+    if args.shared != str(DEFAULT_SHARED):
+        parts += ["--shared", args.shared]
     parts += [] if args.peers else ["--no-peers"]
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -273,9 +292,11 @@ def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
               time_limit: float = DEFAULT_TIME_LIMIT_S, peers: bool = True,
               cache_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
               json_out: str | os.PathLike | None = None, command: str = "",
-              max_total_s: float | None = None,
+              max_total_s: float | None = None, shared_dir: str | os.PathLike | None = None,
               builder: Builder | None = None, log: Log | None = None) -> BenchReport:
-    """Benchmark zoo models `names` (default: all) on `device`; see the module doc.
+    """Benchmark models `names` on `device`; see the module doc. A name is a zoo model, the stem
+    of an export in `shared_dir`, or the group `zoo` or `shared`; the default is every zoo
+    model, then every export of `shared_dir` (when given and present).
 
     `out` (Markdown) and `json_out` (`report_json`), if given, are rewritten after every
     model. `max_total_s` skips the models that would start after that many seconds (noted in
@@ -288,13 +309,11 @@ def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
 
     started = time.perf_counter()
     say = log or (lambda line: None)
-    names = list(names) if names else zoo.list_models()
+    early_notes: list[str] = []
     if builder is None:
-        unknown = [n for n in names if n not in zoo.MODELS]
-        if unknown:
-            raise UsageError(f"unknown zoo model {unknown[0]!r}; valid names: "
-                             f"{', '.join(zoo.list_models())}")
-        builder = zoo.build
+        names, builder, early_notes = _resolve_models(names, shared_dir)
+    else:
+        names = list(names) if names else zoo.list_models()
     resolved = resolve_device(device)
     rule_list = select_rules(rules)  # RulesError for a bad file, before any model is built
     name, provider, versions = environment(resolved)
@@ -304,6 +323,7 @@ def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
         rounds=rounds, timing_budget_s=timing_budget_s,
         rules_label=f"{len(rule_list)} proved rules from "
                     f"{rules if rules else 'the shipped database (superopt/rules_db/rules.json)'}")
+    report.notes += early_notes
     use_slim = peers and onnxslim_available()
     if use_slim:
         report.peers.append("onnxslim")
@@ -322,7 +342,9 @@ def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
         say(f"[{k + 1}/{len(names)}] {model_name}")
         row = bench_model(model_name, builder, resolved, rule_list, cost_model, rounds=rounds,
                           timing_budget_s=timing_budget_s, time_limit=time_limit,
-                          use_slim=use_slim, log=say)
+                          use_slim=use_slim, use_transformers=peers, log=say)
+        if ORT_TRANSFORMERS in row.timings and ORT_TRANSFORMERS not in report.peers:
+            report.peers.append(ORT_TRANSFORMERS)
         report.models.append(row)
         _save(report, out, json_out)
     if resolved == "cpu" and load_before is not None:
@@ -331,6 +353,42 @@ def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
                             f"{_load_average():.2f} at the end.")
     _save(report, out, json_out)
     return report
+
+
+def shared_models(folder: str | os.PathLike | None) -> dict[str, Path]:
+    """The shared folder's exports by stem (empty when there is no such folder)."""
+    if folder is None or not Path(folder).is_dir():
+        return {}
+    return {p.stem: p for p in sorted(Path(folder).glob("*.onnx"))}
+
+
+def _resolve_models(names: Sequence[str] | None, shared_dir: str | os.PathLike | None
+                    ) -> tuple[list[str], Builder, list[str]]:
+    """(model names, a builder for them, notes): zoo names, shared stems and the groups."""
+    from superopt import zoo
+
+    shared = shared_models(shared_dir)
+    notes = []
+    if shared_dir is not None and not shared:
+        notes.append(f"no shared exports in {shared_dir}: only zoo models were benchmarked.")
+    wanted = list(names) if names else ["zoo", "shared"]
+    out: list[str] = []
+    for name in wanted:
+        group = zoo.list_models() if name == "zoo" else list(shared) if name == "shared" \
+            else [name]
+        for n in group:
+            if n not in zoo.MODELS and n not in shared:
+                raise UsageError(f"unknown model {n!r}; valid names: zoo, shared, "
+                                 f"{', '.join([*zoo.list_models(), *shared])}")
+            if n not in out:
+                out.append(n)
+
+    def build(name: str) -> onnx.ModelProto:
+        if name in zoo.MODELS:
+            return zoo.build(name)
+        return onnx.load(str(shared[name]))
+
+    return out, build, notes
 
 
 def _load_average() -> float | None:
@@ -359,7 +417,7 @@ def _cost_model(device: str, cache_dir: str | os.PathLike | None):
 
 def bench_model(name: str, builder: Builder, device: str, rules: Sequence, cost_model, *,
                 rounds: int, timing_budget_s: float, time_limit: float, use_slim: bool,
-                log: Log) -> ModelBench:
+                log: Log, use_transformers: bool = False) -> ModelBench:
     """Build, optimize and time one model; every failure ends up in the returned row."""
     from superopt.pipeline.optimize import optimize
     from superopt.runtime import time_interleaved
@@ -406,6 +464,13 @@ def bench_model(name: str, builder: Builder, device: str, rules: Sequence, cost_
         except Exception as e:  # noqa: BLE001 - a peer's failure is a note, not the model's
             row.notes.append(f"onnxslim failed: {_one_line(e)}")
         row.phase_s["onnxslim"] = time.perf_counter() - t
+    if use_transformers and is_transformer(model):
+        t = time.perf_counter()
+        try:
+            variants.append((ORT_TRANSFORMERS, ort_transformers_optimize(model), "all"))
+        except Exception as e:  # noqa: BLE001 - a peer's failure is a note, not the model's
+            row.notes.append(f"ORT transformer optimizer failed: {_one_line(e)}")
+        row.phase_s["ort-transformers"] = time.perf_counter() - t
 
     t = time.perf_counter()
     try:
@@ -427,6 +492,28 @@ def bench_model(name: str, builder: Builder, device: str, rules: Sequence, cost_
     log(f"  timing {row.phase_s['timing']:.1f} s ({timed.rounds} rounds x "
         f"{timed.runs_per_round} runs, {timed.sessions} sessions): {parts}")
     return row
+
+
+def is_transformer(model: onnx.ModelProto) -> bool:
+    """A transformer for the ORT-transformers peer: Softmax, MatMul and a LayerNorm (as one op
+    or as ReduceMean + Pow chains)."""
+    ops = {n.op_type for n in model.graph.node}
+    return {"Softmax", "MatMul"} <= ops and (
+        "LayerNormalization" in ops or {"ReduceMean", "Pow"} <= ops)
+
+
+def ort_transformers_optimize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX Runtime's offline transformer optimizer on `model` (type "bert", heads and hidden
+    size detected from the graph, its Python fusions only: opt_level 0)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        optimized = optimize_model(_copy(model), model_type="bert", num_heads=0, hidden_size=0,
+                                   opt_level=0, use_gpu=False)
+    return optimized.model
 
 
 def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -496,12 +583,12 @@ def _x(ratio: float | None, significant: bool | None = True) -> str:
 
 def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of the results table (the geomean row last), as plain strings."""
-    slim = "onnxslim" in report.peers
+    peers = [p for p in ("onnxslim", ORT_TRANSFORMERS) if p in report.peers]
     headers = ["model", "nodes before → after", "ORT disable (ms)", "ORT all (ms)",
                "superopt (ms)"]
-    headers += ["onnxslim (ms)"] if slim else []
+    headers += [f"{p} (ms)" for p in peers]
     headers += ["superopt vs ORT all", "superopt vs disable"]
-    headers += ["onnxslim vs ORT all"] if slim else []
+    headers += [f"{p} vs ORT all" for p in peers]
     headers += ["optimize (s)", "rewrites applied"]
     rows = []
     for m in report.models:
@@ -509,21 +596,43 @@ def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
             f"{m.nodes_before} → {m.nodes_after if m.nodes_after is not None else '—'}")
         row = [m.name, nodes, _ms(m.timings.get("ORT disable")), _ms(m.timings.get("ORT all")),
                _ms(m.timings.get("superopt"))]
-        row += [_ms(m.timings.get("onnxslim"))] if slim else []
+        row += [_ms(m.timings.get(p)) for p in peers]
         row += [_x(m.speedup_over_all, m.significant("ORT all")),
                 _x(m.speedup_over_disable, m.significant("ORT disable"))]
-        row += [_x(m.ratio("ORT all", "onnxslim"), m.significant("ORT all", "onnxslim"))] \
-            if slim else []
+        row += [_x(m.ratio("ORT all", p), m.significant("ORT all", p)) for p in peers]
         opt = "—" if m.optimize_s is None else f"{m.optimize_s:.1f} ({m.cache_state})"
         row += [opt, _rewrites_cell(m)]
         rows.append(row)
-    geo = ["**geomean**", "", "", "", ""] + ([""] if slim else [])
+    geo = ["**geomean**", "", "", "", ""] + [""] * len(peers)
     geo += [_x(geomean([m.speedup_over_all for m in report.models])),
             _x(geomean([m.speedup_over_disable for m in report.models]))]
-    geo += [_x(geomean([m.ratio("ORT all", "onnxslim") for m in report.models]))] if slim else []
+    geo += [_x(geomean([m.ratio("ORT all", p) for m in report.models])) for p in peers]
     geo += ["", ""]
     rows.append(geo)
     return headers, rows
+
+
+def targets(report: BenchReport) -> list[str]:
+    """The CPU targets, each met or not with its figure: NasRNN >= 1.10x and geomean >= 1.05x
+    over ORT_ENABLE_ALL, no model slower than ORT_ENABLE_ALL beyond the noise."""
+    lines = []
+    nas = next((m for m in report.models if m.name == "nasrnn"), None)
+    nas_x = nas.speedup_over_all if nas is not None else None
+    if nas_x is not None:
+        lines.append(f"NasRNN at least {TARGET_NASRNN:.2f}× over ORT all: "
+                     f"{'met' if nas_x >= TARGET_NASRNN else 'not met'} ({nas_x:.3f}×).")
+    geo = geomean([m.speedup_over_all for m in report.models])
+    if geo is not None:
+        lines.append(f"geomean at least {TARGET_GEOMEAN:.2f}× over ORT all: "
+                     f"{'met' if geo >= TARGET_GEOMEAN else 'not met'} ({geo:.3f}×).")
+    slower = [m for m in report.models
+              if m.speedup_over_all is not None and m.speedup_over_all < 1.0
+              and m.significant("ORT all")]
+    if any(m.speedup_over_all is not None for m in report.models):
+        lines.append("no model slower than ORT all beyond the noise: " + (
+            "met." if not slower else "not met (" + ", ".join(
+                f"{m.name} {m.speedup_over_all:.3f}×" for m in slower) + ")."))
+    return lines
 
 
 def _rewrites_cell(m: ModelBench) -> str:
@@ -556,11 +665,17 @@ def render_markdown(report: BenchReport) -> str:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
     runs = sorted({m.runs_per_round for m in report.models if m.runs_per_round})
     sessions = sorted({m.sessions for m in report.models if m.sessions})
+    goals = targets(report)
+    if goals:
+        lines += ["", "Targets:", ""] + [f"- {g}" for g in goals]
     lines += [
         "",
         "Method: for each model the variants (the model as built at ORT_DISABLE_ALL and at "
         "ORT_ENABLE_ALL, superopt's output at ORT_ENABLE_ALL"
-        + (", onnxslim's output at ORT_ENABLE_ALL" if report.peers else "") +
+        + (", onnxslim's output at ORT_ENABLE_ALL" if "onnxslim" in report.peers else "")
+        + (", for transformer models the output of ORT's offline transformer optimizer "
+           "(`onnxruntime.transformers.optimizer`, model type bert, opt_level 0) at "
+           "ORT_ENABLE_ALL" if ORT_TRANSFORMERS in report.peers else "") +
         ") are timed in one interleaved run: "
         f"{'/'.join(map(str, sessions)) or '?'} fresh sessions per variant, {report.rounds} rounds"
         " whose order rotates and that cycle over the sessions, the best of "
