@@ -273,7 +273,10 @@ def verify_rules_ray(rules: Sequence[Rule], *, timeout_s: float = 5.0,
                 i = queue.pop()
                 ref = task.remote((i, rules[i].to_json(), timeout_s))
                 in_flight[ref] = (i, time.monotonic())
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+            # Wake up for the earliest deadline, so a limit is kept to within a few ms.
+            first = min(t for _, t in in_flight.values())
+            wait_s = min(1.0, max(0.005, first + limit - time.monotonic()))
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=wait_s)
             finished: list[tuple[int, dict]] = []
             for ref in ready:
                 i, _ = in_flight.pop(ref)
