@@ -235,12 +235,12 @@ def pair_shard(spec: tuple, seed: int, max_ops: int, shard: int, ckpt: str | Non
     return {**stats, "resumed": False, **_worker(t0)}, records
 
 
-def merge_and_prune(spec: tuple, seed: int, chunks: int, *shards: tuple[dict, list]) -> tuple:
-    """Join the partitions' candidates in the single-process order, keep the first of each
-    renaming class, prune specializations and common subgraphs: (stats, chunk 0, ...)."""
+def merge_and_prune(spec: tuple, seed: int, chunks: int, *shards: list) -> tuple:
+    """Join the partitions' candidate records in the single-process order, keep the first of
+    each renaming class, prune specializations and common subgraphs: (stats, chunk 0, ...)."""
     t0 = time.time()
     universe = _universe(spec)
-    records = sorted((r for _, recs in shards for r in recs), key=lambda r: (r[0], r[1]))
+    records = sorted((r for recs in shards for r in recs), key=lambda r: (r[0], r[1]))
     seen: set[str] = set()
     unique = []
     for _, _, key, c in records:
@@ -348,7 +348,9 @@ def generate_ray(max_ops: int = 3, ops: Sequence[str] | None = None, seed: int =
     n_roots = len(Enumerator(universe, seed, max_ops).level1)
     roots = [ZERO_NODE_ROOT, *range(n_roots)]
     enum_task = _remote(ray, enumerate_shard, num_returns=parts + 1)
-    pair_task = _remote(ray, pair_shard)
+    # (stats, records) as two objects: the driver reads the stats, the records go from the
+    # pair tasks to the prune task without passing through the driver.
+    pair_task = _remote(ray, pair_shard, num_returns=2)
     submitted: list = []
     try:
         enum_out = [enum_task.remote(spec, seed, max_ops, r, parts,
@@ -360,17 +362,17 @@ def generate_ray(max_ops: int = 3, ops: Sequence[str] | None = None, seed: int =
                                       str(ckpt / "pair" / f"shard-{p:05d}.pkl") if ckpt else None,
                                       *(refs[1 + p] for refs in enum_out))
                      for p in range(parts)]
-        submitted += pair_refs
+        submitted += [ref for refs in pair_refs for ref in refs]
         enum_infos = _wait_all(ray, [refs[0] for refs in enum_out], "enumerate", progress)
         t_enum = time.time() - t0
-        pair_out = _wait_all(ray, pair_refs, "group+pair", progress)
+        pair_infos = _wait_all(ray, [refs[0] for refs in pair_refs], "group+pair", progress)
         t_pair = time.time() - t0 - t_enum
         # The parts are no longer needed: drop the references so the store can free them.
         del enum_out
-        submitted = list(pair_refs)
+        submitted = [refs[1] for refs in pair_refs]
         chunks = max(1, cpus)
         prune_refs = _remote(ray, merge_and_prune, num_returns=chunks + 1).remote(
-            spec, seed, chunks, *pair_refs)
+            spec, seed, chunks, *(refs[1] for refs in pair_refs))
         submitted += prune_refs
         if progress:
             progress("prune", 0, 1)
@@ -392,7 +394,6 @@ def generate_ray(max_ops: int = 3, ops: Sequence[str] | None = None, seed: int =
     counts = Counts()
     for info in enum_infos:
         counts.add(Counts(**info["counts"]))
-    pair_infos = [info for info, _ in pair_out]
     extra: dict[str, int] = {}
     for info in pair_infos:
         for k, v in info["extra"].items():
