@@ -228,11 +228,15 @@ def merge_squeezenet_expands(model: onnx.ModelProto) -> tuple[onnx.ModelProto, i
 
 def merge_shared_1x1_convs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """1x1, stride-1, unpadded, ungrouped Convs (with bias) reading the same input -> one Conv
-    on the stacked kernels and a Split on the channel axis (inception's branch heads)."""
+    on the stacked kernels and a Split on the channel axis (inception's branch heads). When
+    every member's sole user is a Relu, the Relu moves before the Split (Relu commutes with it),
+    so ORT can still fuse it into the Conv."""
     m = copy(model)
     ed = Editor(m)
+    users = ed.users()
     groups: dict[str, list[int]] = defaultdict(list)
     nodes = list(m.graph.node)
+    index = {id(n): i for i, n in enumerate(nodes)}
     for i, n in enumerate(nodes):
         if n.op_type != "Conv" or len(n.input) != 3:
             continue
@@ -255,9 +259,17 @@ def merge_shared_1x1_convs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int
         bn = ed.add_init(np.concatenate(bs), "b")
         out = ed.fresh("conv")
         new = [helper.make_node("Conv", [x, wn, bn], [out], name=ed.fresh("conv"),
-                                kernel_shape=[1, 1]),
-               ed.split(out, [int(w.shape[0]) for w in ws], 1,
-                        [nodes[i].output[0] for i in members])]
+                                kernel_shape=[1, 1])]
+        relus = [users.get(nodes[i].output[0], []) for i in members]
+        if all(len(r) == 1 and r[0].op_type == "Relu" for r in relus):
+            act = ed.fresh("relu")
+            new.append(helper.make_node("Relu", [out], [act], name=ed.fresh("relu")))
+            outs = [r[0].output[0] for r in relus]
+            remove.update(index[id(r[0])] for r in relus)
+            out = act
+        else:
+            outs = [nodes[i].output[0] for i in members]
+        new.append(ed.split(out, [int(w.shape[0]) for w in ws], 1, outs))
         remove.update(members)
         insert[members[0]] = new
         merged += len(members)
@@ -512,6 +524,16 @@ def prune_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def predicted_ratio(orig: onnx.ModelProto, cand: onnx.ModelProto) -> float:
+    """original cost / candidate cost by the measured cost model (this machine's one-node
+    timings, cached; ORT's own fusions charged as `cost_model/ort_fusions.py` says)."""
+    from superopt.core.onnx_io import load
+    from superopt.cost_model.measured import MeasuredCost
+
+    model = MeasuredCost("cpu")
+    return model.graph_cost(load(orig)) / model.graph_cost(load(cand))
+
+
 def measure(fam: Family, rounds: int, sessions: int, budget: float, tmp: Path) -> dict:
     from superopt.runtime import time_interleaved
 
@@ -523,6 +545,7 @@ def measure(fam: Family, rounds: int, sessions: int, budget: float, tmp: Path) -
     feeds = feeds_for(base)
     err = check_same(orig, cand, feeds)
     ops_o, ops_c = ort_optimized_ops(orig, tmp), ort_optimized_ops(cand, tmp)
+    predicted = predicted_ratio(orig, cand)
     r = time_interleaved([orig, orig, cand], "cpu", rounds=rounds, sessions=sessions,
                          budget_s=budget, feeds=feeds)
     a, a2, c = r.timings
@@ -534,19 +557,52 @@ def measure(fam: Family, rounds: int, sessions: int, budget: float, tmp: Path) -
             "orig_ms": a.median_s * 1e3, "copy_ms": a2.median_s * 1e3,
             "cand_ms": c.median_s * 1e3, "spreads": [a.spread, a2.spread, c.spread],
             "ratio": a.median_s / c.median_s, "aa": a.median_s / a2.median_s,
+            "predicted": predicted,
+            "ci": bootstrap_ci(a.samples, c.samples), "ci_aa": bootstrap_ci(a.samples, a2.samples),
             "rounds": r.rounds, "runs_per_round": r.runs_per_round, "sessions": r.sessions,
             "rounds_ms": {"orig": [x * 1e3 for x in a.samples],
                           "copy": [x * 1e3 for x in a2.samples],
                           "cand": [x * 1e3 for x in c.samples]}}
 
 
+def bootstrap_ci(a: list[float], b: list[float], n: int = 4000, seed: int = 0
+                 ) -> tuple[float, float]:
+    """95% interval of median(a) / median(b), resampling the rounds of each with replacement."""
+    rng = np.random.default_rng(seed)
+    a_, b_ = np.asarray(a), np.asarray(b)
+    ra = np.median(rng.choice(a_, (n, a_.size)), axis=1)
+    rb = np.median(rng.choice(b_, (n, b_.size)), axis=1)
+    lo, hi = np.percentile(ra / rb, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def verdict(row: dict) -> str:
+    """win / loss when the ratio's 95% interval excludes 1 and the ratio is further from 1 than
+    the A/A ratio (and 1%); else no change."""
     noise = max(0.01, abs(row["aa"] - 1.0))
-    if row["ratio"] > 1 + noise:
+    lo, hi = row.get("ci", (row["ratio"], row["ratio"]))
+    if row["ratio"] > 1 + noise and lo > 1:
         return "win"
-    if row["ratio"] < 1 - noise:
+    if row["ratio"] < 1 - noise and hi < 1:
         return "loss"
-    return "no change (within A/A)"
+    return "no change"
+
+
+#: a predicted ratio within this of 1 is "no gain predicted"
+PREDICTION_TOLERANCE = 0.01
+
+
+def agrees(row: dict) -> str:
+    """Whether the measured cost model's sign agrees with the end-to-end verdict: a gain
+    predicted for a win, no gain predicted otherwise."""
+    if "predicted" not in row:
+        return "—"
+    gain = row["predicted"] > 1 + PREDICTION_TOLERANCE
+    return "yes" if gain == (verdict(row) == "win") else "no"
+
+
+def _ci(ci) -> str:
+    return "" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def render(rows: list[dict], header: dict) -> str:
@@ -560,25 +616,34 @@ def render(rows: list[dict], header: dict) -> str:
              f"sessions each, {header['rounds']} rounds with rotating order, best of N runs per "
              f"round (N fitted to about {header['budget']:g} s per family), median over rounds; "
              "ratio = A / candidate (above 1: the candidate is faster), A/A = A / A'. "
-             "A family is a *win* when its ratio exceeds 1 + max(1%, |A/A - 1|).",
+             "The interval after a ratio is its 95% bootstrap interval (rounds resampled). A "
+             "family is a *win* (*loss*) when its ratio is above (below) 1 by more than "
+             "max(1%, |A/A - 1|) and its interval excludes 1; else *no change*.",
              f"- load: {header['load']}; other work on the machine: {header['note']}",
              "", "| family | model | candidate | rewrites | nodes A → cand | nodes ORT runs A → "
-             "cand | A (ms) | cand (ms) | ratio | A/A | verdict |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "cand | A (ms) | cand (ms) | ratio | A/A | verdict | cost model predicts | sign "
+             "agrees |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['family']} | {r['model']} | {r['how']} | | | | | | | | "
-                         f"error: {r['error']} |")
+                         f"error: {r['error']} | | |")
             continue
         lines.append(
             f"| {r['family']} | {r['model']} | {r['how']} | {r['rewrites']} | "
             f"{r['nodes'][0]} → {r['nodes'][1]} | {r['ort_nodes'][0]} → {r['ort_nodes'][1]} | "
             f"{r['orig_ms']:.3f} ± {r['spreads'][0]:.0%} | {r['cand_ms']:.3f} ± "
-            f"{r['spreads'][2]:.0%} | {r['ratio']:.3f}× | {r['aa']:.3f}× | {verdict(r)} |")
+            f"{r['spreads'][2]:.0%} | {r['ratio']:.3f}× {_ci(r.get('ci'))} | {r['aa']:.3f}× "
+            f"{_ci(r.get('ci_aa'))} | {verdict(r)} | "
+            + (f"{r['predicted']:.3f}× | {agrees(r)} |" if "predicted" in r else "— | — |"))
     lines += ["", "Candidates were checked against their originals on the same inputs before "
               "timing (max abs difference per row in the JSON next to this file). \"Nodes ORT "
               "runs\" counts the graph ORT saves after its ENABLE_ALL optimizations (fused and "
-              "layout ops included): equal counts mean ORT already performs the rewrite itself."]
+              "layout ops included): equal counts mean ORT already performs the rewrite itself. "
+              "\"Cost model predicts\" is original cost / candidate cost by the measured cost "
+              "model (`superopt.cost_model.measured`, one-node timings on this machine, ORT's "
+              f"fusions charged by `cost_model/ort_fusions.py`); within {PREDICTION_TOLERANCE:.0%} "
+              "of 1 counts as no gain predicted."]
     return "\n".join(lines) + "\n"
 
 
@@ -599,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default="not recorded", help="what else ran on the machine")
     p.add_argument("--list", action="store_true", help="list the families and exit")
     args = p.parse_args(argv)
+    ort.set_default_logger_severity(3)  # no warnings about initializers a rewrite left unused
     if args.list:
         for f in FAMILIES:
             print(f"{f.name:30} {f.model:24} {f.family}")
