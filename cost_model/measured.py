@@ -103,7 +103,7 @@ class MeasuredCost(CostModel):
         """Sum over the nodes ORT runs: each node charged as its fused group's stand-in
         (`ort_fusions`), nodes absorbed into a group charged nothing."""
         const = constant_values(graph)
-        fusions = ort_fusions(graph, self.device)
+        fusions = ort_fusions(graph, self.device, const)
         total = 0.0
         for node in runtime_nodes(graph):
             charged = fusions.charged(node)

@@ -77,11 +77,11 @@ class Fusions:
 
 
 class _Ctx:
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, const: set[Value] | None = None) -> None:
         self.graph = graph
         self.users = graph.users
         self.outputs = set(graph.output_values)
-        self.const = constant_values(graph)
+        self.const = constant_values(graph) if const is None else const
         self.f = Fusions()
         self.fold_root: dict[Node, Node] = {}  # BN / Mul / Add folded into a Conv -> the Conv
 
@@ -136,9 +136,11 @@ def _operands(node: Node, ctx: _Ctx) -> tuple[int, Value, Value] | None:
     return None
 
 
-def ort_fusions(graph: Graph, device: str = "cpu") -> Fusions:
-    """The groups ORT fuses in `graph` at ORT_ENABLE_ALL on `device` (see the module doc)."""
-    ctx = _Ctx(graph)
+def ort_fusions(graph: Graph, device: str = "cpu", const: set[Value] | None = None
+                ) -> Fusions:
+    """The groups ORT fuses in `graph` at ORT_ENABLE_ALL on `device` (see the module doc);
+    `const` is `constant_values(graph)` when the caller has it already."""
+    ctx = _Ctx(graph, const)
     if device == "cpu":
         _noops(ctx)
         _transpose_pairs(ctx)
