@@ -354,6 +354,11 @@ def proved() -> list[Rule]:
     return load_rules().proved()
 
 
+def _is_duplicate_merge(rule_id: str, proved: list[Rule]) -> bool:
+    rule = next(r for r in proved if r.id == rule_id)
+    return len(set(rule.src)) == 1 < len(rule.src) and set(rule.dst) == set(rule.src)
+
+
 def _assert_all_hold(proved: list[Rule], extended: bool = False) -> Tally:
     tally = _check(proved, extended)
     text = _summary(tally, len(proved))
@@ -361,7 +366,13 @@ def _assert_all_hold(proved: list[Rule], extended: bool = False) -> Tally:
     assert tally.checked_rules + len(tally.example_refused) >= len(proved)
     # The matcher refuses a rule at its own example only for its structure (degenerate
     # multi-output rules whose source outputs share a node), never for a class or condition.
+    # Duplicate merges (one source pattern written twice, e.g. two Relus of one tensor) need
+    # two distinct nodes, which building by structure hash-conses into one; their target is
+    # their source pattern itself, so there is nothing numerical to check here (they are
+    # checked end to end on NASNet in tests/test_handwritten_families.py).
     assert all("lies inside another source pattern's match" in line
+               or ("source patterns meet in one value" in line
+                   and _is_duplicate_merge(line.split(":")[0].strip(), proved))
                for line in tally.example_refused), text
     assert not tally.failures, text
     return tally
@@ -370,7 +381,8 @@ def _assert_all_hold(proved: list[Rule], extended: bool = False) -> Tally:
 def test_every_shipped_rule_holds_across_the_classes_the_matcher_accepts(proved):
     tally = _assert_all_hold(proved)
     # The instances reach past the example: broadcasting (size-1) and other sizes.
-    assert tally.accepted["example"] == len(proved) - len(tally.example_refused)
+    # (a rule with attribute parameters is instantiated at several values of them)
+    assert tally.accepted["example"] >= len(proved) - len(tally.example_refused)
     assert tally.accepted["one-1"] + tally.accepted["class-1"] >= len(proved) // 2
     assert tally.accepted["renamed"] + tally.accepted["one-dim"] >= len(proved) // 2
 

@@ -157,9 +157,21 @@ def enlarge_merges() -> list[Rule]:
     return out
 
 
+def duplicate_merges() -> list[Rule]:
+    """The same op applied twice to one tensor with the same attributes (NASNet's separable
+    branches each start with their own Relu of the cell input, and one branch adds two equal
+    average pools): computed once. The sources are two nodes, the targets one."""
+    out = [rule(["(Relu ?x)", "(Relu ?x)"], ["(Relu ?x)", "(Relu ?x)"], {"x": T(r)},
+                {"x": (2, 3, 4, 5)[-r:]}, "duplicate-merge") for r in (2, 3, 4)]
+    for pool in ("AveragePool", "MaxPool"):
+        p = f"({pool}[kernel_shape=(3, 3), pads=?p, strides=?s] ?x)"
+        out.append(rule([p, p], [p, p], {"x": T(4)}, {"x": (1, 2, 5, 5)}, "duplicate-merge"))
+    return out
+
+
 def families() -> list[Rule]:
     return (bn_folds() + linear_merges() + three_way_merges() + conv_merges()
-            + enlarge_merges())
+            + enlarge_merges() + duplicate_merges())
 
 
 def main(argv: list[str]) -> int:

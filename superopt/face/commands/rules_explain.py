@@ -122,7 +122,9 @@ def family_of(rule: Rule) -> str:
        rules match only graphs other rewrites made);
     3. a Transpose above another Transpose in the source, fewer Transposes in the target:
        "Transpose cancellation";
-    4. one op only, as many of it on both sides (runtime or not): "<op> reassociation";
+    4. one source pattern written twice, the target the same node twice: "<op> duplicate merge"
+       (the same computation on one tensor done once);
+       one op only, as many of it on both sides (runtime or not): "<op> reassociation";
     5. two source nodes of one op (not Concat/Split) reading a common input, fewer of that op
        in the target: "<op> merge (shared input)";
     6. two or more of an op (not Concat/Split) in the source, fewer in the target, which has
@@ -158,6 +160,8 @@ def family_of(rule: Rule) -> str:
         return f"{'/'.join(helpers)} cleanup"
     if dst["Transpose"] < src["Transpose"] and _nested(rule.src, "Transpose"):
         return "Transpose cancellation"
+    if len(rule.src) > 1 and len(set(rule.src)) == 1 and set(rule.dst) == set(rule.src):
+        return f"{rule.src[0].op} duplicate merge"
     raw_src, raw_dst = _all_ops(rule.src), _all_ops(rule.dst)
     if raw_src == raw_dst and len(raw_src) == 1:
         return f"{next(iter(raw_src))} reassociation"
