@@ -9,7 +9,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from superopt.core.rules import Rule, load_rules
 from superopt.face.commands.rules_reach import ReachModel, reach, zoo_models
@@ -20,6 +23,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import handwritten_families  # noqa: E402
 
 HANDWRITTEN = ROOT / "rules_db" / "handwritten.json"
+SEED = 1414
 
 
 def _by_name(name: str) -> list[dict]:
@@ -42,6 +46,7 @@ def test_the_file_is_what_the_tool_writes_and_is_shipped():
     names = Counter(d["name"] for d in stored)
     assert names["linear-bias-merge"] == 12 and names["linear-bias-merge-3"] == 6
     assert names["conv-bias-merge"] == 3 and names["conv-bias-enlarge-merge"] == 4
+    assert names["conv-channel-scale-fold"] == 4 and names["norm-scale-fold"] == 6
 
 
 @pytest.mark.parametrize("name,old,new", [
@@ -99,7 +104,7 @@ def test_zoo_models_are_rewritten_and_equal(zoo_rows, model, family, at_least):
 @pytest.mark.parametrize("stem,family,at_least", [
     ("roberta_tiny", "MatMul merge (shared input)", 2),        # Q/K/V + bias, Add(bias, MatMul)
     ("roberta_tiny_dynamo", "MatMul merge (shared input)", 2),  # Add(MatMul, bias)
-    ("llama_tiny_dynamo", "MatMul merge (shared input)", 4),   # q/k/v and gate/up, no bias
+    ("llama_tiny_dynamo", "Mul folded into MatMul", 4),  # RMSNorm weights into q/k/v, gate/up
     ("whisper_tiny_encoder", "MatMul merge (shared input)", 2),
 ])
 def test_shared_exports_are_rewritten_and_equal(shared_models, stem, family, at_least):
@@ -108,3 +113,43 @@ def test_shared_exports_are_rewritten_and_equal(shared_models, stem, family, at_
     assert not row.error
     assert row.families.get(family, 0) >= at_least, row.families
     assert row.passed is True, row.numerics
+
+
+def _conv_mul_model(group: int, c_first: bool) -> onnx.ModelProto:
+    """Conv (with bias, `group` groups, stride 2) -> Mul by a (C, 1, 1) constant -> Relu."""
+    rng = np.random.default_rng(SEED)
+    cin, cout = 4, 8
+    w = rng.standard_normal((cout, cin // group, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    c = rng.uniform(0.5, 2.0, (cout, 1, 1)).astype(np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w, "w"), (b, "b"), (c, "c"))]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], group=group, pads=[1, 1, 1, 1],
+                              strides=[2, 2]),
+             helper.make_node("Mul", ["c", "y"] if c_first else ["y", "c"], ["z"]),
+             helper.make_node("Relu", ["z"], ["out"])]
+    graph = helper.make_graph(
+        nodes, "conv_mul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, 9, 9])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, cout, 5, 5])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("group,c_first", [(1, False), (4, True)])
+def test_per_channel_mul_after_conv_folds_into_kernel_and_bias(group, c_first):
+    print(f"seed {SEED}")
+    model = _conv_mul_model(group, c_first)
+    [row] = reach([ReachModel("conv_mul", "zoo", model)], load_rules().proved(),
+                  costs=["analytic"], time_limit=10)
+    assert row.families == {"Mul folded into Conv": 1}, row.families
+    assert row.nodes_before == 3 and row.nodes_after == 2
+    assert row.passed is True, row.numerics
+
+
+def test_a_vector_mul_after_conv_is_not_a_channel_scale():
+    """A (C,) vector broadcasts along the width, not the channels: the fold must not fire."""
+    model = _conv_mul_model(1, False)
+    c = next(i for i in model.graph.initializer if i.name == "c")
+    c.CopyFrom(numpy_helper.from_array(np.full((5,), 2.0, np.float32), "c"))
+    [row] = reach([ReachModel("conv_mul_vec", "zoo", model)], load_rules().proved(),
+                  costs=["analytic"], time_limit=10)
+    assert "Mul folded into Conv" not in row.families and row.passed is not False

@@ -169,9 +169,38 @@ def duplicate_merges() -> list[Rule]:
     return out
 
 
+def scale_folds() -> list[Rule]:
+    """A per-channel scale folded into the weights before it: a Mul by a (C, 1, 1) constant
+    after a Conv (any group, pads, strides; with or without bias) into the kernel and bias, and
+    an RMSNorm/LayerNorm-style weight (a Mul by a (D,) vector) into the rows of the MatMul that
+    reads it (LLaMA's q/k/v and gate/up projections). Both operand orders of the Mul."""
+    conv = "Conv[group=?g, pads=?p, strides=?s]"
+    per_channel = ("shape(?c)[0] == shape(?w)[0]", "shape(?c)[1:] == (1, 1)")
+    ex = {"x": (2, 4, 6, 6), "w": (4, 2, 3, 3), "b": (4,), "c": (4, 1, 1)}
+    out = []
+    for c_first in (False, True):
+        def mul(t: str, other: str, first: bool = c_first) -> str:
+            return f"(Mul {other} {t})" if first else f"(Mul {t} {other})"
+        out.append(rule([mul(f"({conv} ?x ?w)", "?c")],
+                        [f"({conv} ?x (ScaleAxis0 ?w ?c))"],
+                        {"x": T(4), "w": W(4), "c": W(3)}, {k: ex[k] for k in "xwc"},
+                        "conv-channel-scale-fold", per_channel))
+        out.append(rule([mul(f"({conv} ?x ?w ?b)", "?c")],
+                        [f"({conv} ?x (ScaleAxis0 ?w ?c) (ScaleAxis0 ?b ?c))"],
+                        {"x": T(4), "w": W(4), "b": W(1), "c": W(3)}, ex,
+                        "conv-channel-scale-fold", per_channel))
+        for r in (2, 3, 4):
+            out.append(rule([f"(MatMul {mul('?n', '?g')} ?w)"],
+                            ["(MatMul ?n (ScaleAxis0 ?w ?g))"],
+                            {"n": T(r), "g": W(1), "w": W(2)},
+                            {"n": (2, 2, 3, 4)[-r:], "g": (4,), "w": (4, 5)},
+                            "norm-scale-fold", ("shape(?g)[0] == shape(?w)[0]",)))
+    return out
+
+
 def families() -> list[Rule]:
     return (bn_folds() + linear_merges() + three_way_merges() + conv_merges()
-            + enlarge_merges() + duplicate_merges())
+            + enlarge_merges() + duplicate_merges() + scale_folds())
 
 
 def main(argv: list[str]) -> int:

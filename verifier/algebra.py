@@ -118,6 +118,12 @@ def typing_channel(A, c) -> list:
     return [A.rank(c) == 1]
 
 
+def typing_scale_axis0(A, w, s) -> list:
+    # s holds one factor per slice of w along axis 0: shape (dim(w, 0), 1, ..., 1)
+    return [A.rank(w) >= 1, A.rank(s) >= 1, A.dim(s, 0) == A.dim(w, 0),
+            *_per_dim(A, s, lambda k: A.any(k == 0, A.dim(s, k) == 1))]
+
+
 def typing_none(A, *args) -> list:
     return []
 
@@ -127,7 +133,7 @@ TYPING = {
     "conv": typing_conv, "pool": typing_pool, "cat": typing_cat, "slice": typing_slice,
     "transpose": typing_transpose, "enlarge": typing_enlarge, "like": typing_like,
     "bn": typing_bn, "fold_kernel": typing_none, "fold_bias": typing_none,
-    "channel": typing_channel,
+    "channel": typing_channel, "scale_axis0": typing_scale_axis0,
 }
 
 
@@ -156,6 +162,7 @@ class Symbolic:
             "BatchNormFoldKernel": (T, T, T, z3.RealSort(), T),
             "BatchNormFoldBias": (T, T, T, T, z3.RealSort(), T),
             "BiasNCHW": (T, T),
+            "ScaleAxis0": (T, T, T),
         }
 
     # ---- building blocks
@@ -277,6 +284,11 @@ class Symbolic:
         """A 1-D per-channel vector as an NCHW tensor (1, C, 1, 1): how a Conv adds its bias."""
         self.typed(*typing_channel(self, c))
         return self._prim("BiasNCHW")(c)
+
+    def scale_axis0(self, w, s):
+        """ScaleAxis0: w with each slice along axis 0 multiplied by its factor in s."""
+        self.typed(*typing_scale_axis0(self, w, s))
+        return self._prim("ScaleAxis0")(w, s)
 
     def generic(self, key: str, args: Sequence[Any], n_out: int = 1) -> list:
         """An op with no axioms: one uninterpreted function per (op, attributes, output)."""
@@ -532,6 +544,10 @@ class Concrete:
         if b.ndim != 1 or any(p.shape != b.shape for p in (s, m, v)):
             raise ValueError("BatchNormFoldBias: parameters are not 1-D of one size")
         return self._op("BatchNormFoldBias", {"epsilon": eps}, [s, b, m, v])[0]
+
+    @_total
+    def scale_axis0(self, w, s):
+        return self._op("ScaleAxis0", {}, [w, s])[0]
 
     @_total
     def channel(self, c):

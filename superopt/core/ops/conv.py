@@ -452,6 +452,30 @@ def _(A, t, i, s):
             A.all(A.rank(b) == 1, A.rank(c) == 1))
 
 
+def _per_channel(A, c, n):
+    """c holds one factor per output channel of n channels, as (C, 1, 1)."""
+    return A.all(A.rank(c) == 3, A.dim(c, 0) == n, A.dim(c, 1) == 1, A.dim(c, 2) == 1)
+
+
+@axiom("Conv-ScaleAxis0", ["Conv", "Mul", "ScaleAxis0"], "x w c", CP,
+       [I({"x": _X, "w": _W, "c": (2, 1, 1)}, conv_ints(pt=1, pl=1, pb=1, pr=1)),
+        I({"x": (1, 2, 4, 3), "w": (4, 1, 1, 3), "c": (4, 1, 1)}, conv_ints(sh=2, g=2))])
+def _(A, t, i, s):
+    """A per-output-channel scale after a Conv (any stride, pads, group) scales its kernel."""
+    x, w, c, p = t["x"], t["w"], t["c"], conv_p(i)
+    return (A.binary("Mul", A.conv(x, w, p), c), A.conv(x, A.scale_axis0(w, c), p),
+            _per_channel(A, c, A.dim(w, 0)))
+
+
+@axiom("BiasNCHW-ScaleAxis0", ["Conv", "Mul", "ScaleAxis0"], "b c", "",
+       [I({"b": (3,), "c": (3, 1, 1)}), I({"b": (1,), "c": (1, 1, 1)})])
+def _(A, t, i, s):
+    """... and its bias."""
+    b, c = t["b"], t["c"]
+    return (A.binary("Mul", A.channel(b), c), A.channel(A.scale_axis0(b, c)),
+            _per_channel(A, c, A.dim(b, 0)))
+
+
 for _op in ("MaxPool", "AveragePool"):
     axiom(f"{_op}-Concat", [_op, "Concat"], "a b", PP + " ax",
           [I({"a": (1, 1, 4, 4), "b": (1, 2, 4, 4)},

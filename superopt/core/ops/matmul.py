@@ -289,6 +289,20 @@ def _(A, t, i, s):
                   A.dim(a, ax) == A.dim(c, 0)))
 
 
+# A per-feature scale of the activation (a norm's weight) is a scale of the weight's rows:
+# (a * g) @ w = a @ (g[:, None] * w). Per rank, like the column axioms.
+for _r in range(2, 5):
+    axiom(f"MatMul-ScaleAxis0-r{_r}", ["MatMul", "Mul", "ScaleAxis0"], "a g w", "",
+          [I({"a": (2,) * (_r - 1) + (3,), "g": (3,), "w": (3, 2)}),
+           I({"a": (1,) * (_r - 1) + (2,), "g": (2,), "w": (2, 1)})])(
+        lambda A, t, i, s, r=_r: (
+            A.matmul(A.binary("Mul", t["a"], t["g"]), t["w"]),
+            A.matmul(t["a"], A.scale_axis0(t["w"], t["g"])),
+            A.all(A.rank(t["a"]) == r, A.rank(t["g"]) == 1, A.rank(t["w"]) == 2,
+                  A.dim(t["g"], 0) == A.dim(t["w"], 0),
+                  A.dim(t["a"], r - 1) == A.dim(t["w"], 0))))
+
+
 # Columns of the weight <-> the last axis of the output: the output axis depends on the rank
 # of the activation, so these are stated per rank (a trigger cannot hold `rank(a) - 1`).
 for _r in range(3, 5):

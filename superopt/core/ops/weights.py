@@ -1,7 +1,7 @@
 """Weight-only helpers: ops that only ever compute on constants and are folded away at export
-(EnlargeKernel, IdentityKernelLike, IdentityMatrixLike, OnesLike; the BatchNormalization fold
-helpers are with BatchNormalization in `norm`). The generator uses them to state TASO's rules on
-weights; the axioms say what they mean."""
+(EnlargeKernel, ScaleAxis0, IdentityKernelLike, IdentityMatrixLike, OnesLike; the
+BatchNormalization fold helpers are with BatchNormalization in `norm`). The generator uses them
+to state TASO's rules on weights; the axioms say what they mean."""
 
 from __future__ import annotations
 
@@ -45,6 +45,14 @@ def _identity_matrix(a: Attrs, x: list[np.ndarray]) -> list[np.ndarray]:
 
 def _ones(a: Attrs, x: list[np.ndarray]) -> list[np.ndarray]:
     return [np.ones(x[0].shape, dtype=x[0].dtype)]
+
+
+def _scale_axis0(a: Attrs, x: list[np.ndarray]) -> list[np.ndarray]:
+    w, s = x
+    if w.ndim < 1 or s.ndim < 1 or s.shape[0] != w.shape[0] or any(d != 1 for d in s.shape[1:]):
+        raise ValueError(f"ScaleAxis0: factors of shape {s.shape} do not fit {w.shape} "
+                         "(one per slice along axis 0, the other dims 1)")
+    return [w * s.reshape((-1,) + (1,) * (w.ndim - 1))]
 
 
 def _lower_like(A, attrs, args, ranks, op):
@@ -117,6 +125,14 @@ for _op in LIKE:
 _rank_axiom("rank-EnlargeKernel", ["EnlargeKernel"], "w r", "",
             [I({"w": (2, 1, 1, 3), "r": (1, 1, 3, 3)})],
             lambda A, t, i: A.enlarge(t["w"], t["r"]), lambda A, t, i: 4)
+shape_axiom("dim-ScaleAxis0", ["ScaleAxis0"], "w s", "",
+            [I({"w": (2, 3), "s": (2,)}), I({"w": (3, 2, 1, 1), "s": (3, 1, 1)})],
+            lambda A, t, i: A.scale_axis0(t["w"], t["s"]),
+            lambda A, t, i, k: A.dim(t["w"], k),
+            ranks=lambda x: len(x.shapes["w"]), out_rank=lambda A, t, i: A.rank(t["w"]))
+_rank_axiom("rank-ScaleAxis0", ["ScaleAxis0"], "w s", "",
+            [I({"w": (2, 3), "s": (2,)}), I({"w": (3, 2, 1, 1), "s": (3, 1, 1)})],
+            lambda A, t, i: A.scale_axis0(t["w"], t["s"]), lambda A, t, i: A.rank(t["w"]))
 for _op in LIKE:
     _rank_axiom(f"rank-{_op}", [_op], "x", "",
                 [I({"x": (2, 3) if _op == "IdentityMatrixLike" else (2, 3, 1, 1)})],
@@ -146,6 +162,14 @@ OPS = (
         generator=(OpInstance("EnlargeKernel", "EnlargeKernel", 2, _enlarge_applies,
                               _enlarge_sym, weight_args=True, on_weights=True,
                               ranks=((4,), (4,))),)),
+    OpDef(
+        name="ScaleAxis0", arity=(2, 2), infer=lambda a, t: [t[0]], compute=_scale_axis0,
+        props=frozenset({WEIGHT_ONLY}),
+        doc="a weight with each slice along axis 0 multiplied by its factor: inputs (weight, "
+            "factors of shape (dim 0, 1, ..., 1)); folds a per-channel Mul after a Conv into "
+            "its kernel and bias, and a norm's scale into the next MatMul's weight rows",
+        z3=Z3Semantics(on_terms(_scale_axis0), lambda A, at, a, r, op: [A.scale_axis0(*a)]),
+        axioms=AXIOMS.of("ScaleAxis0")),
     _like("IdentityKernelLike", _identity_kernel, _identity_kernel_applies, ((4,),),
           "a kernel shaped like its input whose convolution is the identity (odd kernel sizes)"),
     _like("IdentityMatrixLike", _identity_matrix, _identity_matrix_applies, ((2,),),
