@@ -16,7 +16,8 @@ Calibration (anchors.md):
   after a Conv costs nothing and the Conv is charged with a bias (ConvBNFusion, ...), so a BN
   fold is not predicted as a gain; decomposed LayerNorm/RMSNorm chains cost one
   LayerNormalization, Gelu chains one element-wise pass; cancelling Transposes, no-ops,
-  Identity, scalar scales and transposes into MatMuls cost nothing.
+  Identity, scalar scales and transposes into MatMuls cost nothing; duplicate computations
+  are charged once (ORT's common-subexpression elimination).
 
 A graph with symbolic dims (a dynamic batch or sequence) reaches this model through
 `superopt.cost_model.symbolic.AtSizes`, which sizes every node at the run's representative
@@ -47,7 +48,7 @@ from superopt.core.ir import Graph, Node, Value
 from superopt.core.ops import get_op
 from superopt.cost_model.analytic import AnalyticCost
 from superopt.cost_model.cache import CostCache, make_key
-from superopt.cost_model.ort_fusions import fused_nodes, ort_fusions
+from superopt.cost_model.ort_fusions import common_subexpressions, fused_nodes, ort_fusions
 from superopt.runtime import (
     resolve_device,
     runtime_fingerprint,
@@ -101,7 +102,9 @@ class MeasuredCost(CostModel):
 
     def graph_cost(self, graph: Graph) -> float:
         """Sum over the nodes ORT runs: each node charged as its fused group's stand-in
-        (`ort_fusions`), nodes absorbed into a group charged nothing."""
+        (`ort_fusions`), nodes absorbed into a group charged nothing, duplicate computations
+        once (`common_subexpressions`)."""
+        graph = common_subexpressions(graph)
         const = constant_values(graph)
         fusions = ort_fusions(graph, self.device, const)
         total = 0.0

@@ -14,6 +14,9 @@ both on at ENABLE_ALL; each entry checked on a small model in tests/test_ort_fus
 
 (ORT transformer, level 1 = basic or 2 = extended: group -> what the group is charged)
 
+- CommonSubexpressionElimination (1): nodes computing the same op with the same attributes on
+  the same inputs run once (`common_subexpressions`, applied before everything else: NASNet's
+  duplicate Relus and pools). On every provider.
 - EliminateIdentity, NoopElimination (1): Identity; x+0, x-0, x*1, x/1 with a one-element
   constant 0 or 1 that does not broadcast x, x computed by a node (not a graph input) ->
   nothing (ORT 1.31 keeps a per-channel vector of zeros or ones).
@@ -153,6 +156,25 @@ def ort_fusions(graph: Graph, device: str = "cpu", const: set[Value] | None = No
         _matmul_scale_and_transpose(ctx)
         _reshape_chains(ctx)
     return ctx.f
+
+
+def common_subexpressions(graph: Graph) -> Graph:
+    """`graph` with duplicate computations merged, as ORT's CommonSubexpressionElimination
+    does: a node with the op, attributes and (merged) inputs of an earlier one is dropped and
+    its users read the earlier node's outputs. The same graph when there is nothing to merge."""
+    seen: dict[tuple, Node] = {}
+    mapping: dict[Value, Value] = {}
+    for node in graph.nodes:
+        if node.is_opaque:
+            continue
+        key = (node.op, node.attrs,
+               tuple(None if v is None else mapping.get(v, v) for v in node.inputs))
+        first = seen.get(key)
+        if first is None:
+            seen[key] = node
+            continue
+        mapping.update(zip(node.outputs, first.outputs))
+    return graph.replace_values(mapping) if mapping else graph
 
 
 def fused_nodes(graph: Graph, device: str = "cpu") -> set[Node]:

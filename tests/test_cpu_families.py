@@ -1,8 +1,9 @@
 """The measured cost model agrees in sign with the CPU family measurements
 (benchmarks/results/cpu-families.md): it predicts no gain for rewrites ONNX Runtime already
 performs at ORT_ENABLE_ALL (BN and per-channel folds, transpose cancellation, no-op removal,
-the attention scale folded into the query weights) nor for the QKV merge, which measured no
-faster, and predicts a gain for the NasRNN MatMul merge, which measured a win.
+the attention scale folded into the query weights, duplicate computations merged) nor for the
+QKV and conv merges, which measured no faster, and predicts a gain for the NasRNN MatMul merge,
+which measured a win.
 
 The one-node timer is replaced by a deterministic one, so these tests check the cost model's
 logic, not this machine: one-node times recorded on the 2-core development VM (ORT 1.31, CPU
@@ -159,6 +160,40 @@ def test_qkv_merge_at_bert_sizes_is_not_a_gain(cost):
                       {"W": np.concatenate(list(ws.values()), axis=1),
                        "b": np.concatenate(list(bs.values())),
                        "sizes": np.array([768] * 3, np.int64)}, outputs=("q", "k", "v"))
+    assert_no_gain(cost, original, candidate)
+
+
+def test_duplicate_merge_is_not_a_gain(cost):
+    """Two equal Relus and pools of one tensor computed once: ORT's common-subexpression
+    elimination already does it."""
+    pool = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    w = arr(16, 16, 1, 1)
+    original = model([node("Conv", ["x", "W"], "c"), node("Relu", ["c"], "r1"),
+                      node("Relu", ["c"], "r2"), node("MaxPool", ["r1"], "p1", **pool),
+                      node("MaxPool", ["r2"], "p2", **pool), node("Add", ["p1", "p2"], "y")],
+                     [("x", [1, 16, 28, 28])], {"W": w})
+    candidate = model([node("Conv", ["x", "W"], "c"), node("Relu", ["c"], "r1"),
+                       node("MaxPool", ["r1"], "p1", **pool), node("Add", ["p1", "p1"], "y")],
+                      [("x", [1, 16, 28, 28])], {"W": w})
+    assert_no_gain(cost, original, candidate)
+    assert charged_everything(cost, original) > cost.graph_cost(candidate)
+
+
+def test_squeezenet_enlarge_and_merge_is_not_a_gain(cost):
+    """A fire module's expand1x1 enlarged to 3x3 and merged with expand3x3 (the concatenation
+    becomes the merged Conv's output): 9x the 1x1 branch's work for one kernel less; it
+    measured 0.38x on the CPU."""
+    w1, b1, w3, b3 = arr(64, 16, 1, 1), arr(64), arr(64, 16, 3, 3), arr(64)
+    pad = {"pads": [1, 1, 1, 1]}
+    original = model([node("Conv", ["s", "W1", "B1"], "e1"), node("Relu", ["e1"], "r1"),
+                      node("Conv", ["s", "W3", "B3"], "e3", **pad), node("Relu", ["e3"], "r3"),
+                      node("Concat", ["r1", "r3"], "y", axis=1)],
+                     [("s", [1, 16, 55, 55])], {"W1": w1, "B1": b1, "W3": w3, "B3": b3})
+    w1e = np.zeros((64, 16, 3, 3), np.float32)
+    w1e[:, :, 1, 1] = w1[:, :, 0, 0]
+    candidate = model([node("Conv", ["s", "W", "B"], "e", **pad), node("Relu", ["e"], "y")],
+                      [("s", [1, 16, 55, 55])],
+                      {"W": np.concatenate([w1e, w3]), "B": np.concatenate([b1, b3])})
     assert_no_gain(cost, original, candidate)
 
 

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from superopt.core.onnx_io import load
-from superopt.cost_model.ort_fusions import ort_fusions
+from superopt.cost_model.ort_fusions import common_subexpressions, ort_fusions
 
 RNG = np.random.default_rng(0)
 
@@ -188,3 +188,19 @@ def test_bn_fold_stand_in_is_the_conv_with_a_bias():
     assert stand_in.inputs[2].is_const and stand_in.inputs[2].type.shape == (8,)
     assert stand_in.attrs == conv.attrs
     assert ort_fusions(graph, "cuda").absorbed == {}  # level-1 folds: modelled on the CPU only
+
+
+def test_duplicate_computations_run_once(tmp_path):
+    m = model([helper.make_node("Conv", ["x", "W"], ["c"]),
+               helper.make_node("Relu", ["c"], ["r1"]), helper.make_node("Relu", ["c"], ["r2"]),
+               helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+               helper.make_node("MaxPool", ["r2"], ["p2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+               helper.make_node("Add", ["p1", "p2"], ["y"])],
+              [("x", [1, 4, 8, 8])], [init("W", [4, 4, 1, 1])])
+    merged = common_subexpressions(load(m))
+    assert Counter(n.op for n in merged.nodes) == {"Conv": 1, "Relu": 1, "MaxPool": 1, "Add": 1}
+    # then the Relu has the Conv to itself and fuses into it, as in ORT
+    assert Counter(n.op for n in ort_fusions(merged, "cpu").absorbed) == {"Relu": 1}
+    assert ort_ops(m, tmp_path) == {"FusedConv": 1, "MaxPool": 1, "Add": 1}
+    plain = load(conv_bn())
+    assert common_subexpressions(plain) is plain
