@@ -395,14 +395,25 @@ def fold_attention_scale(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return m, count
 
 
-def searched(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """The search's own candidate: `superopt.optimize` with the analytic cost model, gate off."""
+def searched(model: onnx.ModelProto, names: tuple[str, ...] = ()) -> tuple[onnx.ModelProto, int]:
+    """The search's own candidate: `superopt.optimize` with the analytic cost model, gate off,
+    the shipped rules (only those whose name starts with one of `names`, if given)."""
     from superopt import optimize
     from superopt.core.onnx_io import to_onnx
+    from superopt.pipeline.optimize import select_rules
 
-    result = optimize(model, None, cost="analytic", gate=False, write=False, device="cpu",
-                      check=False)
+    rules = [r for r in select_rules(None)
+             if not names or (r.name or "").startswith(names)]
+    result = optimize(model, None, rules=rules, cost="analytic", gate=False, write=False,
+                      device="cpu", check=False)
     return to_onnx(result.graph_after), len(result.steps)
+
+
+def searched_family(*names: str):
+    def build(model):
+        cand, n = searched(model, names)
+        return model, cand, n
+    return build
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,6 +469,12 @@ FAMILIES = [
     Family("per-channel-fold-shufflenet", "per-channel Mul+Add fold into Conv",
            "shufflenet_v2_x0_5_bn", "by hand (BN as Mul+Add) vs the search's folds",
            _bn_mul_add_vs_folded),
+    Family("duplicate-merge-nasnet", "duplicate merge (equal Relus / pools computed once)",
+           "nasnet_a", "search (duplicate-merge rules, analytic cost, gate off)",
+           searched_family("duplicate-merge")),
+    Family("norm-scale-fold-llama", "RMSNorm weight folded into the next MatMul",
+           "llama_tiny_dynamo", "search (norm-scale-fold rules, analytic cost, gate off)",
+           searched_family("norm-scale-fold")),
     Family("transpose-cancel-bert", "transpose cancellation", "bert",
            "by hand (inverse Transpose pairs added; candidate = as exported)",
            _orig_is_edited(add_transpose_pairs)),
@@ -606,11 +623,16 @@ def _ci(ci) -> str:
 
 
 def render(rows: list[dict], header: dict) -> str:
+    runs = header.get("runs") or [header]
     lines = ["# CPU rule families at ORT_ENABLE_ALL, measured end to end", "",
-             f"- date: {header['date']}",
              f"- device: {header['device']} ({header['provider']})",
-             "- versions: " + ", ".join(f"{k} {v}" for k, v in header["versions"].items()),
-             f"- command: `{header['command']}`",
+             "- versions: " + ", ".join(f"{k} {v}" for k, v in header["versions"].items())]
+    for run in runs:
+        lines.append(f"- run {run['date']}" + (f" (commit {run['commit']})" if run.get("commit")
+                                               else "") + f": `{run['command']}`; "
+                     f"load: {run['load']}; other work on the machine: {run['note']}"
+                     + (f"; rows: {', '.join(run['rows'])}" if run.get("rows") else ""))
+    lines += [
              f"- method: original (A), a second independent copy of the original (A') and the "
              f"candidate timed in one interleaved run per family: {header['sessions']} fresh "
              f"sessions each, {header['rounds']} rounds with rotating order, best of N runs per "
@@ -619,7 +641,6 @@ def render(rows: list[dict], header: dict) -> str:
              "The interval after a ratio is its 95% bootstrap interval (rounds resampled). A "
              "family is a *win* (*loss*) when its ratio is above (below) 1 by more than "
              "max(1%, |A/A - 1|) and its interval excludes 1; else *no change*.",
-             f"- load: {header['load']}; other work on the machine: {header['note']}",
              "", "| family | model | candidate | rewrites | nodes A → cand | nodes ORT runs A → "
              "cand | A (ms) | cand (ms) | ratio | A/A | verdict | cost model predicts | sign "
              "agrees |",
@@ -647,6 +668,17 @@ def render(rows: list[dict], header: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _commit() -> str:
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, cwd=Path(__file__).parent)
+        return done.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     import tempfile
 
@@ -663,6 +695,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/results/cpu-families.md")
     p.add_argument("--note", default="not recorded", help="what else ran on the machine")
     p.add_argument("--list", action="store_true", help="list the families and exit")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of the existing results (OUT's .json) and replace or add "
+                        "the rows of this run")
     args = p.parse_args(argv)
     ort.set_default_logger_severity(3)  # no warnings about initializers a rewrite left unused
     if args.list:
@@ -678,7 +713,8 @@ def main(argv: list[str] | None = None) -> int:
                            "python": platform.python_version()},
               "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
               "rounds": args.rounds, "sessions": args.sessions, "budget": args.budget,
-              "note": args.note, "load": ""}
+              "note": args.note, "load": "", "commit": _commit(),
+              "rows": [f.name for f in fams]}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for f in fams:
@@ -695,6 +731,17 @@ def main(argv: list[str] | None = None) -> int:
                      "at the end"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    old = out.with_suffix(".json")
+    if args.merge and old.exists():
+        before = json.loads(old.read_text())
+        new = {r["name"]: r for r in rows}
+        order = [f.name for f in FAMILIES]
+        merged = {r["name"]: r for r in before["rows"]} | new
+        rows = sorted(merged.values(), key=lambda r: order.index(r["name"])
+                      if r["name"] in order else len(order))
+        prior = before["header"].get("runs") or [before["header"]]
+        header["runs"] = [*prior, {k: header[k] for k in ("date", "command", "load", "note",
+                                                           "commit", "rows")}]
     out.write_text(render(rows, header))
     out.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1)
                                         + "\n")
