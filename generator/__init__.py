@@ -101,15 +101,19 @@ def candidate_rule(c, universe: Universe, settings: dict) -> Rule:
 
 def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 0,
              seed: int = 0, max_outputs: int = 2,
-             progress: Callable[[str, int, int], None] | None = None) -> GenerateResult:
+             progress: Callable[[str, int, int], None] | None = None,
+             universe: Universe | None = None) -> GenerateResult:
     """Enumerate graphs of up to `max_ops` operators, fingerprint, propose, prune and check.
 
-    `progress(stage, done, total)` is called as work finishes. Ctrl-C during the enumeration
-    keeps what finished (the result says `complete=False`). Raises UsageError for bad settings.
+    `universe` replaces the default inputs and instances (and `ops`), e.g. the configurations
+    of given models (`superopt.generator.from_model.model_universe`). `progress(stage, done,
+    total)` is called as work finishes. Ctrl-C during the enumeration keeps what finished (the
+    result says `complete=False`). Raises UsageError for bad settings.
     """
     if max_ops < 1:
         raise UsageError(f"--max-ops must be at least 1, got {max_ops}")
-    universe = default_universe(ops, max_outputs)
+    if universe is None:
+        universe = default_universe(ops, max_outputs)
     workers = workers or os.cpu_count() or 1
     settings, rule_provenance = run_settings(universe, max_ops, seed, max_outputs)
     t0 = time.time()
@@ -181,9 +185,10 @@ def run_settings(universe: Universe, max_ops: int, seed: int,
     rule carries (only what identifies the run; the op set and the rest are in the meta)."""
     settings = {"generator": "superopt.generator", "max_ops": max_ops,
                 "ops": universe.settings["ops"], "seed": seed, "max_outputs": max_outputs}
-    if "preset" in universe.settings:
-        settings["preset"] = universe.settings["preset"]
-    rule_provenance = {k: settings[k] for k in ("generator", "max_ops", "seed", "preset")
+    for key in ("preset", "from", "configurations"):
+        if key in universe.settings:
+            settings[key] = universe.settings[key]
+    rule_provenance = {k: settings[k] for k in ("generator", "max_ops", "seed", "preset", "from")
                        if k in settings}
     return settings, rule_provenance
 

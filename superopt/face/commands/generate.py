@@ -1,11 +1,16 @@
 """`superopt generate`: enumerate graphs, propose and prune candidate rules, prove them, write.
 
-    superopt generate [--max-ops 3] [--ops MatMul,Add ...] [--workers N] [--seed S]
+    superopt generate [--max-ops 3] [--ops MatMul,Add ...] [--from MODEL.onnx ...]
+                      [--workers N] [--seed S]
                       [--timeout SEC] [--no-verify] [--keep-unproved] [--yes]
                       [--ray [ADDRESS] [--checkpoint-dir DIR] [--partitions P]] -o FILE
 
-Prints an estimate of the work first; a run estimated at over an hour needs `--yes`. Ctrl-C
-stops the enumeration early and still writes what was found, marked partial in the file's meta.
+With `--from`, the enumeration runs over the op configurations the given models use (their ops,
+attributes, ranks: `superopt.generator.from_model`) instead of TASO's fixed set, and leaves out
+rules that only duplicate another up to renaming or commutativity, or that concatenate a tensor
+with itself where no model does. Prints an estimate of the work first; a run estimated at
+over an hour needs `--yes`. Ctrl-C stops the enumeration early and still writes what was
+found, marked partial in the file's meta.
 
 With `--ray` every stage runs as Ray tasks (`superopt.generator.distributed`, docs/ray.md) on a
 local Ray (`--workers` CPUs) or the cluster at ADDRESS, with the same rules; Ctrl-C writes
@@ -38,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ops", nargs="+", metavar="OP",
                    help="registry op names to enumerate (default: TASO's set plus "
                         "BatchNormalization, Gemm, Sub); commas also separate")
+    p.add_argument("--from", dest="from_models", nargs="+", metavar="MODEL.onnx",
+                   help="enumerate over the op configurations (ops, attributes, ranks) these "
+                        "models use, to grow a database for them; --ops further restricts")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="worker processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
@@ -99,7 +107,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--partitions must be at least 1, got {args.partitions}")
     verify_rules = None if args.no_verify else _verifier()
     ops = _parse_ops(args.ops)
-    universe = default_universe(ops)
+    keep = None
+    if args.from_models:
+        if args.ray is not None:
+            raise UsageError("--from runs in one process; it does not take --ray yet")
+        universe, keep = _from_models(args, ops, console)
+    else:
+        universe = default_universe(ops)
     if args.ray is not None:
         return _run_on_ray(args, ops, universe, out, console)
     workers = args.workers or os.cpu_count() or 1
@@ -111,9 +125,13 @@ def run(args: argparse.Namespace) -> int:
     if seconds > HOUR and not args.yes:
         raise UsageError(f"--max-ops {args.max_ops} would take about {_duration(seconds)}; "
                          "pass --yes to run it anyway")
-    result = _run_generator(args, ops, workers, console)
+    result = _run_generator(args, ops, workers, console, universe if keep else None)
     rules = result.rules
     meta = dict(result.meta)
+    if keep is not None:
+        rules, dropped = keep(rules)
+        meta["stages"] = {**meta["stages"], **{f"dropped: {k}": v for k, v in dropped.items()},
+                          "candidates kept": len(rules)}
     if not args.no_verify and rules:
         rules, meta = _verify(verify_rules, args, rules, meta, workers, console)
     elif args.no_verify:
@@ -185,12 +203,32 @@ def _verify_on_ray(args, rules, meta, console):
     return _verified(args, checked, meta, t0)
 
 
-def _run_generator(args, ops, workers, console):
+def _from_models(args, ops, console):
+    """The universe of the models' configurations, and the filter of the rules it yields."""
+    from superopt.generator.from_model import keep_for_models, model_universe
+
+    paths = args.from_models
+    for path in paths:
+        if not Path(path).is_file():
+            raise UsageError(f"--from {path}: no such file")
+    universe, configs, facts = model_universe(paths, ops)
+    console.print(f"--from: {len(configs)} op configurations in {len(paths)} model"
+                  f"{'s' if len(paths) > 1 else ''}; enumerating {len(universe.instances)} op "
+                  f"instances ({', '.join(universe.settings['ops'])}) over "
+                  f"{len(universe.inputs)} inputs", markup=False)
+    if getattr(args, "verbose", False):
+        for c in configs:
+            console.print(f"  {c.text()}", markup=False)
+    return universe, lambda rules: keep_for_models(rules, facts)
+
+
+def _run_generator(args, ops, workers, console, universe=None):
     from superopt import generator
     from superopt.face.console import CountProgress
 
     with CountProgress(console, quiet=args.quiet) as bar:
-        result = generator.generate(args.max_ops, ops, workers, args.seed, progress=bar.update)
+        result = generator.generate(args.max_ops, ops, workers, args.seed, progress=bar.update,
+                                    universe=universe)
     if not result.complete:
         console.print("[yellow]interrupted: writing the candidates found so far "
                       "(marked partial)[/]")
