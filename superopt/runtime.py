@@ -1499,3 +1499,124 @@ def error_line(error: BaseException) -> str:
     """
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     return (lines[0] if lines else type(error).__name__)[:300]
+
+
+# ---------------------------------------------------------------------------------------------
+# Round by round: the sequential A/A-calibrated gate's measuring loop
+# ---------------------------------------------------------------------------------------------
+
+
+class SessionRounds:
+    """Several models timed against each other one round at a time, so that a caller can look
+    at the timings so far and stop (the end-to-end gate, `superopt.pipeline.gate`).
+
+    The same measuring conventions as `time_interleaved`, arranged for a test whose unit of
+    independence is a *slot*: slot j holds one fresh session of every model, and round r uses
+    slot r mod `sessions`, so each slot's rounds are paired across models (the same slot, the
+    same stretch of time) and slots are independent draws of the sessions' lifelong offsets.
+
+    - sessions are built slot by slot (`add_slot`; `sessions` slots at construction, or as many
+      as the caller adds), the models in a random order within each slot (a model built first
+      is not always the first in memory), and each is run once untimed;
+    - every session then runs until `warmup_s` seconds have passed (`warm_up`; default 0.1 s
+      on the CPU, 1 s on CUDA, where clocks ramp up);
+    - `runs_per_round` runs per model and round, the fastest kept (the least disturbed run);
+      `fit_runs_per_round(block_s)` picks it so that one model's block takes about `block_s`;
+    - within a round the models go in a random order (from `seed`): no model sits in a fixed
+      position relative to another.
+
+    `times[m]` is model m's list of per-round best runs (seconds), `slots` the slot of each
+    round. `progress(done_rounds, planned)` may be called by the caller's loop.
+
+    Example:
+        >>> rounds = SessionRounds([model, model, other], "cpu", sessions=4)  # doctest: +SKIP
+        >>> rounds.fit_runs_per_round(0.01); rounds.run(8)                     # doctest: +SKIP
+        >>> len(rounds.times[0]), rounds.slots[:5]                             # doctest: +SKIP
+        (8, [0, 1, 2, 3, 0])
+    """
+
+    def __init__(
+        self,
+        models: Sequence[ModelLike],
+        device: str,
+        *,
+        sessions: int = 0,
+        level: str = "all",
+        feeds: Mapping[str, np.ndarray] | None = None,
+        threads: int | None = None,
+        warmup_s: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not models:
+            raise ValueError("SessionRounds needs at least one model")
+        if sessions < 0:
+            raise ValueError("sessions must not be negative")
+        self.device = resolve_device(device)
+        self._models = list(models)
+        self._level, self._threads = level, threads
+        self._rng = np.random.default_rng(seed)
+        self._feeds = feeds if feeds is not None else random_feeds(models[0], seed)
+        self.runners: list[list[Runner]] = [[] for _ in models]
+        self.runs_per_round = 1
+        self.times: list[list[float]] = [[] for _ in models]
+        self.slots: list[int] = []
+        for _ in range(sessions):
+            self.add_slot()
+        if sessions:
+            self.warm_up(warmup_s)
+
+    @property
+    def sessions(self) -> int:
+        """Slots built so far (sessions per model)."""
+        return len(self.runners[0])
+
+    def add_slot(self) -> None:
+        """Build one more slot: a fresh session of every model, in a random order, each run
+        once untimed (allocations and, on CUDA, the cuDNN algorithm search)."""
+        for m in self._rng.permutation(len(self._models)):
+            runner = Runner(make_session(self._models[m], self.device, level=self._level,
+                                         threads=self._threads), self._feeds)
+            runner.run()
+            self.runners[m].append(runner)
+
+    def warm_up(self, warmup_s: float | None = None) -> None:
+        """Run every session until `warmup_s` seconds have passed (default 0.1 s on the CPU,
+        1 s on CUDA, where clocks ramp up)."""
+        warmup_s = warmup_s if warmup_s is not None else (1.0 if self.device == "cuda" else 0.1)
+        warm_until = time.perf_counter() + warmup_s
+        while time.perf_counter() < warm_until:
+            for model_runners in self.runners:
+                for runner in model_runners:
+                    runner.run()
+
+    @property
+    def rounds(self) -> int:
+        """Rounds done so far."""
+        return len(self.slots)
+
+    def fit_runs_per_round(self, block_s: float, least: int = MIN_RUNS_PER_ROUND) -> float:
+        """Set `runs_per_round` so that one model's block of runs takes about `block_s` seconds
+        (at least `least` runs, at most `MAX_RUNS_PER_ROUND`); return the estimated seconds of
+        one round (every model's block)."""
+        # Rounds cost the mean run, not the best one: estimate with the mean of a few.
+        means = [float(np.mean(model_runners[0].times(3))) for model_runners in self.runners]
+        slowest = max(means)
+        fit = int(block_s / slowest) if slowest > 0 else MAX_RUNS_PER_ROUND
+        self.runs_per_round = max(least, min(MAX_RUNS_PER_ROUND, fit))
+        return self.runs_per_round * sum(means)
+
+    def run(self, rounds: int = 1) -> None:
+        """Run `rounds` more rounds."""
+        n = len(self.runners)
+        # A garbage collection inside one run would be charged to one model.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for _ in range(rounds):
+                slot = self.rounds % self.sessions
+                for m in self._rng.permutation(n):
+                    self.times[m].append(self.runners[m][slot].best_of(self.runs_per_round))
+                self.slots.append(slot)
+        finally:
+            if was_enabled:
+                gc.enable()

@@ -78,6 +78,9 @@ REPORT_FORMAT = "superopt-report/2"
 READABLE_REPORT_FORMATS = ("superopt-report/1", REPORT_FORMAT)
 DEFAULT_BUDGET = 300
 DEFAULT_TIME_LIMIT_S = 30.0
+#: seconds of the end-to-end gate (`superopt.pipeline.gate.DEFAULT_BUDGET_S`, repeated here so
+#: that importing the pipeline does not load ONNX Runtime; a test keeps the two equal)
+DEFAULT_GATE_BUDGET_S = 6.0
 
 # progress(phase, done, total, detail): phases "load", "rules", "measure", "search", "gate",
 # "check", "write", "describe"; total None when unknown.
@@ -115,7 +118,7 @@ class OptimizeOptions:
     progress: PipelineProgress | None = None
     include_unproved: bool = False
     gate: bool = True
-    gate_budget_s: float = 4.0
+    gate_budget_s: float = DEFAULT_GATE_BUDGET_S
     cost_model: Any = None
     write: bool = True
 
@@ -161,6 +164,7 @@ class OptimizeRun:
     latency_after: dict | None = None
     speedup: float = 1.0
     ab_summary: str = ""
+    gate: dict | None = None  # the gate's result (`ABResult.to_json`), None when not timed
     dropped: list[str] = field(default_factory=list)
     check: CheckResult | None = None
     written: bool = False
@@ -208,6 +212,8 @@ class OptimizeResult:
     phase_s: dict[str, float]
     check: CheckResult | None
     ab_summary: str = ""
+    # the gate's result (`superopt.pipeline.gate.ABResult.to_json`); None when nothing was timed
+    gate: dict | None = None
     dropped_candidates: list[str] = field(default_factory=list)
     # For each of `steps` / `candidate_steps`: {"before", "after"} subgraph descriptions
     # (`superopt.pipeline.describe.describe_step`, from the search's records).
@@ -249,7 +255,8 @@ class OptimizeResult:
                           "after": self.op_counts_after},
             "size_bytes": {"before": self.size_before, "after": self.size_after},
             "latency": {"before": self.latency_before, "after": self.latency_after,
-                        "speedup": self.speedup, "ab": self.ab_summary},
+                        "speedup": self.speedup, "ab": self.ab_summary,
+                        "gate": self.gate},
             "search": {"stats": self.search_stats, "stop_reason": str(self.stop_reason)},
             "steps": _steps_json(self.steps, self.step_subgraphs),
             "candidate_steps": _steps_json(self.candidate_steps, self.candidate_step_subgraphs),
@@ -283,7 +290,8 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
              rtol: float | None = None, atol: float | None = None,
              save_as_external_data: bool | None = None,
              progress: PipelineProgress | None = None, include_unproved: bool = False,
-             gate: bool = True, gate_budget_s: float = 4.0, cost_model: Any = None,
+             gate: bool = True, gate_budget_s: float = DEFAULT_GATE_BUDGET_S,
+             cost_model: Any = None,
              write: bool = True) -> OptimizeResult:
     """Optimize an ONNX model; see the module doc for the phases.
 
@@ -428,8 +436,14 @@ def export_phase(run: OptimizeRun) -> None:
 
 
 def gate_phase(run: OptimizeRun) -> None:
-    """Drop the candidates ORT cannot load, then choose: the fastest candidate beyond the noise
-    end to end (`compare_models`), the cheapest without the gate, or the original."""
+    """Choose what to write. When the search's best graph is the original (no rewrite), nothing
+    is timed: there is no cheaper graph. Otherwise drop the candidates ORT cannot load, then
+    choose the fastest candidate that beats the original beyond the A/A′ noise
+    (`compare_models`), the cheapest without the gate, or the original."""
+    if not run.search.steps or run.search.best == run.graph:
+        run.exported = []  # the cost model ranks every other graph above the original
+        run.kept_reason = "the search found no graph cheaper than the original"
+        return
     viable = []
     for exported in run.exported:
         why = _ort_loads(exported.proto)
@@ -449,7 +463,8 @@ def gate_phase(run: OptimizeRun) -> None:
         from superopt.pipeline.gate import compare_models
 
         say = run.say
-        say("gate", 0, None, f"timing the original and {len(viable)} candidate(s)")
+        say("gate", 0, None, f"timing the original twice (A/A′) and {len(viable)} "
+                             "candidate(s)")
         try:
             feeds = None
             if run.sizes is not None:  # symbolic dims: timed at the representative sizes
@@ -458,7 +473,7 @@ def gate_phase(run: OptimizeRun) -> None:
                 feeds = random_feeds(run.baseline, 0, run.sizes.overrides)
             ab = compare_models(run.baseline, [v.proto for v in viable], run.device,
                                 budget_s=run.options.gate_budget_s, feeds=feeds,
-                                progress=lambda d, n: say("gate", d, n, "A/B rounds"))
+                                progress=lambda d, n: say("gate", d, n, "A/A′/B rounds"))
         except ModelError as e:
             # E.g. a custom-domain op ORT has no kernel for: nothing can be timed, and superopt
             # never writes what it could not show to be faster. The model passes through.
@@ -468,12 +483,14 @@ def gate_phase(run: OptimizeRun) -> None:
     if ab is None:
         return
     run.ab_summary = ab.summary()
+    run.gate = ab.to_json()
     run.latency_before = {"median_s": ab.baseline.median_s, "spread": ab.baseline.spread}
     if ab.best_index is None:
         i = max(range(len(viable)), key=lambda k: ab.ratios[k])
         run.kept_reason = (f"kept the original: the best candidate measured "
-                           f"{ab.ratios[i]:.3f}x, not faster beyond the noise (needs > "
-                           f"{1 + ab.margins[i]:.3f}x)")
+                           f"{ab.ratios[i]:.3f}x (p = {ab.p_values[i]:.2g}), not faster "
+                           f"beyond the noise (needs > {1 + ab.margins[i]:.3f}x at alpha "
+                           f"{ab.alpha:g}; A/A′ {ab.control_ratio:.3f}x)")
         run.latency_after = dict(run.latency_before)
     else:
         i = ab.best_index
@@ -481,7 +498,9 @@ def gate_phase(run: OptimizeRun) -> None:
         run.latency_after = {"median_s": ab.candidates[i].median_s,
                              "spread": ab.candidates[i].spread}
         run.speedup = ab.ratios[i]
-        run.kept_reason = f"candidate faster end to end: {run.speedup:.3f}x on {run.device}"
+        run.kept_reason = (f"candidate faster end to end: {run.speedup:.3f}x on {run.device} "
+                           f"(p = {ab.p_values[i]:.2g} against A/A′ {ab.control_ratio:.3f}x, "
+                           f"alpha {ab.alpha:g})")
 
 
 def check_phase(run: OptimizeRun) -> None:
@@ -561,7 +580,7 @@ def result_of(run: OptimizeRun) -> OptimizeResult:
         search_stats=result.stats.to_json(), stop_reason=result.stop_reason,
         steps=list(chosen.steps), candidate_steps=list(result.steps), rules=rule_info,
         rules_loaded=len(run.rules), phase_s=run.phase_s, check=run.check,
-        ab_summary=run.ab_summary, dropped_candidates=run.dropped,
+        ab_summary=run.ab_summary, gate=run.gate, dropped_candidates=run.dropped,
         step_subgraphs=run.step_subgraphs,
         candidate_step_subgraphs=run.candidate_step_subgraphs, graph_before=run.graph,
         graph_after=chosen.graph, search=result,

@@ -74,6 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "input_ids:8,256 or input_ids:8,? (? keeps the default), or a symbol "
                         "by name, seq=256 (repeatable). Symbolic dims stay symbolic in the "
                         "written model; default sizes: batch-like dims 1, others 128")
+    p.add_argument("--gate-budget", type=float, default=None, metavar="SEC",
+                   help="seconds for the end-to-end gate, which times the original twice "
+                        "(A/A′, the noise now) against the candidates and stops once the "
+                        "answer is clear; a longer budget detects smaller gains (default "
+                        "6; docs/gate.md)")
     p.add_argument("--skip-rules", nargs="+", default=[], metavar="ID",
                    help="rules not to use (ids, id prefixes or names)")
     p.add_argument("--no-check", action="store_true",
@@ -165,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
     from superopt.pipeline.optimize import default_output_path, optimize
 
     console = Console(stderr=True, quiet=args.quiet, width=_columns())
+    if args.gate_budget is not None and not args.gate_budget > 0:
+        raise UsageError(f"--gate-budget {args.gate_budget:g}: give a positive number of "
+                         "seconds")
     if args.custom_lib:
         from superopt.runtime import register_custom_op_library
 
@@ -191,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
                 skip_rules=args.skip_rules, check=not args.no_check, check_n=args.check_n,
                 rtol=args.rtol, atol=args.atol,
                 save_as_external_data=args.save_as_external_data,
+                **({} if args.gate_budget is None else {"gate_budget_s": args.gate_budget}),
                 progress=_checking_interrupts(progress.update))
         if args.json:
             from superopt.face.report import write_json
