@@ -51,7 +51,7 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
              rtol: float | None = None, atol: float | None = None,
              save_as_external_data: bool | None = None,
              progress: PipelineProgress | None = None, include_unproved: bool = False,
-             gate: bool = True, gate_budget_s: float = 4.0, cost_model: Any = None,
+             gate: bool = True, gate_budget_s: float = 6.0, cost_model: Any = None,
              write: bool = True) -> OptimizeResult:
     """Optimize an ONNX model with proved rewrites; write it only if it is faster end to end
     and numerically equal to the original.
@@ -84,7 +84,7 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
         include_unproved: use rules without a proof too (testing only).
         gate: time the original and the candidates end to end and write a candidate only if it
             is faster beyond the noise; False writes the cost model's cheapest (still checked).
-        gate_budget_s: seconds of end-to-end timing.
+        gate_budget_s: seconds for the end-to-end gate (docs/gate.md).
         cost_model: a ready `superopt.core.costing.CostModel`, overriding `cost`.
         write: False writes nothing (the result still says what would have been written).
 

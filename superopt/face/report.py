@@ -209,6 +209,7 @@ def _run_table(doc: dict) -> str:
         ("latency before", _latency(lat.get("before"))),
         ("latency after", _latency(lat.get("after"))),
         ("verdict", f"{doc.get('verdict')}: {doc.get('kept_reason')}"),
+        *_gate_rows(lat.get("gate")),
         ("rules loaded", doc.get("rules_loaded")),
     ]
     if check is not None and check.get("skipped"):
@@ -237,6 +238,25 @@ def _run_table(doc: dict) -> str:
     ab = lat.get("ab")
     pre = f"<pre>{_e(ab)}</pre>" if ab else ""
     return f"<div><h2>Run</h2><table>{out}</table>{pre}</div>"
+
+
+def _gate_rows(gate: dict | None) -> list[tuple[str, str]]:
+    """The A/A-calibrated gate's figures (`latency.gate`; absent in older reports)."""
+    if not gate:
+        return []
+    rows = [("gate", f"{gate.get('method', 'A/B')}: one-sided alpha {gate.get('alpha', 0):g} "
+                     f"overall; {gate.get('looks')} of {gate.get('looks_planned')} looks "
+                     f"({gate.get('stop')}); {gate.get('rounds')} rounds × "
+                     f"{gate.get('runs_per_round')} runs, {gate.get('sessions')} sessions "
+                     f"per model; {gate.get('elapsed_s', 0):.1f} s of a "
+                     f"{gate.get('budget_s', 0):g} s budget"),
+            ("gate A/A′", f"{gate.get('control_ratio', 1.0):.3f}× (two copies of the "
+                          "original, the noise in this run)")]
+    for i, c in enumerate(gate.get("candidates", [])):
+        rows.append((f"gate candidate {i}",
+                     f"{c['ratio']:.3f}× (p = {c['p_value']:.2g}; needs > {c['needs']:.3f}×): "
+                     f"{'faster' if c['won'] else 'not faster beyond the noise'}"))
+    return rows
 
 
 def _import_note(doc: dict) -> str:

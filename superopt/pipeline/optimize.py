@@ -497,8 +497,9 @@ def gate_phase(run: OptimizeRun) -> None:
         run.chosen = viable[i]
         run.latency_after = {"median_s": ab.candidates[i].median_s,
                              "spread": ab.candidates[i].spread}
-        run.speedup = ab.ratios[i]
-        run.kept_reason = (f"candidate faster end to end: {run.speedup:.3f}x on {run.device} "
+        # before / after median (docs/report-schema.md); the reason gives the paired estimate
+        run.speedup = ab.baseline.median_s / ab.candidates[i].median_s
+        run.kept_reason = (f"candidate faster end to end: {ab.ratios[i]:.3f}x on {run.device} "
                            f"(p = {ab.p_values[i]:.2g} against A/A′ {ab.control_ratio:.3f}x, "
                            f"alpha {ab.alpha:g})")
 
