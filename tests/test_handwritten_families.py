@@ -47,6 +47,7 @@ def test_the_file_is_what_the_tool_writes_and_is_shipped():
     assert names["linear-bias-merge"] == 12 and names["linear-bias-merge-3"] == 6
     assert names["conv-bias-merge"] == 3 and names["conv-bias-enlarge-merge"] == 4
     assert names["conv-channel-scale-fold"] == 4 and names["norm-scale-fold"] == 6
+    assert names["transpose-cancellation"] == 1 + 5 + 23
 
 
 @pytest.mark.parametrize("name,old,new", [
@@ -153,3 +154,21 @@ def test_a_vector_mul_after_conv_is_not_a_channel_scale():
     [row] = reach([ReachModel("conv_mul_vec", "zoo", model)], load_rules().proved(),
                   costs=["analytic"], time_limit=10)
     assert "Mul folded into Conv" not in row.families and row.passed is not False
+
+
+@pytest.mark.parametrize("p,q", [((0, 2, 1, 3), (0, 2, 1, 3)), ((0, 2, 3, 1), (0, 3, 1, 2)),
+                                 ((1, 0), (1, 0))])
+def test_transpose_pairs_cancel(p, q):
+    """Transpose by p, then by its inverse q: the search removes both (attention reshuffles)."""
+    shape = (2, 3, 4, 5)[:len(p)]
+    nodes = [helper.make_node("Transpose", ["x"], ["a"], perm=list(p)),
+             helper.make_node("Transpose", ["a"], ["b"], perm=list(q)),
+             helper.make_node("Relu", ["b"], ["out"])]
+    graph = helper.make_graph(
+        nodes, "tt", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, list(shape))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    [row] = reach([ReachModel("tt", "zoo", model)], load_rules().proved(), costs=["analytic"],
+                  time_limit=10)
+    assert row.families == {"Transpose cancellation": 1}, row.families
+    assert row.nodes_after == 1 and row.passed is True, row.numerics

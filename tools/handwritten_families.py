@@ -14,6 +14,7 @@ Usage: python tools/handwritten_families.py [OUT.json]   (default: rules_db/hand
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -198,9 +199,29 @@ def scale_folds() -> list[Rule]:
     return out
 
 
+def transpose_cancellations() -> list[Rule]:
+    """A Transpose followed by its inverse (attention code moves heads back and forth): the
+    identity. Every non-identity permutation of ranks 2-4, one rule each."""
+    out = []
+    for r in (2, 3, 4):
+        for p in itertools.permutations(range(r)):
+            if p == tuple(range(r)):
+                continue
+            q = tuple(p.index(k) for k in range(r))  # the inverse: q[p[k]] = k
+            out.append(rule([f"(Transpose[perm={_perm(q)}] (Transpose[perm={_perm(p)}] ?x))"],
+                            ["?x"], {"x": T(r)}, {"x": (2, 3, 4, 5)[:r]},
+                            "transpose-cancellation"))
+    return out
+
+
+def _perm(p: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, p)) + ("," if len(p) == 1 else "") + ")"
+
+
 def families() -> list[Rule]:
     return (bn_folds() + linear_merges() + three_way_merges() + conv_merges()
-            + enlarge_merges() + duplicate_merges() + scale_folds())
+            + enlarge_merges() + duplicate_merges() + scale_folds()
+            + transpose_cancellations())
 
 
 def main(argv: list[str]) -> int:
