@@ -91,7 +91,7 @@ def bench_run(tmp_path_factory):
     report = run_bench(["squeezenet", "broken", "mm-chain"], device="cpu", rounds=3,
                        timing_budget_s=0.3, rules=rules, time_limit=5, cache_dir=folder / "cache",
                        out=out, json_out=json_out, command="superopt bench (test)",
-                       builder=builder)
+                       notes=["a Ray job ran alongside"], builder=builder)
     return report, out.read_text(), json.loads(json_out.read_text())
 
 
@@ -114,6 +114,7 @@ def test_markdown_has_the_header_fields(bench_run):
     assert "- command: `superopt bench (test)`" in text
     assert "- rules: 1 proved rules from" in text
     assert "Method:" in text and "3 rounds" in text and "2 fresh sessions" in text
+    assert "\n- a Ray job ran alongside\n" in text  # --note, in the notes
 
 
 def test_rows_hold_the_measured_values(bench_run):

@@ -190,6 +190,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
                    help="also time onnxslim's output when it is installed, and ORT's transformer "
                         "optimizer's on transformer models (default: on)")
+    p.add_argument("--note", action="append", default=[], metavar="TEXT",
+                   help="a line for the results' notes, e.g. what else ran on the machine "
+                        "(repeatable)")
     p.add_argument("--cache-dir", metavar="DIR",
                    help="measured-cost cache folder (default: $SUPEROPT_CACHE_DIR or "
                         "~/.cache/superopt)")
@@ -213,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
                        timing_budget_s=args.timing_budget, rules=args.rules,
                        time_limit=args.time_limit, peers=args.peers, cache_dir=args.cache_dir,
                        out=out, json_out=args.json, command=command, max_total_s=args.max_total,
-                       shared_dir=args.shared, log=lambda line: console.print(line, markup=False))
+                       shared_dir=args.shared, notes=args.note,
+                       log=lambda line: console.print(line, markup=False))
     table = _console_table(report)
     if not args.quiet:
         Console(stderr=False, width=140).print(table)
@@ -293,10 +297,12 @@ def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
               cache_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
               json_out: str | os.PathLike | None = None, command: str = "",
               max_total_s: float | None = None, shared_dir: str | os.PathLike | None = None,
-              builder: Builder | None = None, log: Log | None = None) -> BenchReport:
+              notes: Sequence[str] = (), builder: Builder | None = None,
+              log: Log | None = None) -> BenchReport:
     """Benchmark models `names` on `device`; see the module doc. A name is a zoo model, the stem
     of an export in `shared_dir`, or the group `zoo` or `shared`; the default is every zoo
-    model, then every export of `shared_dir` (when given and present).
+    model, then every export of `shared_dir` (when given and present). `notes` go into the
+    results' notes as given (what else ran on the machine).
 
     `out` (Markdown) and `json_out` (`report_json`), if given, are rewritten after every
     model. `max_total_s` skips the models that would start after that many seconds (noted in
@@ -323,7 +329,7 @@ def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
         rounds=rounds, timing_budget_s=timing_budget_s,
         rules_label=f"{len(rule_list)} proved rules from "
                     f"{rules if rules else 'the shipped database (superopt/rules_db/rules.json)'}")
-    report.notes += early_notes
+    report.notes += [*notes, *early_notes]
     use_slim = peers and onnxslim_available()
     if use_slim:
         report.peers.append("onnxslim")
