@@ -193,3 +193,17 @@ def test_bad_input_one_line_exit_2(capsys, tmp_path, zoo_model_path, argv, phras
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith("superopt rules: error:") and phrase in err, err
+
+
+def test_a_match_that_is_not_cheaper_says_so(zoo_model_path, capsys):
+    """ResNet-50's one shared-input pair (layer1.0's conv1 and downsample) matches the biased
+    Conv merge, but the Split it needs copies a million elements: the roofline says no."""
+    model = str(zoo_model_path("resnet50"))
+    assert main(["rules", "explain", model, "--family", "conv merge", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    [fam] = [f for f in doc["families"] if f["family"] == "Conv merge (shared input)"]
+    changes = fam["matched"]["cost_change_s"]
+    assert set(changes) == {"layer1.0.conv1", "layer1.0.downsample"}
+    assert all(c > 0 for c in changes.values())
+    assert main(["rules", "explain", model, "--family", "conv merge"]) == 0
+    assert "not cheaper on its own" in capsys.readouterr().out

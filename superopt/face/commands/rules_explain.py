@@ -13,7 +13,9 @@ For each family, every node of the model whose op is the root op of one of the f
 patterns (a *site*) lands in exactly one of three groups:
 
 - **matched**: some rule of the family fires there (its source matches, the bound values are in
-  the rule's classes, its conditions hold and its target builds with the same types);
+  the rule's classes, its conditions hold and its target builds with the same types); with the
+  change of the graph's cost one such rewrite makes, estimated by the analytic CUDA roofline,
+  so a match the search leaves alone because it is not cheaper shows as such;
 - **refused**: some rule's source pattern matches there, but the rule is refused; the reasons
   are `superopt.search.match.explain`'s (`?c has rank 3, the rule was proved for rank 0`,
   `condition failed: ...`, `target does not build here: ...`, a type change, ...), grouped and
@@ -40,7 +42,8 @@ as not tried. Node names are listed up to `--sites` per group, then "... and N m
         "tried": true,                                # false: no root op occurs in the model
         "sites": 56,                                  # = matched + refused + unreached counts
         "matched": {"count": 16,
-                    "nodes": {"bn_3": ["r0123456789"], ...}},   # node -> rules that fire
+                    "nodes": {"bn_3": ["r0123456789"], ...},    # node -> rules that fire
+                    "cost_change_s": {"bn_3": -2.1e-06, ...}},  # best one-rewrite change
         "refused": {"count": 2,
                     "reasons": [{"reason": "condition failed: ...", "count": 2,
                                  "nodes": ["bn_9", ...]}, ...]},  # most sites first
@@ -318,6 +321,8 @@ class FamilyReport:
     refused: dict[str, list[str]] = field(default_factory=dict)  # node -> refusal reasons
     unreached: dict[str, list[Miss]] = field(default_factory=dict)  # node -> closest misses
     accepted: dict[str, dict[str, list]] = field(default_factory=dict)  # op -> attr -> values
+    # node -> the best change of the graph's estimated cost (seconds) one rewrite there makes
+    cost_change: dict[str, float] = field(default_factory=dict)
 
     @property
     def tried(self) -> bool:
@@ -361,7 +366,8 @@ class FamilyReport:
             "root_ops": dict(self.root_ops),
             "tried": self.tried,
             "sites": self.sites,
-            "matched": {"count": len(self.matched), "nodes": dict(self.matched)},
+            "matched": {"count": len(self.matched), "nodes": dict(self.matched),
+                        "cost_change_s": dict(self.cost_change)},
             "refused": {"count": len(self.refused), "reasons": [
                 {"reason": r, "count": len(nodes), "nodes": nodes}
                 for r, nodes in self.refusal_groups()]},
@@ -378,10 +384,13 @@ class FamilyReport:
         }
 
 
-def explain_model(graph: Graph, rules: Sequence[Rule], *,
-                  family: str | None = None) -> list[FamilyReport]:
+def explain_model(graph: Graph, rules: Sequence[Rule], *, family: str | None = None,
+                  cost_model: Any = None) -> list[FamilyReport]:
     """One `FamilyReport` per family of `rules` (tried families first, then by label);
-    `family` keeps only families whose label contains it (case-insensitive)."""
+    `family` keeps only families whose label contains it (case-insensitive). With a
+    `cost_model`, each matched site also gets the best change of the graph's estimated cost
+    that one rewrite there makes (a rewrite that is not cheaper on its own is one the search
+    takes only as a step to a cheaper graph)."""
     from superopt.search.match import nodes_by_op
 
     by_family: dict[str, list[Rule]] = {}
@@ -392,6 +401,9 @@ def explain_model(graph: Graph, rules: Sequence[Rule], *,
     by_op = nodes_by_op(graph)
     reports = [_explain_family(graph, label, frules, by_op)
                for label, frules in by_family.items()]
+    if cost_model is not None:
+        for report in reports:
+            _cost_changes(graph, report, cost_model)
     reports.sort(key=lambda f: (not f.tried, -len(f.matched), -len(f.refused), -f.sites,
                                 f.family))
     return reports
@@ -440,6 +452,26 @@ def _explain_family(graph: Graph, label: str, rules: list[Rule],
             report.unreached[name] = misses
     report.accepted = _accepted_values(rules)
     return report
+
+
+def _cost_changes(graph: Graph, report: FamilyReport, cost_model: Any) -> None:
+    """For each matched node, the lowest cost change of applying a firing rule rooted there."""
+    from superopt.search.match import Refused, apply_match, find_matches
+
+    base = cost_model.graph_cost(graph)
+    by_id = {r.id: r for r in report.rules}
+    for rule_id in dict.fromkeys(i for ids in report.matched.values() for i in ids):
+        for m in find_matches(graph, by_id[rule_id]):
+            name = m.matched_nodes[0].name if m.matched_nodes else None
+            if name not in report.matched:
+                continue
+            try:
+                after = cost_model.graph_cost(apply_match(graph, m).graph)
+            except (Refused, ValueError):
+                continue
+            change = after - base
+            if name not in report.cost_change or change < report.cost_change[name]:
+                report.cost_change[name] = change
 
 
 def _site_text(node: Node, line: str) -> str:
@@ -585,8 +617,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sites < 0:
         raise UsageError("--sites must be 0 or more")
+    from superopt.cost_model.analytic import AnalyticCost
+
     graph, rules, label = _inputs(args)
-    reports = explain_model(graph, rules, family=args.family)
+    reports = explain_model(graph, rules, family=args.family,
+                            cost_model=AnalyticCost.for_device("cuda"))
     if args.family is not None and not reports:
         names = sorted({family_of(r) for r in rules})
         raise UsageError(f"--family {args.family!r} selects no family; families: "
@@ -666,6 +701,16 @@ def family_lines(f: FamilyReport, *, sites: int = DEFAULT_SITES) -> list[str]:
         lines.append(f"  matched at {len(f.matched)}: {_names(list(f.matched), sites)}")
         lines.append(f"    rules that fire: {top}"
                      + (f" and {len(fires) - 3} more" if len(fires) > 3 else ""))
+        if f.cost_change:
+            worse = [n for n, c in f.cost_change.items() if c >= 0]
+            better = len(f.cost_change) - len(worse)
+            best = min(f.cost_change.values())
+            lines.append(f"    one rewrite there, estimated by the analytic CUDA roofline: "
+                         f"cheaper at {better}, not cheaper at {len(worse)} (best "
+                         f"{best * 1e6:+.1f} µs)")
+            if worse:
+                lines.append(f"    not cheaper on its own (the search takes it only on the way "
+                             f"to a cheaper graph): {_names(worse, sites)}")
     else:
         lines.append("  matched nowhere")
     if f.refused:
