@@ -161,20 +161,32 @@ def ort_fusions(graph: Graph, device: str = "cpu", const: set[Value] | None = No
 def common_subexpressions(graph: Graph) -> Graph:
     """`graph` with duplicate computations merged, as ORT's CommonSubexpressionElimination
     does: a node with the op, attributes and (merged) inputs of an earlier one is dropped and
-    its users read the earlier node's outputs. The same graph when there is nothing to merge."""
+    its users read the earlier node's outputs (nodes downstream are rebuilt, keeping their
+    names). The same graph when there is nothing to merge."""
     seen: dict[tuple, Node] = {}
-    mapping: dict[Value, Value] = {}
+    memo: dict[Value, Value] = {}  # value of `graph` -> value of the merged graph
+    changed = False
     for node in graph.nodes:
-        if node.is_opaque:
+        ins = tuple(None if v is None else memo.get(v, v) for v in node.inputs)
+        key = (node.op, node.attrs, ins)
+        first = None if node.is_opaque else seen.get(key)
+        if first is not None:
+            memo.update(zip(node.outputs, first.outputs))
+            changed = True
             continue
-        key = (node.op, node.attrs,
-               tuple(None if v is None else mapping.get(v, v) for v in node.inputs))
-        first = seen.get(key)
-        if first is None:
-            seen[key] = node
-            continue
-        mapping.update(zip(node.outputs, first.outputs))
-    return graph.replace_values(mapping) if mapping else graph
+        new = node
+        if ins != node.inputs:
+            new = Node.make(node.op, node.attrs, ins, name=node.name,
+                            output_names=[o.name for o in node.outputs],
+                            output_types=[o.type for o in node.outputs] if node.is_opaque
+                            else None)
+            memo.update(zip(node.outputs, new.outputs))
+        if not node.is_opaque:
+            seen[key] = new
+    if not changed:
+        return graph
+    return Graph(graph.inputs, [(name, memo.get(v, v)) for name, v in graph.outputs],
+                 graph.meta)
 
 
 def fused_nodes(graph: Graph, device: str = "cpu") -> set[Node]:

@@ -204,3 +204,18 @@ def test_duplicate_computations_run_once(tmp_path):
     assert ort_ops(m, tmp_path) == {"FusedConv": 1, "MaxPool": 1, "Add": 1}
     plain = load(conv_bn())
     assert common_subexpressions(plain) is plain
+
+
+def test_merging_duplicates_never_grows_the_graph():
+    """A duplicate's users may come first in topological order (the kept node is then
+    rebuilt): the merged graph still has each computation once. NASNet has such branches."""
+    from superopt import zoo
+
+    m = model([helper.make_node("Relu", ["x"], ["r1"]), helper.make_node("Relu", ["x"], ["r2"]),
+               helper.make_node("Sigmoid", ["r2"], ["p1"]),
+               helper.make_node("Sigmoid", ["r1"], ["p2"]),
+               helper.make_node("Add", ["p1", "p2"], ["y"])], [("x", [2, 8])], [])
+    merged = common_subexpressions(load(m))
+    assert Counter(n.op for n in merged.nodes) == {"Relu": 1, "Sigmoid": 1, "Add": 1}
+    nasnet = load(zoo.build("nasnet_a"))
+    assert len(common_subexpressions(nasnet).nodes) < len(nasnet.nodes)
