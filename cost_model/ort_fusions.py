@@ -35,8 +35,8 @@ both on at ENABLE_ALL; each entry checked on a small model in tests/test_ort_fus
 - GeluFusion, BiasGeluFusion (2): x/sqrt2 -> Erf -> +1 -> *x -> *0.5 (either Mul order), and a
   bias Add before a Gelu -> one element-wise pass (the Erf).
 - LayerNormFusion, SimplifiedLayerNormFusion (2): ReduceMean-Sub-Pow-ReduceMean-Add-Sqrt-Div
-  (-Mul-Add), and RMSNorm's Pow-ReduceMean-Add-Sqrt-(Div | Reciprocal+Mul)-Mul -> one
-  LayerNormalization over the chain's input.
+  (-Mul-Add), and RMSNorm's Pow-ReduceMean-Add-Sqrt-Div(-Mul) -> one LayerNormalization over
+  the chain's input (ORT 1.31 leaves the Sqrt-Reciprocal-Mul form of RMSNorm unfused).
 - SkipLayerNormFusion (2): an Add of two activations whose sole user is a LayerNormalization
   -> the LayerNormalization.
 - ReshapeFusion (1): Reshape/Flatten/Squeeze/Unsqueeze whose sole user is a Reshape -> nothing.
@@ -485,25 +485,18 @@ def _layer_norm_from_sub(ctx: _Ctx, sub: Node) -> None:
 
 
 def _rms_norm_from_pow(ctx: _Ctx, pow_: Node) -> None:
+    """Pow -> ReduceMean -> Add(eps) -> Sqrt -> Div(x, .) (-> Mul(weight)). ORT 1.31 does not
+    fuse the Sqrt -> Reciprocal -> Mul form (LLaMA's dynamo export): that one stays op by op."""
     x = pow_.inputs[0]
     tail = _variance_tail(ctx, pow_.outputs[0])
     if tail is None:
         return
     nodes, sq = tail
-    group = [pow_, *nodes]
-    nxt = _only(ctx, sq.outputs[0], "Div")
-    if nxt is not None and nxt.inputs[0] is x:
-        group.append(nxt)
-    else:
-        rec = _only(ctx, sq.outputs[0], "Reciprocal")
-        if rec is None:
-            return
-        mul = _only(ctx, rec.outputs[0], "Mul")
-        if mul is None or x not in mul.inputs:
-            return
-        group += [rec, mul]
-        nxt = mul
-    scale = _only(ctx, nxt.outputs[0], "Mul")
+    div = _only(ctx, sq.outputs[0], "Div")
+    if div is None or div.inputs[0] is not x:
+        return
+    group = [pow_, *nodes, div]
+    scale = _only(ctx, div.outputs[0], "Mul")
     if scale is not None and _operands(scale, ctx) is not None:
         group.append(scale)
     _stand_in_ln(ctx, x, group[-1], group)

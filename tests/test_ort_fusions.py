@@ -111,6 +111,19 @@ def layer_norm():
                  [init("two", [], 2.0), init("eps", [], 1e-5), init("g", [16]), init("b", [16])])
 
 
+def rms_norm(div=True):
+    tail = [helper.make_node("Div", ["x", "sd"], ["n"])] if div else [
+        helper.make_node("Reciprocal", ["sd"], ["rs"]), helper.make_node("Mul", ["x", "rs"], ["n"])]
+    return model([helper.make_node("Relu", ["x0"], ["x"]),
+                  helper.make_node("Pow", ["x", "two"], ["sq"]),
+                  helper.make_node("ReduceMean", ["sq"], ["var"], axes=[-1]),
+                  helper.make_node("Add", ["var", "eps"], ["ve"]),
+                  helper.make_node("Sqrt", ["ve"], ["sd"]), *tail,
+                  helper.make_node("Mul", ["g", "n"], ["y"])],
+                 [("x0", [1, 4, 16])],
+                 [init("two", [], 2.0), init("eps", [], 1e-5), init("g", [16])])
+
+
 def skip_layer_norm():
     return model([helper.make_node("Add", ["x", "r"], ["s"]),
                   helper.make_node("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1)],
@@ -128,6 +141,8 @@ CASES = {
     "layer-norm": (layer_norm, {"ReduceMean": 2, "Sub": 1, "Pow": 1, "Sqrt": 1, "Mul": 1,
                                 "Div": 1, "Add": 1}, {"Add": 1}),  # the last Add stands in
     "skip-layer-norm": (skip_layer_norm, {"Add": 1}, {"LayerNormalization": 1}),
+    "rms-norm": (rms_norm, {"Pow": 1, "ReduceMean": 1, "Add": 1, "Sqrt": 1, "Div": 1},
+                 {"Mul": 1}),  # the weight Mul stands in for the group
 }
 
 
@@ -171,6 +186,12 @@ def test_noops_ort_keeps_stay(tmp_path):
     for m in (on_input, vector):
         assert ort_fusions(load(m), "cpu").absorbed == {}
         assert ort_ops(m, tmp_path)["Add"] == 1
+
+
+def test_the_reciprocal_form_of_rms_norm_stays_unfused(tmp_path):
+    m = rms_norm(div=False)
+    assert ort_fusions(load(m), "cpu").absorbed == {}
+    assert ort_ops(m, tmp_path)["Reciprocal"] == 1  # ORT leaves it op by op too
 
 
 def test_nothing_fuses_across_a_second_user():
