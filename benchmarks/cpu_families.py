@@ -668,6 +668,30 @@ def render(rows: list[dict], header: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def repredict(out: Path, fams: list[Family]) -> int:
+    """Recompute the `predicted` column of the recorded rows of `fams` (no end-to-end timing)."""
+    data = json.loads(out.with_suffix(".json").read_text())
+    by_name = {f.name: f for f in fams}
+    for row in data["rows"]:
+        fam = by_name.get(row["name"])
+        if fam is None or "error" in row:
+            continue
+        orig, cand, _ = fam.build(load_model(fam.model))
+        row["predicted"] = predicted_ratio(prune_initializers(orig), prune_initializers(cand))
+        print(f"{row['name']}: predicted {row['predicted']:.3f}", file=sys.stderr)
+    header = data["header"]
+    runs = header.get("runs") or [{k: header.get(k, "") for k in ("date", "command", "load",
+                                                                 "note", "commit", "rows")}]
+    runs.append({"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+                 "load": "no timing", "note": "the cost model's predictions recomputed",
+                 "commit": _commit(), "rows": [f.name for f in fams]})
+    header["runs"] = runs
+    out.write_text(render(data["rows"], header))
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    return 0
+
+
 def _commit() -> str:
     import subprocess
 
@@ -695,6 +719,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/results/cpu-families.md")
     p.add_argument("--note", default="not recorded", help="what else ran on the machine")
     p.add_argument("--list", action="store_true", help="list the families and exit")
+    p.add_argument("--repredict", action="store_true",
+                   help="time nothing: recompute the cost model's prediction of every recorded "
+                        "row (OUT's .json) with the current cost model, and re-render")
     p.add_argument("--merge", action="store_true",
                    help="keep the rows of the existing results (OUT's .json) and replace or add "
                         "the rows of this run")
@@ -705,6 +732,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{f.name:30} {f.model:24} {f.family}")
         return 0
     fams = [f for f in FAMILIES if not args.only or f.name in args.only]
+    if args.repredict:
+        return repredict(Path(args.out), fams)
     load0 = os.getloadavg()[0]
     header = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "device": device_name("cpu"), "provider": "CPUExecutionProvider",
