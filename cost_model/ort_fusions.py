@@ -34,6 +34,8 @@ both on at ENABLE_ALL; each entry checked on a small model in tests/test_ort_fus
   (FusedMatMul's trans flags).
 - GeluFusion, BiasGeluFusion (2): x/sqrt2 -> Erf -> +1 -> *x -> *0.5 (either Mul order), and a
   bias Add before a Gelu -> one element-wise pass (the Erf).
+- QuickGeluFusion (2): x * Sigmoid(x) (SiLU), or x * Sigmoid(alpha * x) -> one element-wise
+  pass (the Sigmoid).
 - LayerNormFusion, SimplifiedLayerNormFusion (2): ReduceMean-Sub-Pow-ReduceMean-Add-Sqrt-Div
   (-Mul-Add), and RMSNorm's Pow-ReduceMean-Add-Sqrt-Div(-Mul) -> one LayerNormalization over
   the chain's input (ORT 1.31 leaves the Sqrt-Reciprocal-Mul form of RMSNorm unfused).
@@ -150,6 +152,7 @@ def ort_fusions(graph: Graph, device: str = "cpu", const: set[Value] | None = No
         _conv_folds(ctx)
         _layer_norms(ctx)
         _gelus(ctx)
+        _quick_gelus(ctx)
         _skip_layer_norms(ctx)
     _hinted(ctx)  # the ops' own fusion hints: activations and bias adds into their producer
     if device == "cpu":
@@ -404,6 +407,22 @@ def _gelus(ctx: _Ctx) -> None:
         if bias is not None and ctx.sole_user(gelu.inputs[0]) is gelu and \
                 _operands(bias, ctx) is not None:
             ctx.absorb([bias], "BiasGeluFusion")
+
+
+def _quick_gelus(ctx: _Ctx) -> None:
+    for sig in ctx.graph.nodes:
+        if sig.op != "Sigmoid" or not ctx.free(sig):
+            continue
+        x, group = sig.inputs[0], []
+        pre = ctx.producer(x, "Mul")
+        if pre is not None and ctx.sole_user(x) is sig:
+            ops = _operands(pre, ctx)
+            if ops is not None and _scalar(ops[2], ctx):
+                x, group = ops[1], [pre]
+        mul = ctx.sole_user(sig.outputs[0])
+        if mul is None or mul.op != "Mul" or not ctx.free(mul) or x not in mul.inputs:
+            continue
+        ctx.absorb([*group, mul], "QuickGeluFusion")
 
 
 def _only(ctx: _Ctx, v: Value, op: str) -> Node | None:

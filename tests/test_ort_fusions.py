@@ -124,6 +124,13 @@ def rms_norm(div=True):
                  [init("two", [], 2.0), init("eps", [], 1e-5), init("g", [16])])
 
 
+def silu():
+    return model([helper.make_node("MatMul", ["x", "W"], ["h"]),
+                  helper.make_node("Sigmoid", ["h"], ["s"]),
+                  helper.make_node("Mul", ["h", "s"], ["y"])],
+                 [("x", [1, 4, 8])], [init("W", [8, 16])])
+
+
 def skip_layer_norm():
     return model([helper.make_node("Add", ["x", "r"], ["s"]),
                   helper.make_node("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1)],
@@ -141,6 +148,7 @@ CASES = {
     "layer-norm": (layer_norm, {"ReduceMean": 2, "Sub": 1, "Pow": 1, "Sqrt": 1, "Mul": 1,
                                 "Div": 1, "Add": 1}, {"Add": 1}),  # the last Add stands in
     "skip-layer-norm": (skip_layer_norm, {"Add": 1}, {"LayerNormalization": 1}),
+    "silu": (silu, {"Mul": 1}, {"Sigmoid": 1}),
     "rms-norm": (rms_norm, {"Pow": 1, "ReduceMean": 1, "Add": 1, "Sqrt": 1, "Div": 1},
                  {"Mul": 1}),  # the weight Mul stands in for the group
 }
