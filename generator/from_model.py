@@ -16,8 +16,8 @@ ranks of its runtime inputs, which inputs are weights, the element type). From t
   with the attributes the models use.
 
 Configurations are reported (`configurations`), so a user sees what the database will cover.
-Dilated convolutions are skipped (the Conv axioms assume dilation 1), as are ops the registry
-does not model (they stay opaque in the optimizer, and no rule could match them anyway).
+Ops the registry does not model are skipped (they stay opaque in the optimizer, and no rule
+could match them anyway).
 
 Example:
     >>> universe, configs, facts = model_universe(["resnet50.onnx"])  # doctest: +SKIP
@@ -175,10 +175,11 @@ class _ConvApplies:
             return None
         attrs = dict(self.attrs)
         pads = attrs.get("pads", (0, 0, 0, 0))
+        dil = attrs.get("dilations", (1, 1))
         for k in (0, 1):
-            if x[2 + k] + pads[k] + pads[k + 2] < w[2 + k]:
+            if x[2 + k] + pads[k] + pads[k + 2] < (w[2 + k] - 1) * dil[k] + 1:
                 return None
-        out = {k: v for k, v in attrs.items() if k in ("pads", "strides")}
+        out = {k: v for k, v in attrs.items() if k in ("pads", "strides", "dilations")}
         if g != 1:
             out["group"] = g  # depthwise/grouped: the group count this universe's shapes give
         return out
@@ -192,7 +193,8 @@ def _conv_sym(args: Sequence[Arg], a: dict) -> list[SymShape]:
 
 def _conv_instance(attrs: dict[str, Any], bias: bool,
                    kernel: tuple[int, int] | None) -> OpInstance:
-    kept = tuple(sorted((k, v) for k, v in attrs.items() if k in ("pads", "strides")))
+    kept = tuple(sorted((k, v) for k, v in attrs.items()
+                        if k in ("dilations", "pads", "strides")))
     label = "Conv" + ("+b" if bias else "") + f"[{kernel}]" + \
         "".join(f"[{k}={v}]" for k, v in kept) + \
         ("[grouped]" if int(attrs.get("group", 1)) != 1 else "")
@@ -286,8 +288,6 @@ def model_universe(paths: Sequence[str | Path], ops: Sequence[str] | None = None
     for c in configs:
         a = dict(c.attrs)
         if c.op == "Conv":
-            if tuple(a.get("dilations", (1, 1))) != (1, 1):
-                continue
             add(_conv_instance(a, len(c.ranks) > 2, c.kernel))
         elif (c.op not in with_instances and len(c.ranks) == 1 and c.ranks[0] is not None
               and 2 <= c.ranks[0] <= 4 and _elementwise(c.op, a, c.ranks[0])):

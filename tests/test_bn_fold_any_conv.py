@@ -51,15 +51,20 @@ def test_handwritten_family_is_proved_with_classes():
         assert proof["classes"]["s"] == "ints" and proof["classes"]["p"] == "ints"
         assert proof["classes"]["g"] == "int" and proof["classes"]["x"] == "rank 4"
         assert d["proof"]["result"] == "proved" and d["proof"]["method"] == "axioms"
-        assert "dilations" not in d["src"][0]  # the Conv axioms assume dilation 1
+        assert proof["classes"]["d"] == "ints"  # any dilation too
 
 
-def test_a_dilation_parameter_is_not_claimed():
-    """The Conv axioms assume dilation 1: with `dilations=?d` the fold is not proved."""
-    d = _handwritten()[0]
-    src, dst = (t[0].replace("[group=?g,", "[dilations=?d, group=?g,")
-                for t in (d["src"], d["dst"]))
-    proof = prove_rule(_rule(d, src=[src], dst=[dst], params={**d["params"], "d": "ints"}))
+def test_a_dilation_parameter_is_claimed_only_where_it_holds():
+    """The fold holds at any dilation (the axioms quantify over it); the enlarge + merge does
+    not: a dilated 3x3 with pads 1 no longer keeps the size of the 1x1 it absorbs."""
+    assert "dilations=?d" in _handwritten()[0]["src"][0]
+    rules = json.loads(HANDWRITTEN.read_text())["rules"]
+    enlarge = next(d for d in rules if d["name"] == "conv-bias-enlarge-merge")
+    assert "dilations" not in " ".join(enlarge["src"])
+    src = [t.replace("Conv[", "Conv[dilations=?d, ") for t in enlarge["src"]]
+    dst = [t.replace("Conv[", "Conv[dilations=?d, ") for t in enlarge["dst"]]
+    proof = prove_rule(_rule(enlarge, src=src, dst=dst, params={**enlarge["params"],
+                                                                "d": "ints"}))
     assert proof["result"] != "proved", proof
 
 
@@ -91,7 +96,7 @@ def test_all_batchnorms_of_shufflenet_fold(shared_models, tmp_path):
     assert result.check is not None and result.check.passed and not result.check.skipped
 
 
-def _depthwise_strided_model(path: Path, bias: bool) -> None:
+def _depthwise_strided_model(path: Path, bias: bool, dilation: int = 1) -> None:
     rng = np.random.default_rng(SEED)
     c = 8
     inits = [numpy_helper.from_array(rng.standard_normal((c, 1, 3, 3)).astype(np.float32), "w"),
@@ -104,7 +109,8 @@ def _depthwise_strided_model(path: Path, bias: bool) -> None:
         inits.append(numpy_helper.from_array(rng.standard_normal(c).astype(np.float32), "cb"))
         conv_in.append("cb")
     nodes = [helper.make_node("Conv", conv_in, ["y"], group=c, strides=[2, 2],
-                              pads=[1, 0, 1, 2], kernel_shape=[3, 3]),
+                              pads=[1, 0, 1, 2], kernel_shape=[3, 3],
+                              dilations=[dilation, dilation]),
              helper.make_node("BatchNormalization", ["y", "scale", "bnb", "mean", "var"], ["z"],
                               epsilon=1e-3),
              helper.make_node("Relu", ["z"], ["out"])]
@@ -116,10 +122,10 @@ def _depthwise_strided_model(path: Path, bias: bool) -> None:
     onnx.save(model, str(path))
 
 
-@pytest.mark.parametrize("bias", [False, True])
-def test_depthwise_strided_conv_bn_folds_and_matches_ort(tmp_path, bias):
+@pytest.mark.parametrize("bias,dilation", [(False, 1), (True, 1), (True, 2)])
+def test_depthwise_strided_conv_bn_folds_and_matches_ort(tmp_path, bias, dilation):
     src, out = tmp_path / "in.onnx", tmp_path / "out.onnx"
-    _depthwise_strided_model(src, bias)
+    _depthwise_strided_model(src, bias, dilation)
     result = superopt.optimize(src, out, rules=HANDWRITTEN, device="cpu", cost="analytic",
                                gate=False, time_limit=10)
     assert result.check is not None and result.check.passed

@@ -56,7 +56,8 @@ def test_the_file_is_what_the_tool_writes_and_is_shipped():
     # the Split's axis is not the one the weights were joined along
     ("linear-bias-merge-3", "Split[axis=2,", "Split[axis=1,"),
     # the merged Conv forgets the strides both sources share
-    ("conv-bias-merge", "Conv[pads=?p, strides=?s] ?x (Concat", "Conv[pads=?p] ?x (Concat"),
+    ("conv-bias-merge", "Conv[dilations=?d, pads=?p, strides=?s] ?x (Concat",
+     "Conv[dilations=?d, pads=?p] ?x (Concat"),
     # the 1x1 kernel enlarged but the merged Conv unpadded
     ("conv-bias-enlarge-merge", "(Conv[pads=(1, 1, 1, 1), strides=?s] ?x (Concat",
      "(Conv[strides=?s] ?x (Concat"),

@@ -39,9 +39,10 @@ def rule(src: list[str], dst: list[str], vars: dict, example: dict, name: str,
 
 
 def bn_folds() -> list[Rule]:
-    """BatchNormalization after a Conv of any group, pads and strides, with or without a bias:
+    """BatchNormalization after a Conv of any dilation, group, pads and strides, with or without
+    a bias:
     folded into the Conv's kernel and bias (the weight-only helpers fold at export)."""
-    conv = "Conv[group=?g, pads=?p, strides=?s]"
+    conv = "Conv[dilations=?d, group=?g, pads=?p, strides=?s]"
     bn = {k: W(1) for k in ("scale", "bias", "mean", "var")}
     ex = {"x": (2, 4, 6, 6), "w": (4, 2, 3, 3), **{k: (4,) for k in bn}}
     kernel = "(BatchNormFoldKernel[epsilon=?e] ?w ?scale ?var)"
@@ -104,13 +105,14 @@ def three_way_merges() -> list[Rule]:
     return out
 
 
-CONV = "Conv[pads=?p, strides=?s]"
+CONV = "Conv[dilations=?d, pads=?p, strides=?s]"
 CONV_VARS = {"x": T(4), "w1": W(4), "w2": W(4), "b1": W(1), "b2": W(1)}
 CONV_EX = {"x": (2, 4, 6, 6), "w1": (3, 4, 3, 3), "w2": (5, 4, 3, 3), "b1": (3,), "b2": (5,)}
 
 
 def conv_merges() -> list[Rule]:
-    """Two Convs with bias, same kernel size, pads and strides (group 1), reading one tensor ->
+    """Two Convs with bias, same kernel size, dilation, pads and strides (group 1), reading one
+    tensor ->
     one Conv over the concatenated kernels and biases: split back into two outputs, or, when a
     Concat along channels already joins them (with or without a Relu on each), that Concat."""
     merged = f"({CONV} ?x (Concat[axis=0] ?w1 ?w2) (Concat[axis=0] ?b1 ?b2))"
@@ -175,7 +177,7 @@ def scale_folds() -> list[Rule]:
     after a Conv (any group, pads, strides; with or without bias) into the kernel and bias, and
     an RMSNorm/LayerNorm-style weight (a Mul by a (D,) vector) into the rows of the MatMul that
     reads it (LLaMA's q/k/v and gate/up projections). Both operand orders of the Mul."""
-    conv = "Conv[group=?g, pads=?p, strides=?s]"
+    conv = "Conv[dilations=?d, group=?g, pads=?p, strides=?s]"
     per_channel = ("shape(?c)[0] == shape(?w)[0]", "shape(?c)[1:] == (1, 1)")
     ex = {"x": (2, 4, 6, 6), "w": (4, 2, 3, 3), "b": (4,), "c": (4, 1, 1)}
     out = []

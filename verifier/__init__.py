@@ -7,7 +7,7 @@ counterexamples, and TASO rule import. Z3 is imported only when a rule is verifi
 
 from superopt.verifier.driver import verify_rule, verify_rules
 
-VERIFIER_VERSION = "2"  # bump when a verifier change can change a result (keys proof caches)
+VERIFIER_VERSION = "3"  # bump when a verifier change can change a result (keys proof caches)
 # 2: rules proved at the ranks of their classes (`Rule.ranks`), not of their example shapes
 
 __all__ = ["verify_rule", "verify_rules"]

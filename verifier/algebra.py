@@ -73,9 +73,11 @@ def typing_matmul(A, a, b) -> list:
 
 
 def typing_conv(A, x, w, p) -> list:
+    # p = (sh, sw, pt, pl, pb, pr, g, dh, dw); the dilated kernel must fit the padded input
     return [A.dim(x, 1) == p[6] * A.dim(w, 1), A.rank(x) == 4, A.rank(w) == 4, p[0] >= 1,
-            p[1] >= 1, p[6] >= 1, *[q >= 0 for q in p[2:6]],
-            A.dim(x, 2) + p[2] + p[4] >= A.dim(w, 2), A.dim(x, 3) + p[3] + p[5] >= A.dim(w, 3)]
+            p[1] >= 1, p[6] >= 1, p[7] >= 1, p[8] >= 1, *[q >= 0 for q in p[2:6]],
+            A.dim(x, 2) + p[2] + p[4] >= (A.dim(w, 2) - 1) * p[7] + 1,
+            A.dim(x, 3) + p[3] + p[5] >= (A.dim(w, 3) - 1) * p[8] + 1]
 
 
 def typing_pool(A, kind, x, p) -> list:
@@ -153,7 +155,7 @@ class Symbolic:
         self.typing: list[z3.BoolRef] = []
         self._sig = {
             "MatMul": (T, T, T),
-            "Conv": (T, T) + (Int,) * 7 + (T,),
+            "Conv": (T, T) + (Int,) * 9 + (T,),
             "Concat": (Int, T, T, T),
             "Slice": (T, Int, Int, Int, T),
             "Transpose": (T, Int, T),
@@ -475,12 +477,13 @@ class Concrete:
 
     @_total
     def conv(self, x, w, p):
-        sh, sw, pt, pl, pb, pr, g = (int(v) for v in p)
-        if min(pt, pl, pb, pr) < 0 or sh < 1 or sw < 1 or g < 1:
+        sh, sw, pt, pl, pb, pr, g, dh, dw = (int(v) for v in p)
+        if min(pt, pl, pb, pr) < 0 or min(sh, sw, g, dh, dw) < 1:
             raise ValueError(f"conv parameters out of range: {p}")
         if x.ndim != 4 or w.ndim != 4 or x.shape[1] != g * w.shape[1] or w.shape[0] % g:
             raise ValueError(f"conv shapes {x.shape} * {w.shape} (group {g})")
-        attrs = {"strides": (sh, sw), "pads": (pt, pl, pb, pr), "dilations": (1, 1), "group": g}
+        attrs = {"strides": (sh, sw), "pads": (pt, pl, pb, pr), "dilations": (dh, dw),
+                 "group": g}
         return self._op("Conv", attrs, [x, w])[0]
 
     @_total

@@ -26,8 +26,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# Conv parameters in the axiom language: (stride_h, stride_w, pad_t, pad_l, pad_b, pad_r, group)
-CONV_PARAMS = ("sh", "sw", "pt", "pl", "pb", "pr", "g")
+# Conv parameters in the axiom language: (stride_h, stride_w, pad_t, pad_l, pad_b, pad_r, group,
+# dilation_h, dilation_w)
+CONV_PARAMS = ("sh", "sw", "pt", "pl", "pb", "pr", "g", "dh", "dw")
 # Pool parameters: (kernel_h, kernel_w, stride_h, stride_w, pad_t, pad_l, pad_b, pad_r, cip)
 POOL_PARAMS = ("kh", "kw", "sh", "sw", "pt", "pl", "pb", "pr", "cip")
 CP = " ".join(CONV_PARAMS)
@@ -131,8 +132,8 @@ def pool_p(i: dict) -> tuple:
     return tuple(i[n] for n in POOL_PARAMS)
 
 
-def conv_ints(sh=1, sw=1, pt=0, pl=0, pb=0, pr=0, g=1) -> dict:
-    return dict(sh=sh, sw=sw, pt=pt, pl=pl, pb=pb, pr=pr, g=g)
+def conv_ints(sh=1, sw=1, pt=0, pl=0, pb=0, pr=0, g=1, dh=1, dw=1) -> dict:
+    return dict(sh=sh, sw=sw, pt=pt, pl=pl, pb=pb, pr=pr, g=g, dh=dh, dw=dw)
 
 
 def in_range(A, x, ax, s, ln) -> Any:

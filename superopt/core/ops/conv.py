@@ -221,9 +221,8 @@ def _maxpool_z3(ctx, attrs, x):
 
 
 def _lower_conv(A, attrs, args, ranks, op):
-    if tuple(attrs["dilations"]) != (1, 1):
-        return lower_generic(A, attrs, args, ranks, op)
-    p = tuple(attrs["strides"]) + tuple(attrs["pads"]) + (attrs["group"],)
+    p = (tuple(attrs["strides"]) + tuple(attrs["pads"]) + (attrs["group"],)
+         + tuple(attrs["dilations"]))
     y = A.conv(args[0], args[1], p)
     if len(args) > 2:
         # ONNX Conv: the bias is 1-D, one value per output channel
@@ -286,7 +285,8 @@ def _pool(avg: bool):
 
 
 # ---------------------------------------------------------------------------------------------
-# axioms (stride, pads and group as quantified integers; dilation 1)
+# axioms (stride, pads, group and dilation as quantified integers; the ones that depend on
+# where a kernel's taps fall, the identity and enlarged kernels, are stated at dilation 1)
 
 AXIOMS = AxiomBook()
 axiom, shape_axiom, _rank_axiom = AXIOMS.axiom, AXIOMS.shape, AXIOMS.rank
@@ -302,7 +302,8 @@ _X, _W = (1, 2, 4, 4), (2, 2, 3, 3)
 
 @axiom("Conv-linear-x", ["Conv", "Add"], "x y w", CP,
        [I({"x": _X, "y": _X, "w": _W}, conv_ints(pt=1, pl=1, pb=1, pr=1)),
-        I({"x": (1, 2, 5, 4), "y": (1, 2, 5, 4), "w": (4, 1, 1, 3)}, conv_ints(sh=2, g=2))],
+        I({"x": (1, 2, 5, 4), "y": (1, 2, 5, 4), "w": (4, 1, 1, 3)}, conv_ints(sh=2, g=2)),
+        I({"x": (1, 2, 5, 5), "y": (1, 2, 5, 5), "w": (2, 2, 2, 2)}, conv_ints(dh=2, dw=3))],
        triggers="both")
 def _(A, t, i, s):
     x, y, w, p = t["x"], t["y"], t["w"], conv_p(i)
@@ -340,7 +341,8 @@ def _(A, t, i, s):
 
 @axiom("Conv-Concat-weights", ["Conv", "Concat"], "x w v", CP,
        [I({"x": _X, "w": (1, 2, 3, 3), "v": (2, 2, 3, 3)}, conv_ints(pt=1, pl=1, pb=1, pr=1)),
-        I({"x": (1, 2, 4, 3), "w": (2, 2, 1, 3), "v": (1, 2, 1, 3)}, conv_ints(sh=2))],
+        I({"x": (1, 2, 4, 3), "w": (2, 2, 1, 3), "v": (1, 2, 1, 3)}, conv_ints(sh=2)),
+        I({"x": (1, 2, 5, 5), "w": (1, 2, 2, 2), "v": (2, 2, 2, 2)}, conv_ints(pl=1, dh=3))],
        triggers="both")
 def _(A, t, i, s):
     x, w, v, p = t["x"], t["w"], t["v"], conv_p(i)
@@ -375,7 +377,7 @@ def _(A, t, i, s):
     x, y, w, v = t["x"], t["y"], t["w"], t["v"]
     p, g = conv_p(i), i["g"]
     return (A.cat(1, A.conv(x, w, p), A.conv(y, v, p)),
-            A.conv(A.cat(1, x, y), A.cat(0, w, v), p[:6] + (2 * g,)),
+            A.conv(A.cat(1, x, y), A.cat(0, w, v), p[:6] + (2 * g,) + p[7:]),
             _grouped_guard(A, x, y, w, v, g))
 
 
@@ -385,7 +387,8 @@ def _(A, t, i, s):
     x, y, w, v = t["x"], t["y"], t["w"], t["v"]
     p, g = conv_p(i), i["g"]
     return (A.conv(A.cat(1, x, y), A.cat(0, w, v), p),
-            A.cat(1, A.conv(x, w, p[:6] + (A.div(g, 2),)), A.conv(y, v, p[:6] + (A.div(g, 2),))),
+            A.cat(1, A.conv(x, w, p[:6] + (A.div(g, 2),) + p[7:]),
+                  A.conv(y, v, p[:6] + (A.div(g, 2),) + p[7:])),
             A.all(g % 2 == 0, _grouped_guard(A, x, y, w, v, A.div(g, 2))))
 
 
@@ -410,7 +413,8 @@ def _(A, t, i, s):
 def _(A, t, i, s):
     x, w, p = t["x"], t["w"], conv_p(i)
     return (A.conv(x, A.like("IdentityKernelLike", w), p), x,
-            A.all(i["sh"] == 1, i["sw"] == 1, 2 * i["pt"] + 1 == A.dim(w, 2), i["pb"] == i["pt"],
+            A.all(i["sh"] == 1, i["sw"] == 1, i["dh"] == 1, i["dw"] == 1,
+                  2 * i["pt"] + 1 == A.dim(w, 2), i["pb"] == i["pt"],
                   2 * i["pl"] + 1 == A.dim(w, 3), i["pr"] == i["pl"], A.rank(x) == 4,
                   A.dim(w, 0) == A.dim(x, 1), i["g"] * A.dim(w, 1) == A.dim(x, 1)))
 
@@ -425,10 +429,11 @@ def _(A, t, i, s):
     dh2, dw2 = A.dim(r, 2) - A.dim(w, 2), A.dim(r, 3) - A.dim(w, 3)
     dh, dw = A.div(dh2, 2), A.div(dw2, 2)
     p = conv_p(i)
-    q = (p[0], p[1], p[2] - dh, p[3] - dw, p[4] - dh, p[5] - dw, p[6])
+    q = (p[0], p[1], p[2] - dh, p[3] - dw, p[4] - dh, p[5] - dw, p[6], p[7], p[8])
+    # stated at dilation 1: a dilated enlarged kernel moves its taps by the dilation too
     return (A.conv(x, A.enlarge(w, r), p), A.conv(x, w, q),
             A.all(dh2 >= 0, dw2 >= 0, dh2 % 2 == 0, dw2 % 2 == 0, p[2] >= dh, p[4] >= dh,
-                  p[3] >= dw, p[5] >= dw))
+                  p[3] >= dw, p[5] >= dw, p[7] == 1, p[8] == 1))
 
 
 @axiom("Conv-Split-weights", ["Conv", "Split"], "x w", CP + " s l",
@@ -459,7 +464,8 @@ def _per_channel(A, c, n):
 
 @axiom("Conv-ScaleAxis0", ["Conv", "Mul", "ScaleAxis0"], "x w c", CP,
        [I({"x": _X, "w": _W, "c": (2, 1, 1)}, conv_ints(pt=1, pl=1, pb=1, pr=1)),
-        I({"x": (1, 2, 4, 3), "w": (4, 1, 1, 3), "c": (4, 1, 1)}, conv_ints(sh=2, g=2))])
+        I({"x": (1, 2, 4, 3), "w": (4, 1, 1, 3), "c": (4, 1, 1)}, conv_ints(sh=2, g=2)),
+        I({"x": (1, 2, 5, 5), "w": (2, 2, 2, 2), "c": (2, 1, 1)}, conv_ints(dh=2, dw=2))])
 def _(A, t, i, s):
     """A per-output-channel scale after a Conv (any stride, pads, group) scales its kernel."""
     x, w, c, p = t["x"], t["w"], t["c"], conv_p(i)
@@ -493,13 +499,16 @@ for _op in ("MaxPool", "AveragePool"):
 # shape axioms
 
 _CONV_SHAPE = [I({"x": (1, 2, 5, 4), "w": (3, 2, 3, 1)}, conv_ints(sh=2, pt=1, pb=0, pl=0)),
-               I({"x": (2, 4, 3, 3), "w": (2, 2, 1, 3)}, conv_ints(pl=1, pr=1, g=2))]
+               I({"x": (2, 4, 3, 3), "w": (2, 2, 1, 3)}, conv_ints(pl=1, pr=1, g=2)),
+               I({"x": (1, 2, 6, 5), "w": (2, 2, 3, 2)}, conv_ints(pt=1, dh=2, dw=3, sw=2))]
 
 
 def _conv_dims(A, x, w, p):
-    sh, sw, pt, pl, pb, pr, g = p
-    return [A.dim(x, 0), A.dim(w, 0), A.div(A.dim(x, 2) + pt + pb - A.dim(w, 2), sh) + 1,
-            A.div(A.dim(x, 3) + pl + pr - A.dim(w, 3), sw) + 1]
+    sh, sw, pt, pl, pb, pr, g, dh, dw = p
+    # the dilated kernel spans (k - 1) * d + 1
+    return [A.dim(x, 0), A.dim(w, 0),
+            A.div(A.dim(x, 2) + pt + pb - ((A.dim(w, 2) - 1) * dh + 1), sh) + 1,
+            A.div(A.dim(x, 3) + pl + pr - ((A.dim(w, 3) - 1) * dw + 1), sw) + 1]
 
 
 def _pick(A, k, values):
