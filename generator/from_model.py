@@ -240,7 +240,7 @@ def _elementwise(op: str, attrs: dict[str, Any], rank: int) -> bool:
     if d.arity != (1, 1):
         return False
     small = {2: (2, 4), 3: (2, 2, 4), 4: (2, 4, 5, 5)}[rank]
-    for shape in (small, tuple(40 + d for d in small)):  # a Slice keeps small shapes only
+    for shape in (small, tuple(300 + d for d in small)):  # a Slice keeps small shapes only
         try:
             out = d.infer({**d.defaults, **attrs}, [TensorType(1, shape)])
         except Exception:  # noqa: BLE001 - any refusal means: not at these shapes
