@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         from superopt.runtime import device_name
 
         meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                "machine": f"{device_name('cpu')}, {os.cpu_count()} cores",
+                "machine": f"{device_name('cpu')}; os.cpu_count() {os.cpu_count()}",
                 "versions": f"onnxruntime {onnxruntime.__version__}, numpy {np.__version__}, "
                             f"Python {platform.python_version()}"}
         (args.out / "meta.json").write_text(json.dumps(meta, indent=1))
