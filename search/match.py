@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -128,13 +129,50 @@ def find_matches(graph: Graph, rule: Rule, *, by_op: dict[str, list[Node]] | Non
     """
     by_op = nodes_by_op(graph) if by_op is None else by_op
     out: list[Match] = []
+    symmetric = symmetric_sources(rule)
+    sites: set[frozenset[Value]] = set()
     for bindings, roots in _joint_matches(graph, rule.src, by_op, Bindings()):
+        if symmetric:
+            # The same sources in another order: the same rewrite up to the order of a
+            # Concat, at the same cost (a 3-way merge of 8 projections: 336 orders, 56 sites).
+            site = frozenset(roots)
+            if site in sites:
+                continue
+            sites.add(site)
         if check_site(rule, bindings, roots) is not None:
             continue
         out.append(Match(rule, bindings, tuple(roots), tuple(_covered(rule.src, roots))))
         if limit is not None and len(out) >= limit:
             break
     return out
+
+
+_SYMMETRIC: dict[str, bool] = {}
+_VAR_RE = re.compile(r"\?(\w+)")
+
+
+def symmetric_sources(rule: Rule) -> bool:
+    """Whether the rule's source patterns are one pattern written several times, with only the
+    variables they share in common (`(Add (MatMul ?x ?w1) ?b1)`, `(Add (MatMul ?x ?w2) ?b2)`):
+    then every order of the same matched values is the same rewrite."""
+    hit = _SYMMETRIC.get(rule.id)
+    if hit is None:
+        texts = [str(p) for p in rule.src]
+        counts: dict[str, int] = {}
+        for t in texts:
+            for v in set(_VAR_RE.findall(t)):
+                counts[v] = counts.get(v, 0) + 1
+        shared = {v for v, n in counts.items() if n > 1}
+
+        def canonical(text: str) -> str:  # own variables renamed in order of appearance
+            own: dict[str, str] = {}
+            return _VAR_RE.sub(lambda m: "?" + (m.group(1) if m.group(1) in shared else
+                                                own.setdefault(m.group(1), f"_{len(own)}")),
+                               text)
+
+        canon = {canonical(t) for t in texts}
+        hit = _SYMMETRIC[rule.id] = len(texts) > 1 and len(canon) == 1
+    return hit
 
 
 def check_site(rule: Rule, bindings: Bindings, roots: Sequence[Value] = ()) -> str | None:

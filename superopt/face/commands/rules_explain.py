@@ -462,16 +462,17 @@ def _cost_changes(graph: Graph, report: FamilyReport, cost_model: Any) -> None:
     by_id = {r.id: r for r in report.rules}
     for rule_id in dict.fromkeys(i for ids in report.matched.values() for i in ids):
         for m in find_matches(graph, by_id[rule_id]):
-            name = m.matched_nodes[0].name if m.matched_nodes else None
-            if name not in report.matched:
+            names = [r.node.name for r in m.roots if r.node is not None
+                     and r.node.name in report.matched]
+            if not names:
                 continue
             try:
-                after = cost_model.graph_cost(apply_match(graph, m).graph)
+                change = cost_model.graph_cost(apply_match(graph, m).graph) - base
             except (Refused, ValueError):
                 continue
-            change = after - base
-            if name not in report.cost_change or change < report.cost_change[name]:
-                report.cost_change[name] = change
+            for name in names:  # a merge is a rewrite at each of its source nodes
+                if name not in report.cost_change or change < report.cost_change[name]:
+                    report.cost_change[name] = change
 
 
 def _site_text(node: Node, line: str) -> str:
