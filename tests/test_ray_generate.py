@@ -278,12 +278,19 @@ def test_checkpoint_options_need_ray(tmp_path):
     assert main(["verify", "x.json", "--checkpoint-dir", str(tmp_path)]) == 2
 
 
+def _results(rules) -> dict[str, tuple]:
+    """Each rule's proof result and the classes a proof covers. (An "unknown" rule's reason
+    may name a Z3 timeout in one run and not in the other on a loaded machine: 2 of 3,842
+    reasons differed between the recorded runs, never a result.)"""
+    return {r.id: (r.proof["result"], r.proof.get("classes")) for r in rules}
+
+
 @pytest.mark.slow
 def test_the_full_default_k3_run_is_identical_on_ray(local_ray):
     """The default configuration (every op, k=3): the same 3,842 candidates and stage counts,
-    and the same proof records (several minutes on 2 cores)."""
+    and the same proof results (about 10 min on 2 cores, more on a busy machine)."""
     single = generate(3, workers=2)
     result = generate_ray(3)
     assert _rules(result) == _rules(single) and result.stages == single.stages
-    assert _proofs(verify_rules_ray(result.rules, timeout_s=10.0)) == _proofs(
+    assert _results(verify_rules_ray(result.rules, timeout_s=10.0)) == _results(
         verify_rules(single.rules, timeout_s=10.0, workers=2))
