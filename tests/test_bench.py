@@ -220,6 +220,7 @@ def test_time_limit_skips_the_remaining_models(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["bench", "nosuchmodel", "--device", "cpu"], "unknown model 'nosuchmodel'"),
     (["bench", "squeezenet", "--rounds", "0"], "--rounds must be at least 1"),
+    (["bench", "squeezenet", "--gate-budget", "0"], "--gate-budget must be positive"),
 ])
 def test_cli_rejects_bad_arguments_in_one_line(argv, message, capsys):
     assert main(argv) == 2
@@ -306,9 +307,10 @@ def test_ort_transformer_peer_column_or_one_line_note(tmp_path):
     rules = tmp_path / "rules.json"
     save_rules([ASSOC], rules)
     report = run_bench(["tiny", "mm-chain"], device="cpu", rounds=2, timing_budget_s=0.2,
-                       rules=rules, time_limit=2, cache_dir=tmp_path / "cache",
+                       rules=rules, time_limit=2, cache_dir=tmp_path / "cache", gate_budget_s=1,
                        builder=lambda n: small_transformer() if n == "tiny" else matmul_chain(8))
     tiny, chain = report.models
+    assert tiny.error is None and chain.error is None  # the gate budget reached optimize
     assert ORT_TRANSFORMERS not in chain.timings  # not a transformer: no such variant
     failed = [n for n in tiny.notes if n.startswith("ORT transformer optimizer failed: ")]
     if ORT_TRANSFORMERS in tiny.timings:

@@ -185,6 +185,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rules", help="rules file (default: the shipped database)")
     p.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT_S, metavar="S",
                    help=f"search seconds per model (default {DEFAULT_TIME_LIMIT_S:g})")
+    p.add_argument("--gate-budget", type=float, metavar="SEC",
+                   help="seconds of end-to-end gate timing per model (default: optimize's)")
     p.add_argument("--max-total", type=float, metavar="S",
                    help="start no model after this many seconds (the rest are listed as skipped)")
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
@@ -208,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--rounds must be at least 1")
     if args.timing_budget <= 0 or args.time_limit <= 0:
         raise UsageError("--timing-budget and --time-limit must be positive")
+    if args.gate_budget is not None and not args.gate_budget > 0:
+        raise UsageError("--gate-budget must be positive")
     console = Console(stderr=True, quiet=args.quiet)
     device = resolve_device(args.device)  # DeviceError in one line for a CUDA that does not work
     out = args.out or default_out_path(device, device_name(device))
@@ -216,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
                        timing_budget_s=args.timing_budget, rules=args.rules,
                        time_limit=args.time_limit, peers=args.peers, cache_dir=args.cache_dir,
                        out=out, json_out=args.json, command=command, max_total_s=args.max_total,
-                       shared_dir=args.shared, notes=args.note,
+                       shared_dir=args.shared, notes=args.note, gate_budget_s=args.gate_budget,
                        log=lambda line: console.print(line, markup=False))
     table = _console_table(report)
     if not args.quiet:
@@ -236,7 +240,8 @@ def _command_line(args: argparse.Namespace) -> str:
              str(args.rounds), "--timing-budget", f"{args.timing_budget:g}", "--time-limit",
              f"{args.time_limit:g}"]
     for flag, value in (("--out", args.out), ("--json", args.json), ("--rules", args.rules),
-                        ("--max-total", args.max_total), ("--cache-dir", args.cache_dir)):
+                        ("--max-total", args.max_total), ("--cache-dir", args.cache_dir),
+                        ("--gate-budget", args.gate_budget)):
         if value is not None:
             parts += [flag, str(value)]
     if args.shared != str(DEFAULT_SHARED):
@@ -297,12 +302,13 @@ def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
               cache_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
               json_out: str | os.PathLike | None = None, command: str = "",
               max_total_s: float | None = None, shared_dir: str | os.PathLike | None = None,
-              notes: Sequence[str] = (), builder: Builder | None = None,
-              log: Log | None = None) -> BenchReport:
+              notes: Sequence[str] = (), gate_budget_s: float | None = None,
+              builder: Builder | None = None, log: Log | None = None) -> BenchReport:
     """Benchmark models `names` on `device`; see the module doc. A name is a zoo model, the stem
     of an export in `shared_dir`, or the group `zoo` or `shared`; the default is every zoo
     model, then every export of `shared_dir` (when given and present). `notes` go into the
-    results' notes as given (what else ran on the machine).
+    results' notes as given (what else ran on the machine). `gate_budget_s` is the end-to-end
+    gate's timing budget per model (None: optimize's default).
 
     `out` (Markdown) and `json_out` (`report_json`), if given, are rewritten after every
     model. `max_total_s` skips the models that would start after that many seconds (noted in
@@ -348,7 +354,8 @@ def run_bench(names: Sequence[str] | None = None, *, device: str = "cpu",
         say(f"[{k + 1}/{len(names)}] {model_name}")
         row = bench_model(model_name, builder, resolved, rule_list, cost_model, rounds=rounds,
                           timing_budget_s=timing_budget_s, time_limit=time_limit,
-                          use_slim=use_slim, use_transformers=peers, log=say)
+                          use_slim=use_slim, use_transformers=peers, log=say,
+                          gate_budget_s=gate_budget_s)
         if ORT_TRANSFORMERS in row.timings and ORT_TRANSFORMERS not in report.peers:
             report.peers.append(ORT_TRANSFORMERS)
         report.models.append(row)
@@ -423,7 +430,8 @@ def _cost_model(device: str, cache_dir: str | os.PathLike | None):
 
 def bench_model(name: str, builder: Builder, device: str, rules: Sequence, cost_model, *,
                 rounds: int, timing_budget_s: float, time_limit: float, use_slim: bool,
-                log: Log, use_transformers: bool = False) -> ModelBench:
+                log: Log, use_transformers: bool = False,
+                gate_budget_s: float | None = None) -> ModelBench:
     """Build, optimize and time one model; every failure ends up in the returned row."""
     from superopt.pipeline.optimize import optimize
     from superopt.runtime import time_interleaved
@@ -445,7 +453,8 @@ def bench_model(name: str, builder: Builder, device: str, rules: Sequence, cost_
     measured_before = (getattr(cost_model, "measured", 0), getattr(cost_model, "cache_hits", 0))
     try:
         result = optimize(model, None, rules=list(rules), device=device, time_limit=time_limit,
-                          cost_model=cost_model, write=False)
+                          cost_model=cost_model, write=False,
+                          **({} if gate_budget_s is None else {"gate_budget_s": gate_budget_s}))
     except Exception as e:  # noqa: BLE001 - reported in the row; the ORT variants still run
         row.error = f"optimize failed: {_one_line(e)}"
         log(f"  {row.error}")
