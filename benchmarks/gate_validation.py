@@ -182,6 +182,27 @@ def nasrnn_candidate() -> tuple[onnx.ModelProto, onnx.ModelProto, int]:
     return to_onnx(result.graph_before), to_onnx(result.graph_after), len(result.steps)
 
 
+def part_nasrnn_long(args) -> dict:
+    """The same candidate through the gate's own measuring loop at a long budget: the paired,
+    A/A′-controlled estimate of its real ratio (random build and round order, unlike
+    `time_interleaved`, which builds and times the original first)."""
+    from superopt.pipeline.gate import compare_models
+
+    original, merged, rewrites = nasrnn_candidate()
+    recs = []
+    for t in range(args.trials):
+        seed = args.seed + t
+        result = compare_models(original, [merged], "cpu", budget_s=args.budget, seed=seed)
+        rec = trial_record(result, seed=seed)
+        recs.append(rec)
+        print(f"  nasrnn long trial {t + 1}/{args.trials} seed {seed}: "
+              f"{'accept' if rec['won'] else 'reject'} ratio {rec['ratio']:.3f} needs "
+              f"{rec['needs']:.3f} A/A' {rec['control']:.3f} {rec['rounds']} rounds "
+              f"{rec['sessions']} sessions {rec['elapsed_s']:.1f}s load {rec['load']:.2f}",
+              flush=True)
+    return {"rewrites": rewrites, "budget_s": args.budget, "trials": recs}
+
+
 def part_nasrnn(args) -> dict:
     from superopt.pipeline.gate import compare_models
 
@@ -224,7 +245,7 @@ def render(parts: dict) -> str:
                      f"read at the end of each trial): median {np.median(loads):.2f}, "
                      f"10th-90th percentile {np.percentile(loads, 10):.2f}-"
                      f"{np.percentile(loads, 90):.2f}, max {max(loads):.2f}")
-    for part in ("null", "power", "nasrnn"):
+    for part in ("null", "power", "nasrnn", "nasrnn-long"):
         if part in parts:
             lines.append(f"- `{part}`: `{parts[part].get('command', '')}`")
     lines.append("")
@@ -281,6 +302,17 @@ def render(parts: dict) -> str:
                   f"{nas['check']['ratio']:.3f}x. Per run: ratio measured by the gate "
                   f"(median {np.median([t['ratio'] for t in trials]):.3f}x), gain needed "
                   f"(median {np.median([t['needs'] for t in trials]):.3f}x).", ""]
+    if "nasrnn-long" in parts:
+        long = parts["nasrnn-long"]
+        lines += [f"The same candidate through the gate's own loop at a {long['budget_s']:g} s "
+                  "budget (random build and round order, A/A′ control):", "",
+                  "| seed | ratio | needs | A/A′ | rounds | sessions | accepted |",
+                  "|---:|---:|---:|---:|---:|---:|---|"]
+        for t in long["trials"]:
+            lines.append(f"| {t['seed']} | {t['ratio']:.3f}x | {t['needs']:.3f}x | "
+                         f"{t['control']:.3f} | {t['rounds']} | {t['sessions']} | "
+                         f"{'yes' if t['won'] else 'no'} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -292,7 +324,7 @@ def _all_trials(part: dict) -> list[dict]:
 
 def write_doc(out: Path) -> None:
     parts = {}
-    for name in ("meta", "null", "power", "nasrnn"):
+    for name in ("meta", "null", "power", "nasrnn", "nasrnn-long"):
         path = out / f"{name}.json"
         if path.exists():
             parts[name] = json.loads(path.read_text())
@@ -309,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     from superopt.pipeline.gate import DEFAULT_BUDGET_S
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", nargs="?", choices=("null", "power", "nasrnn"))
+    p.add_argument("part", nargs="?", choices=("null", "power", "nasrnn", "nasrnn-long"))
     p.add_argument("--trials", type=int, default=20, help="trials (null: in all; power: per "
                    "gain at the default budget; nasrnn: runs)")
     p.add_argument("--trials-scaled", type=int, default=10,
@@ -329,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
               f"load {load_1min():.2f}", flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        data = {"null": part_null, "power": part_power, "nasrnn": part_nasrnn}[args.part](args)
+        data = {"null": part_null, "power": part_power, "nasrnn": part_nasrnn,
+                "nasrnn-long": part_nasrnn_long}[args.part](args)
         data["command"] = "benchmarks/gate_validation.py " + " ".join(
             a for a in (argv if argv is not None else sys.argv[1:]))
         data["wall_s"] = time.time() - started
