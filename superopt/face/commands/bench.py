@@ -654,9 +654,11 @@ def targets(report: BenchReport) -> list[str]:
     geo = geomean([_effective(m) for m in report.models])
     if geo is not None:
         measured = geomean([m.speedup_over_all for m in report.models])
+        n = sum(m.speedup_over_all is not None for m in report.models)
         lines.append(f"geomean at least {TARGET_GEOMEAN:.2f}× over ORT all: "
-                     f"{'met' if geo >= TARGET_GEOMEAN else 'not met'} ({geo:.3f}× with the "
-                     f"models whose original was kept at 1.000×; {measured:.3f}× as measured).")
+                     f"{'met' if geo >= TARGET_GEOMEAN else 'not met'} ({geo:.3f}× over {n} "
+                     f"model{'s' if n != 1 else ''} with the models whose original was kept at "
+                     f"1.000×; {measured:.3f}× as measured).")
     slower = [m for m in report.models
               if m.kept is not False and m.speedup_over_all is not None
               and m.speedup_over_all < 1.0 and m.significant("ORT all")]
