@@ -235,7 +235,7 @@ def _pct(x: float) -> str:
 def render(parts: dict) -> str:
     lines = []
     meta = parts.get("meta", {})
-    loads = [t["load"] for p in ("null", "power", "nasrnn") if p in parts
+    loads = [t["load"] for p in ("null", "power", "nasrnn", "nasrnn-long") if p in parts
              for t in _all_trials(parts[p]) if not math.isnan(t.get("load", math.nan))]
     if meta:
         lines += [f"- recorded: {meta.get('date', '?')}; {meta.get('machine', '')}",
