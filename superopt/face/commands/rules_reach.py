@@ -358,11 +358,10 @@ def _meaning(rows: Sequence[ReachRow], time_limit: float) -> list[str]:
         "the measured column by op timings on this CPU, so its choices follow this machine and "
         "its noise. Neither column is a speed claim; `superopt optimize` decides by timing the "
         "whole model.",
-        "- Where a family finds nothing, `superopt rules explain MODEL.onnx` says why, node by "
-        "node: at the time of writing, on these exports, Conv nodes with a bias input (the "
-        "merge and movement rules' Conv takes two inputs; only the BN fold has a with-bias "
-        "form), MatMuls fed by LayerNormalization or Gelu where the rules want another op, "
-        "and values of another rank than a rule was proved for.",
+        "- Where a model gets no rewrite, `superopt rules explain MODEL.onnx` says why, node "
+        "by node: which families matched where and what one rewrite there would change in the "
+        "estimated cost (a match that is not cheaper is left alone), where a rule was refused "
+        "and why, and what differs where no rule matched.",
     ]
     return out
 
