@@ -321,12 +321,14 @@ def custom_op_libraries() -> tuple[str, ...]:
 
 
 def make_session(
-    model: ModelLike, device: str, level: str = "all", threads: int | None = None
+    model: ModelLike, device: str, level: str = "all", threads: int | None = None,
+    *, spinning: bool = True,
 ) -> ort.InferenceSession:
     """Create an ONNX Runtime session for `model` on `device` at optimization `level`.
 
     `level` is one of "disable", "basic", "extended", "all" (ORT's GraphOptimizationLevel);
-    `threads` sets the intra-op thread count (None: ORT's default, one per core). On the CPU
+    `threads` sets the intra-op thread count (None: ORT's default, one per core); `spinning`
+    False makes idle intra-op threads sleep at once (ORT's default spins). On the CPU
     only the CPUExecutionProvider is used; on CUDA the CPU provider backs the ops CUDA lacks.
     Every custom op library registered with `register_custom_op_library` is registered in the
     session. A model ORT cannot load raises `ModelError` (for an op ORT has no kernel for, the
@@ -345,6 +347,10 @@ def make_session(
     options.log_severity_level = 3
     if threads is not None:
         options.intra_op_num_threads = threads
+    if not spinning:
+        # Idle intra-op threads sleep instead of spinning: with many sessions alive (the gate),
+        # one session's spinning threads would take a core from the next one's run.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     for library in _custom_op_libraries:
         options.register_custom_ops_library(library)
     providers = [PROVIDERS["cpu"]] if resolved == "cpu" else [PROVIDERS["cuda"], PROVIDERS["cpu"]]
@@ -1523,7 +1529,10 @@ class SessionRounds:
     - `runs_per_round` runs per model and round, the fastest kept (the least disturbed run);
       `fit_runs_per_round(block_s)` picks it so that one model's block takes about `block_s`;
     - within a round the models go in a random order (from `seed`): no model sits in a fixed
-      position relative to another.
+      position relative to another;
+    - idle intra-op threads sleep instead of spinning (`spinning` False, the default here):
+      with 9-24 sessions alive, spinning threads of the session that ran last took a core from
+      the next one and turned a 16% slower model into a 4% faster one (docs/gate.md).
 
     `times[m]` is model m's list of per-round best runs (seconds), `slots` the slot of each
     round. `progress(done_rounds, planned)` may be called by the caller's loop.
@@ -1546,6 +1555,7 @@ class SessionRounds:
         threads: int | None = None,
         warmup_s: float | None = None,
         seed: int = 0,
+        spinning: bool = False,
     ) -> None:
         if not models:
             raise ValueError("SessionRounds needs at least one model")
@@ -1553,7 +1563,7 @@ class SessionRounds:
             raise ValueError("sessions must not be negative")
         self.device = resolve_device(device)
         self._models = list(models)
-        self._level, self._threads = level, threads
+        self._level, self._threads, self._spinning = level, threads, spinning
         self._rng = np.random.default_rng(seed)
         self._feeds = feeds if feeds is not None else random_feeds(models[0], seed)
         self.runners: list[list[Runner]] = [[] for _ in models]
@@ -1575,7 +1585,8 @@ class SessionRounds:
         once untimed (allocations and, on CUDA, the cuDNN algorithm search)."""
         for m in self._rng.permutation(len(self._models)):
             runner = Runner(make_session(self._models[m], self.device, level=self._level,
-                                         threads=self._threads), self._feeds)
+                                         threads=self._threads, spinning=self._spinning),
+                            self._feeds)
             runner.run()
             self.runners[m].append(runner)
 
