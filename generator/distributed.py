@@ -388,6 +388,10 @@ def generate_ray(max_ops: int = 3, ops: Sequence[str] | None = None, seed: int =
         for ref in submitted:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
+        # Let the cancellations land before returning: a task finishing as it is cancelled
+        # could otherwise write its checkpoint after the caller looked at the folder.
+        with contextlib.suppress(Exception):
+            ray.wait(submitted, num_returns=len(submitted), timeout=10)
         raise
     t_total = time.time() - t0
 

@@ -73,8 +73,8 @@ def _hashable(v: Any) -> Any:
 def model_configs(paths: Sequence[str | Path]) -> tuple[list[OpConfig], dict[str, Any]]:
     """The registry op configurations of the models (each once, in first-seen order) and the
     facts the universe needs about their constants: kernel shapes, biases, scalars."""
-    from superopt.core.onnx_io import load
     from superopt.core.costing import constant_values
+    from superopt.core.onnx_io import load
 
     configs: dict[OpConfig, None] = {}
     facts: dict[str, Any] = {"kernels": set(), "conv_bias": False, "scalar": False,
