@@ -154,6 +154,9 @@ def test_the_partition_count_does_not_change_the_answer(local_ray, reference):
         assert _rules(result) == _rules(single) and result.stages == single.stages
 
 
+# Destructive (SIGKILL, forced cancel, interrupt): in `make test-all`, not in CI's run, so
+# that a Ray-side race in tearing down a killed worker cannot fail an unrelated landing.
+@pytest.mark.slow
 def test_killing_a_worker_mid_enumeration_loses_no_rules(local_ray):
     single = generate(3, KILL_OPS, workers=1)
     killed: list[int] = []
@@ -171,6 +174,9 @@ def test_killing_a_worker_mid_enumeration_loses_no_rules(local_ray):
     assert result.stages == single.stages
 
 
+# Destructive (SIGKILL, forced cancel, interrupt): in `make test-all`, not in CI's run, so
+# that a Ray-side race in tearing down a killed worker cannot fail an unrelated landing.
+@pytest.mark.slow
 def test_killing_a_worker_mid_verification_loses_no_proofs(local_ray, reference):
     single, single_verified = reference
     killed: list[int] = []
@@ -186,6 +192,9 @@ def test_killing_a_worker_mid_verification_loses_no_proofs(local_ray, reference)
     assert _proofs(verified) == _proofs(single_verified)
 
 
+# Destructive (SIGKILL, forced cancel, interrupt): in `make test-all`, not in CI's run, so
+# that a Ray-side race in tearing down a killed worker cannot fail an unrelated landing.
+@pytest.mark.slow
 def test_a_task_past_its_time_limit_is_cancelled_and_its_rule_unknown(local_ray, reference):
     single, single_verified = reference
     # the slowest rule as the warm workers prove it; the limit is a twentieth of its time
@@ -203,6 +212,9 @@ def test_a_task_past_its_time_limit_is_cancelled_and_its_rule_unknown(local_ray,
     assert _proofs(again) == _proofs([fast])
 
 
+# Destructive (SIGKILL, forced cancel, interrupt): in `make test-all`, not in CI's run, so
+# that a Ray-side race in tearing down a killed worker cannot fail an unrelated landing.
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_from_the_finished_shards(local_ray, reference, tmp_path):
     single, single_verified = reference
     ckpt = tmp_path / "ckpt"
