@@ -130,34 +130,19 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
     stages["fingerprint groups"] = len(groups)
     stages["graphs in groups"] = int(sum(len(g) for g in groups))
 
-    kinds = {s.name: s.kind for s in universe.inputs}
     extra: dict[str, int] = {}
-    n_pairs = n_tensor = n_renamed = 0
-    seen: set[str] = set()
-    unique = []
-    decoder = Decoder(Enumerator(universe, seed, max_ops))
-    for gi, idx in enumerate(groups):
-        for c in propose_group(idx, enum.fps, enum.graphs, decoder, extra):
-            n_pairs += 1
-            if not any(kinds[v] == "tensor" for v in c.src.variables):
-                continue
-            n_tensor += 1
-            key = renaming_key(*c.texts(), kinds)
-            if key in seen:
-                continue
-            seen.add(key)
-            n_renamed += 1
-            if is_supergraph(c, decoder.enum) or is_decomposable(c):
-                continue
-            unique.append(c.detached())
-        if len(decoder.enum.n_inst) > DECODER_NODE_LIMIT:
-            # Bound memory on big runs: the candidates kept no longer need the decoder's ids.
-            decoder = Decoder(Enumerator(universe, seed, max_ops))
+    counts = ProposeCounts()
+
+    def tick_group(gi: int) -> None:
         if progress and gi % 2000 == 0:
             progress("propose", gi, len(groups))
-    stages["candidate pairs"] = n_pairs
-    stages["after weight-only pruning"] = n_tensor
-    stages["after renaming pruning"] = n_renamed
+
+    proposed = list(propose_renamed(groups, enum.fps, enum.graphs, universe, seed, max_ops,
+                                    extra, counts, tick_group))
+    unique = [c for _, _, _, c in proposed if c is not None]
+    stages["candidate pairs"] = counts.pairs
+    stages["after weight-only pruning"] = counts.tensor
+    stages["after renaming pruning"] = len(proposed)
     stages["after common-supergraph pruning"] = len(unique)
     unique = prune_specializations(unique, universe)
     stages["after specialization pruning"] = len(unique)
@@ -177,6 +162,44 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
         meta["partial"] = (f"interrupted: {enum.roots_done} of {enum.roots_total} enumeration "
                            "subtrees finished")
     return GenerateResult(rules, stages, meta, enum.complete, enum.counts.as_dict())
+
+
+@dataclass
+class ProposeCounts:
+    """Candidate pairs proposed, and those with a runtime variable (weight-only pruning)."""
+
+    pairs: int = 0
+    tensor: int = 0
+
+
+def propose_renamed(groups, fps, rows, universe: Universe, seed: int, max_ops: int,
+                    extra: dict[str, int], counts: ProposeCounts,
+                    after_group: Callable[[int], None] | None = None):
+    """The pairing and the first pruning stages, shared by the single-process and the Ray
+    paths: for each fingerprint group (in order), its candidate pairs with a runtime variable,
+    the first of each renaming class only. Yields (group index, j: the pair's place among the
+    group's pairs, renaming key, the detached candidate, or None when it is pruned as a common
+    supergraph or a decomposable multi-output pair)."""
+    kinds = {s.name: s.kind for s in universe.inputs}
+    seen: set[str] = set()
+    decoder = Decoder(Enumerator(universe, seed, max_ops))
+    for gi, idx in enumerate(groups):
+        for j, c in enumerate(propose_group(idx, fps, rows, decoder, extra)):
+            counts.pairs += 1
+            if not any(kinds[v] == "tensor" for v in c.src.variables):
+                continue
+            counts.tensor += 1
+            key = renaming_key(*c.texts(), kinds)
+            if key in seen:
+                continue
+            seen.add(key)
+            dropped = is_supergraph(c, decoder.enum) or is_decomposable(c)
+            yield gi, j, key, None if dropped else c.detached()
+        if len(decoder.enum.n_inst) > DECODER_NODE_LIMIT:
+            # Bound memory on big runs: the candidates kept no longer need the decoder's ids.
+            decoder = Decoder(Enumerator(universe, seed, max_ops))
+        if after_group is not None:
+            after_group(gi)
 
 
 def run_settings(universe: Universe, max_ops: int, seed: int,

@@ -51,15 +51,16 @@ import numpy as np
 from superopt.core.errors import SuperoptError, UsageError
 from superopt.core.rules import Rule
 from superopt.generator import (
-    DECODER_NODE_LIMIT,
     GenerateResult,
+    ProposeCounts,
     check_candidates,
+    propose_renamed,
     prune_common_subgraphs,
     prune_specializations,
     run_meta,
     run_settings,
 )
-from superopt.generator.candidates import Decoder, fingerprint_groups, propose_group
+from superopt.generator.candidates import fingerprint_groups
 from superopt.generator.enumeration import (
     Counts,
     Enumerator,
@@ -67,7 +68,6 @@ from superopt.generator.enumeration import (
     zero_node_graphs,
 )
 from superopt.generator.opset import Universe, default_universe
-from superopt.generator.prune import is_decomposable, is_supergraph, renaming_key
 
 __all__ = ["generate_ray", "ray_session", "import_ray", "ray_init_kwargs"]
 
@@ -206,30 +206,13 @@ def pair_shard(spec: tuple, seed: int, max_ops: int, shard: int, ckpt: str | Non
     rows = np.ascontiguousarray(table[:, 3:])
     groups = fingerprint_groups(fps)
     universe = _universe(spec)
-    kinds = {s.name: s.kind for s in universe.inputs}
-    decoder = Decoder(Enumerator(universe, seed, max_ops))
     extra: dict[str, int] = {}
-    seen: set[str] = set()
-    records: list = []
-    n_pairs = n_tensor = 0
-    for idx in groups:
-        fp = int(fps[idx[0]])
-        for j, c in enumerate(propose_group(idx, fps, rows, decoder, extra)):
-            n_pairs += 1
-            if not any(kinds[v] == "tensor" for v in c.src.variables):
-                continue
-            n_tensor += 1
-            key = renaming_key(*c.texts(), kinds)
-            if key in seen:
-                continue
-            seen.add(key)
-            dropped = is_supergraph(c, decoder.enum) or is_decomposable(c)
-            records.append((fp, j, key, None if dropped else c.detached()))
-        if len(decoder.enum.n_inst) > DECODER_NODE_LIMIT:
-            decoder = Decoder(Enumerator(universe, seed, max_ops))
+    counts = ProposeCounts()
+    records = [(int(fps[groups[gi][0]]), j, key, c) for gi, j, key, c in
+               propose_renamed(groups, fps, rows, universe, seed, max_ops, extra, counts)]
     stats = {"shard": shard, "graphs": int(len(fps)), "groups": len(groups),
-             "graphs in groups": int(sum(len(g) for g in groups)), "pairs": n_pairs,
-             "tensor pairs": n_tensor, "extra": extra, "records": len(records)}
+             "graphs in groups": int(sum(len(g) for g in groups)), "pairs": counts.pairs,
+             "tensor pairs": counts.tensor, "extra": extra, "records": len(records)}
     if ckpt:
         _atomic_save(ckpt, lambda f: pickle.dump((stats, records), f))
     return {**stats, "resumed": False, **_worker(t0)}, records
