@@ -48,6 +48,7 @@ def test_the_file_is_what_the_tool_writes_and_is_shipped():
     assert names["conv-bias-merge"] == 3 and names["conv-bias-enlarge-merge"] == 4
     assert names["conv-channel-scale-fold"] == 4 and names["norm-scale-fold"] == 6
     assert names["transpose-cancellation"] == 1 + 5 + 23
+    assert names["conv-add-merge"] == 1
 
 
 @pytest.mark.parametrize("name,old,new", [
@@ -61,6 +62,10 @@ def test_the_file_is_what_the_tool_writes_and_is_shipped():
     # the 1x1 kernel enlarged but the merged Conv unpadded
     ("conv-bias-enlarge-merge", "(Conv[pads=(1, 1, 1, 1), strides=?s] ?x (Concat",
      "(Conv[strides=?s] ?x (Concat"),
+    # the merged Conv keeps one bias instead of their sum
+    ("conv-add-merge", "(Add ?b1 ?b2)", "?b1"),
+    # the kernels joined along output channels instead of input channels
+    ("conv-add-merge", "(Concat[axis=1] ?w1 ?w2)", "(Concat[axis=0] ?w1 ?w2)"),
 ])
 def test_broken_variants_are_not_proved(name, old, new):
     for d in _by_name(name):
@@ -86,7 +91,7 @@ def test_linear_merge_needs_its_bias_conditions():
 @pytest.fixture(scope="module")
 def zoo_rows():
     return {r.model: r for r in reach(zoo_models(["squeezenet", "bert", "inception_v3",
-                                                  "nasnet_a"]),
+                                                  "nasnet_a", "resnet50", "resnext50"]),
                                       load_rules().proved(), costs=["analytic"], time_limit=20)}
 
 
@@ -95,6 +100,10 @@ def zoo_rows():
     ("bert", "MatMul merge (shared input)", 12),      # Q/K/V with bias, every layer
     ("inception_v3", "Conv merge (shared input)", 9),  # the 1x1 Convs each block opens with
     ("nasnet_a", "Relu duplicate merge", 10),          # separable branches' duplicated Relus
+    # layer1.0's last 1x1 Conv and its downsample Conv (both stride 1) plus their Add: one Conv
+    # over the concatenated inputs (the stride-2 shortcuts of layers 2-4 differ in strides)
+    ("resnet50", "Conv merge (concatenated)", 1),
+    ("resnext50", "Conv merge (concatenated)", 1),
 ])
 def test_zoo_models_are_rewritten_and_equal(zoo_rows, model, family, at_least):
     row = zoo_rows[model]
@@ -173,3 +182,40 @@ def test_transpose_pairs_cancel(p, q):
                   time_limit=10)
     assert row.families == {"Transpose cancellation": 1}, row.families
     assert row.nodes_after == 1 and row.passed is True, row.numerics
+
+
+def _two_conv_add_model(y_size: int) -> onnx.ModelProto:
+    """Two 1x1 Convs with bias on x (1x3x6x6) and y (1x4xSxS), added, then Relu: a projection
+    shortcut when S == 6; with S == 1 the Add broadcasts one map over the other."""
+    rng = np.random.default_rng(SEED)
+    arrays = {"w1": rng.standard_normal((5, 3, 1, 1)), "b1": rng.standard_normal(5),
+              "w2": rng.standard_normal((5, 4, 1, 1)), "b2": rng.standard_normal(5)}
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"]),
+             helper.make_node("Conv", ["y", "w2", "b2"], ["c2"]),
+             helper.make_node("Add", ["c1", "c2"], ["s"]),
+             helper.make_node("Relu", ["s"], ["out"])]
+    graph = helper.make_graph(
+        nodes, "conv_add",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, y_size, y_size])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 5, 6, 6])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_conv_add_merge_joins_a_projection_shortcut():
+    print(f"seed {SEED}")
+    [row] = reach([ReachModel("conv_add", "zoo", _two_conv_add_model(6))], load_rules().proved(),
+                  costs=["analytic"], time_limit=10)
+    assert row.families == {"Conv merge (concatenated)": 1}, row.families
+    assert row.nodes_before == 4 and row.nodes_after == 3  # Concat + Conv + Relu
+    assert row.passed is True, row.numerics
+
+
+def test_conv_add_merge_does_not_fire_on_a_broadcasting_add():
+    """The inputs differ in spatial size (the Add broadcasts a 1x1 map): no Concat of them
+    exists, and the rule's `shape(?x)[2:] == shape(?y)[2:]` refuses the site."""
+    [row] = reach([ReachModel("conv_add_bcast", "zoo", _two_conv_add_model(1))],
+                  load_rules().proved(), costs=["analytic"], time_limit=10)
+    assert "Conv merge (concatenated)" not in row.families, row.families
+    assert row.passed is not False

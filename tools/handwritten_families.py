@@ -136,6 +136,23 @@ def conv_merges() -> list[Rule]:
     ]
 
 
+def conv_add_merges() -> list[Rule]:
+    """Two Convs with bias whose outputs are added, with the same kernel size, dilation, pads
+    and strides (group 1), reading inputs of equal batch and spatial size (a ResNet projection
+    shortcut: the block's last 1x1 Conv plus the downsample Conv of the block's input) -> one
+    Conv over the inputs concatenated along channels, with the kernels side by side along input
+    channels and the biases summed. Both Convs and the Add become one Conv; the Concat it adds
+    copies the two (smaller) inputs instead of adding the two (larger) outputs."""
+    vars = {"x": T(4), "y": T(4), "w1": W(4), "w2": W(4), "b1": W(1), "b2": W(1)}
+    ex = {"x": (2, 3, 6, 6), "y": (2, 4, 6, 6), "w1": (5, 3, 3, 3), "w2": (5, 4, 3, 3),
+          "b1": (5,), "b2": (5,)}
+    conds = ("shape(?x)[0] == shape(?y)[0]", "shape(?x)[2:] == shape(?y)[2:]",
+             "shape(?w1)[0] == shape(?w2)[0]", "shape(?w1)[2:] == shape(?w2)[2:]")
+    return [rule([f"(Add ({CONV} ?x ?w1 ?b1) ({CONV} ?y ?w2 ?b2))"],
+                 [f"({CONV} (Concat[axis=1] ?x ?y) (Concat[axis=1] ?w1 ?w2) (Add ?b1 ?b2))"],
+                 vars, ex, "conv-add-merge", conds)]
+
+
 def enlarge_merges() -> list[Rule]:
     """A 1x1 and a 3x3 Conv (pads 1) with bias and the same strides, reading one tensor and
     joined by a Concat along channels (SqueezeNet's Fire module, with or without the Relus):
@@ -222,7 +239,7 @@ def _perm(p: tuple[int, ...]) -> str:
 
 def families() -> list[Rule]:
     return (bn_folds() + linear_merges() + three_way_merges() + conv_merges()
-            + enlarge_merges() + duplicate_merges() + scale_folds()
+            + conv_add_merges() + enlarge_merges() + duplicate_merges() + scale_folds()
             + transpose_cancellations())
 
 

@@ -457,6 +457,16 @@ def _(A, t, i, s):
             A.all(A.rank(b) == 1, A.rank(c) == 1))
 
 
+@axiom("BiasNCHW-Add", ["Conv", "Add"], "b c", "",
+       [I({"b": (3,), "c": (3,)}), I({"b": (1,), "c": (1,)})], triggers="both")
+def _(A, t, i, s):
+    """A Conv bias that is the sum of two biases is the sum of the two broadcast biases: what
+    merging two biased Convs along input channels (their outputs added) needs."""
+    b, c = t["b"], t["c"]
+    return (A.channel(A.binary("Add", b, c)), A.binary("Add", A.channel(b), A.channel(c)),
+            A.all(A.rank(b) == 1, A.rank(c) == 1, A.dim(b, 0) == A.dim(c, 0)))
+
+
 def _per_channel(A, c, n):
     """c holds one factor per output channel of n channels, as (C, 1, 1)."""
     return A.all(A.rank(c) == 3, A.dim(c, 0) == n, A.dim(c, 1) == 1, A.dim(c, 2) == 1)
