@@ -51,22 +51,27 @@ class GenerateResult:
     enumeration_counts: dict[str, int] = field(default_factory=dict)
 
 
-def estimate_graphs(universe: Universe, max_ops: int) -> int:
-    """Estimated number of graphs of up to `max_ops` nodes (extrapolated from depth 1 and 2,
-    which enumerate in about a second; the growth factor falls slowly with depth)."""
+def estimate_graphs(universe: Universe, max_ops: int, max_weight_ops: int = 0) -> int:
+    """Estimated number of graphs of up to `max_ops` runtime nodes and `max_weight_ops` free
+    weight-only nodes (extrapolated from depth 1 and 2, which enumerate in about a second; the
+    growth factor falls slowly with depth). With free weight-only nodes, the depth-1 run is
+    repeated with them and the ratio taken as the factor they multiply the count by."""
     runs = [enumerate_graphs(universe, k, workers=1) for k in range(1, min(max_ops, 2) + 1)]
+    if max_weight_ops:
+        runs.append(enumerate_graphs(universe, 1, workers=1, max_weight_ops=max_weight_ops))
     if not all(r.complete for r in runs):
         raise KeyboardInterrupt  # Ctrl-C while estimating: nothing to write yet
     g1 = runs[0].counts.graphs
+    factor = runs[-1].counts.graphs / max(g1, 1) if max_weight_ops else 1.0
     if max_ops == 1:
-        return g1
+        return int(g1 * factor)
     g2 = runs[1].counts.graphs
     total, level, growth = g2, g2 - g1, (g2 - g1) / max(g1, 1)
     for _ in range(3, max_ops + 1):
         growth *= 0.85
         level = level * growth
         total += level
-    return int(total)
+    return int(total * factor)
 
 
 def estimate_seconds(n_graphs: int, workers: int) -> float:
@@ -102,27 +107,29 @@ def candidate_rule(c, universe: Universe, settings: dict) -> Rule:
 def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 0,
              seed: int = 0, max_outputs: int = 2,
              progress: Callable[[str, int, int], None] | None = None,
-             universe: Universe | None = None) -> GenerateResult:
-    """Enumerate graphs of up to `max_ops` operators, fingerprint, propose, prune and check.
+             universe: Universe | None = None, max_weight_ops: int = 0) -> GenerateResult:
+    """Enumerate graphs of up to `max_ops` runtime operators (and `max_weight_ops` weight-only
+    ones beyond those: `superopt.generator.enumeration`), fingerprint, propose, prune and check.
 
     `universe` replaces the default inputs and instances (and `ops`), e.g. the configurations
     of given models (`superopt.generator.from_model.model_universe`). `progress(stage, done,
     total)` is called as work finishes. Ctrl-C during the enumeration keeps what finished (the
     result says `complete=False`). Raises UsageError for bad settings.
     """
-    if max_ops < 1:
-        raise UsageError(f"--max-ops must be at least 1, got {max_ops}")
+    check_budgets(max_ops, max_weight_ops)
     if universe is None:
         universe = default_universe(ops, max_outputs)
     workers = workers or os.cpu_count() or 1
-    settings, rule_provenance = run_settings(universe, max_ops, seed, max_outputs)
+    settings, rule_provenance = run_settings(universe, max_ops, seed, max_outputs,
+                                             max_weight_ops)
     t0 = time.time()
     stages: dict[str, int] = {}
 
     def tick(stage: str) -> Callable[[int, int], None] | None:
         return (lambda done, total: progress(stage, done, total)) if progress else None
 
-    enum = enumerate_graphs(universe, max_ops, seed, workers, tick("enumerate"))
+    enum = enumerate_graphs(universe, max_ops, seed, workers, tick("enumerate"),
+                            max_weight_ops=max_weight_ops)
     t_enum = time.time() - t0
     stages["graphs enumerated"] = enum.counts.graphs
     stages["graphs fingerprinted"] = len(enum.fps)
@@ -138,7 +145,7 @@ def generate(max_ops: int = 3, ops: Sequence[str] | None = None, workers: int = 
             progress("propose", gi, len(groups))
 
     proposed = list(propose_renamed(groups, enum.fps, enum.graphs, universe, seed, max_ops,
-                                    extra, counts, tick_group))
+                                    extra, counts, tick_group, max_weight_ops))
     unique = [c for _, _, _, c in proposed if c is not None]
     stages["candidate pairs"] = counts.pairs
     stages["after weight-only pruning"] = counts.tensor
@@ -174,7 +181,8 @@ class ProposeCounts:
 
 def propose_renamed(groups, fps, rows, universe: Universe, seed: int, max_ops: int,
                     extra: dict[str, int], counts: ProposeCounts,
-                    after_group: Callable[[int], None] | None = None):
+                    after_group: Callable[[int], None] | None = None,
+                    max_weight_ops: int = 0):
     """The pairing and the first pruning stages, shared by the single-process and the Ray
     paths: for each fingerprint group (in order), its candidate pairs with a runtime variable,
     the first of each renaming class only. Yields (group index, j: the pair's place among the
@@ -182,7 +190,7 @@ def propose_renamed(groups, fps, rows, universe: Universe, seed: int, max_ops: i
     supergraph or a decomposable multi-output pair)."""
     kinds = {s.name: s.kind for s in universe.inputs}
     seen: set[str] = set()
-    decoder = Decoder(Enumerator(universe, seed, max_ops))
+    decoder = Decoder(Enumerator(universe, seed, max_ops, max_weight_ops))
     for gi, idx in enumerate(groups):
         for j, c in enumerate(propose_group(idx, fps, rows, decoder, extra)):
             counts.pairs += 1
@@ -197,22 +205,35 @@ def propose_renamed(groups, fps, rows, universe: Universe, seed: int, max_ops: i
             yield gi, j, key, None if dropped else c.detached()
         if len(decoder.enum.n_inst) > DECODER_NODE_LIMIT:
             # Bound memory on big runs: the candidates kept no longer need the decoder's ids.
-            decoder = Decoder(Enumerator(universe, seed, max_ops))
+            decoder = Decoder(Enumerator(universe, seed, max_ops, max_weight_ops))
         if after_group is not None:
             after_group(gi)
 
 
+def check_budgets(max_ops: int, max_weight_ops: int) -> None:
+    """UsageError unless the node budgets make sense."""
+    if max_ops < 1:
+        raise UsageError(f"--max-ops must be at least 1, got {max_ops}")
+    if max_weight_ops < 0:
+        raise UsageError(f"--max-weight-ops must be 0 or more, got {max_weight_ops}")
+
+
 def run_settings(universe: Universe, max_ops: int, seed: int,
-                 max_outputs: int) -> tuple[dict, dict]:
+                 max_outputs: int, max_weight_ops: int = 0) -> tuple[dict, dict]:
     """The run's settings (the file's `meta.settings`, less workers) and the provenance each
-    rule carries (only what identifies the run; the op set and the rest are in the meta)."""
+    rule carries (only what identifies the run; the op set and the rest are in the meta).
+    A rule names `max_weight_ops` only when it is not 0, so rules of runs without free
+    weight-only nodes read as before the setting existed."""
     settings = {"generator": "superopt.generator", "max_ops": max_ops,
+                "max_weight_ops": max_weight_ops,
                 "ops": universe.settings["ops"], "seed": seed, "max_outputs": max_outputs}
     for key in ("preset", "from", "configurations"):
         if key in universe.settings:
             settings[key] = universe.settings[key]
     rule_provenance = {k: settings[k] for k in ("generator", "max_ops", "seed", "preset", "from")
                        if k in settings}
+    if max_weight_ops:
+        rule_provenance["max_weight_ops"] = max_weight_ops
     return settings, rule_provenance
 
 

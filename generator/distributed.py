@@ -53,6 +53,7 @@ from superopt.core.rules import Rule
 from superopt.generator import (
     GenerateResult,
     ProposeCounts,
+    check_budgets,
     check_candidates,
     propose_renamed,
     prune_common_subgraphs,
@@ -163,7 +164,7 @@ def partition(fps: np.ndarray, rows: np.ndarray, root: int, parts: int) -> list[
 
 
 def enumerate_shard(spec: tuple, seed: int, max_ops: int, root: int, parts: int,
-                    ckpt: str | None) -> tuple:
+                    ckpt: str | None, max_weight_ops: int = 0) -> tuple:
     """Enumerate one root's subtree (or load it from its checkpoint): (info, part 0, ...)."""
     t0 = time.time()
     resumed = bool(ckpt and os.path.exists(ckpt))
@@ -173,10 +174,10 @@ def enumerate_shard(spec: tuple, seed: int, max_ops: int, root: int, parts: int,
     else:
         universe = _universe(spec)
         if root == ZERO_NODE_ROOT:
-            fps, rows = zero_node_graphs(Enumerator(universe, seed, max_ops))
+            fps, rows = zero_node_graphs(Enumerator(universe, seed, max_ops, max_weight_ops))
             counts = Counts()
         else:
-            out = run_root_here(universe, seed, max_ops, root)
+            out = run_root_here(universe, seed, max_ops, root, max_weight_ops)
             fps, rows, counts = out.fps, out.graphs, out.counts
         if ckpt:
             _atomic_save(ckpt, lambda f: np.savez(f, fps=fps, rows=rows,
@@ -187,8 +188,8 @@ def enumerate_shard(spec: tuple, seed: int, max_ops: int, root: int, parts: int,
     return (info, *tables)
 
 
-def pair_shard(spec: tuple, seed: int, max_ops: int, shard: int, ckpt: str | None,
-               *tables: np.ndarray) -> tuple[dict, list]:
+def pair_shard(spec: tuple, seed: int, max_ops: int, max_weight_ops: int, shard: int,
+               ckpt: str | None, *tables: np.ndarray) -> tuple[dict, list]:
     """Group one partition's graphs by fingerprint and orient each group into candidates.
 
     Returns (stats, records); a record is `(fp, j, renaming key, candidate or None)` for the
@@ -199,7 +200,8 @@ def pair_shard(spec: tuple, seed: int, max_ops: int, shard: int, ckpt: str | Non
         with open(ckpt, "rb") as f:
             stats, records = pickle.load(f)
         return {**stats, "resumed": True, **_worker(t0)}, records
-    table = np.concatenate(tables) if tables else np.empty((0, 3 + max_ops), dtype=np.int64)
+    width = max_ops + max_weight_ops  # nodes a packed graph row holds
+    table = np.concatenate(tables) if tables else np.empty((0, 3 + width), dtype=np.int64)
     # The single-process order: fingerprint, then root (zero-node graphs first), then position.
     table = table[np.lexsort((table[:, 2], table[:, 1], table[:, 0]))]
     fps = np.ascontiguousarray(table[:, 0])
@@ -209,7 +211,8 @@ def pair_shard(spec: tuple, seed: int, max_ops: int, shard: int, ckpt: str | Non
     extra: dict[str, int] = {}
     counts = ProposeCounts()
     records = [(int(fps[groups[gi][0]]), j, key, c) for gi, j, key, c in
-               propose_renamed(groups, fps, rows, universe, seed, max_ops, extra, counts)]
+               propose_renamed(groups, fps, rows, universe, seed, max_ops, extra, counts,
+                               max_weight_ops=max_weight_ops)]
     stats = {"shard": shard, "graphs": int(len(fps)), "groups": len(groups),
              "graphs in groups": int(sum(len(g) for g in groups)), "pairs": counts.pairs,
              "tensor pairs": counts.tensor, "extra": extra, "records": len(records)}
@@ -242,11 +245,12 @@ def merge_and_prune(spec: tuple, seed: int, chunks: int, *shards: list) -> tuple
             *(kept[bounds[i]:bounds[i + 1]] for i in range(chunks)))
 
 
-def check_chunk(spec: tuple, seed: int, max_ops: int, candidates: list) -> tuple[dict, list]:
+def check_chunk(spec: tuple, seed: int, max_ops: int, max_weight_ops: int,
+                candidates: list) -> tuple[dict, list]:
     """The float64 check of one chunk: (info, rules as JSON)."""
     t0 = time.time()
     universe = _universe(spec)
-    _, provenance = run_settings(universe, max_ops, seed, universe.max_outputs)
+    _, provenance = run_settings(universe, max_ops, seed, universe.max_outputs, max_weight_ops)
     rules, false_matches = check_candidates(candidates, universe, seed, provenance)
     return ({"false matches": false_matches, **_worker(t0)}, [r.to_json() for r in rules])
 
@@ -300,7 +304,8 @@ def _wait_all(ray, refs: list, stage: str, progress: Progress | None) -> list:
 
 
 def generate_ray(max_ops: int = 3, ops: Sequence[str] | None = None, seed: int = 0,
-                 max_outputs: int = 2, *, partitions: int | None = None,
+                 max_outputs: int = 2, *, max_weight_ops: int = 0,
+                 partitions: int | None = None,
                  checkpoint_dir: str | os.PathLike | None = None,
                  progress: Progress | None = None) -> GenerateResult:
     """`generate` as Ray tasks on the connected cluster (use `ray_session` first): the same
@@ -311,14 +316,13 @@ def generate_ray(max_ops: int = 3, ops: Sequence[str] | None = None, seed: int =
     Ctrl-C cancels the tasks and raises KeyboardInterrupt; the finished shards stay in the
     checkpoint folder. Raises UsageError for bad settings or a folder of another run."""
     ray = import_ray()
-    if max_ops < 1:
-        raise UsageError(f"--max-ops must be at least 1, got {max_ops}")
+    check_budgets(max_ops, max_weight_ops)
     if not ray.is_initialized():
         raise UsageError("generate_ray needs a Ray connection (ray_session)")
     universe = default_universe(ops, max_outputs)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     parts = partitions or max(2, 4 * cpus)
-    settings, _ = run_settings(universe, max_ops, seed, max_outputs)
+    settings, _ = run_settings(universe, max_ops, seed, max_outputs, max_weight_ops)
     spec = (None if ops is None else tuple(ops), max_outputs)
     ckpt = _checkpoints(checkpoint_dir, {"format": CHECKPOINT_FORMAT, **settings,
                                          "requested_ops": list(spec[0] or ()),
@@ -328,7 +332,7 @@ def generate_ray(max_ops: int = 3, ops: Sequence[str] | None = None, seed: int =
     if done_file is not None and done_file.exists():
         return _resumed_result(done_file, universe, settings, cpus, t0)
 
-    n_roots = len(Enumerator(universe, seed, max_ops).level1)
+    n_roots = len(Enumerator(universe, seed, max_ops, max_weight_ops).level1)
     roots = [ZERO_NODE_ROOT, *range(n_roots)]
     enum_task = _remote(ray, enumerate_shard, num_returns=parts + 1)
     # (stats, records) as two objects: the driver reads the stats, the records go from the
@@ -338,10 +342,10 @@ def generate_ray(max_ops: int = 3, ops: Sequence[str] | None = None, seed: int =
     try:
         enum_out = [enum_task.remote(spec, seed, max_ops, r, parts,
                                      str(ckpt / "enumerate" / f"root-{r + 1:06d}.npz")
-                                     if ckpt else None) for r in roots]
+                                     if ckpt else None, max_weight_ops) for r in roots]
         submitted += [ref for refs in enum_out for ref in refs]
         # Every partition's task gets that partition's part of every root: the shuffle.
-        pair_refs = [pair_task.remote(spec, seed, max_ops, p,
+        pair_refs = [pair_task.remote(spec, seed, max_ops, max_weight_ops, p,
                                       str(ckpt / "pair" / f"shard-{p:05d}.pkl") if ckpt else None,
                                       *(refs[1 + p] for refs in enum_out))
                      for p in range(parts)]
@@ -364,7 +368,8 @@ def generate_ray(max_ops: int = 3, ops: Sequence[str] | None = None, seed: int =
         if progress:
             progress("prune", 1, 1)
         check_task = _remote(ray, check_chunk)
-        check_refs = [check_task.remote(spec, seed, max_ops, ref) for ref in prune_refs[1:]]
+        check_refs = [check_task.remote(spec, seed, max_ops, max_weight_ops, ref)
+                      for ref in prune_refs[1:]]
         submitted += check_refs
         check_out = _wait_all(ray, check_refs, "check", progress)
     except BaseException:

@@ -1,4 +1,5 @@
-"""Enumerate every graph of up to k operator instances, once each, and fingerprint it.
+"""Enumerate every graph of up to k runtime operators (plus w weight-only ones), once each,
+and fingerprint it.
 
 A graph is a set of nodes closed under inputs (hash-consing makes "the same op on the same
 inputs twice" impossible). Each graph is produced exactly once by *canonical augmentation*: a
@@ -6,6 +7,18 @@ node may be added only if it becomes the graph's largest sink (a node whose outp
 the graph reads) under a fixed structural order, so every graph has one parent (itself minus its
 largest sink) and one path from the empty graph. The subtrees below the one-node graphs are
 independent, which is how the work splits over worker processes.
+
+The budgets: a node whose arguments are all weights computes a weight (Concat of two kernels,
+EnlargeKernel, the BatchNorm folds), which the exporter folds away, so it is not a runtime op. A
+graph may hold at most `max_ops` runtime nodes and `max_ops + max_weight_ops` nodes in all: the
+first `max_weight_ops` weight-only nodes are free, further ones take a runtime node's place
+(with `max_weight_ops = 0` the limit is the plain node count of earlier versions). The free
+nodes are for weights that runtime nodes read, so a graph of more than `max_ops` nodes may have
+a weight-only sink (a node whose outputs nothing reads) only while one more runtime node and
+one more node still fit (it is then not recorded, only extended): without that, the allowance
+would mostly buy graphs with a stray folded weight beside them. These conditions hold for a
+graph whenever they hold for it plus its largest sink, so the canonical augmentation still
+reaches each graph once.
 
 Speed comes from doing per graph only what that graph needs: node values are computed once per
 (op instance, argument tensors) and cached, a leaf graph that would be disconnected is dropped
@@ -16,7 +29,8 @@ Pruned on the way (counted): graphs that recompute a value the graph already hol
 whose output equals, by fingerprint, another node's output other than its own arguments), graphs
 with an all-zero output, extensions of graphs that reproduce an input (T(T(x)) = x), graphs
 with more than `max_outputs` outputs, graphs whose outputs are all weights (rules on weights
-alone are useless: the exporter folds them), and disconnected graphs of three or more nodes
+alone are useless: the exporter folds them; beyond `max_ops` nodes, any weight output; both
+counted as `weight_only`), and disconnected graphs of three or more nodes
 (they are sums of smaller graphs; two independent nodes are kept as multi-output targets).
 """
 
@@ -45,11 +59,11 @@ NO_ARG = 255
 class Counts:
     """What one enumeration saw (summed over workers)."""
 
-    graphs: int = 0  # distinct graphs of 1..k nodes (every canonical augmentation accepted)
+    graphs: int = 0  # distinct graphs within the budgets (every canonical augmentation accepted)
     fingerprinted: int = 0  # graphs kept and fingerprinted
     duplicate_tensor: int = 0  # pruned: recompute a value the graph already has
     disconnected: int = 0
-    weight_only: int = 0
+    weight_only: int = 0  # outputs all weights (beyond max_ops nodes: any output a weight)
     too_many_outputs: int = 0
     invalid: int = 0  # applications that failed to evaluate
     zero_output: int = 0  # pruned: an output is all zeros
@@ -78,10 +92,13 @@ class Enumerator:
     decode them.
     """
 
-    def __init__(self, universe: Universe, seed: int, max_ops: int) -> None:
+    def __init__(self, universe: Universe, seed: int, max_ops: int,
+                 max_weight_ops: int = 0) -> None:
         self.u = universe
         self.seed = seed
-        self.max_ops = max_ops
+        self.max_ops = max_ops  # runtime nodes
+        self.max_weight_ops = max_weight_ops  # weight-only nodes beyond those, free
+        self.width = max_ops + max_weight_ops  # the most nodes a graph holds (packed row length)
         if len(universe.inputs) > INPUT_LIMIT:
             raise ValueError(f"at most {INPUT_LIMIT} inputs")
         rng = np.random.default_rng(seed)
@@ -116,6 +133,7 @@ class Enumerator:
         self.n_pattrs: list[dict] = []  # pattern attributes (non-default; Split as atoms)
         self.n_touch: list[frozenset] = []
         self.n_prods: list[frozenset] = []
+        self.n_weight: list[bool] = []  # the node computes weights only (known before evaluation)
         self.cache: dict[tuple, int] = {}
         self.counts = Counts()
         self.level1 = self._level1()
@@ -181,6 +199,7 @@ class Enumerator:
         self.n_pattrs.append(pattrs)
         self.n_touch.append(frozenset(all_args + outs))
         self.n_prods.append(frozenset(self.t_node[a] for a in args if self.t_node[a] >= 0))
+        self.n_weight.append(weight)
         return nid
 
     def value(self, tid: int) -> np.ndarray:
@@ -318,7 +337,7 @@ class Enumerator:
                 codes.append(a if p < 0 else INPUT_LIMIT + 4 * pos[p] + self.t_out[a])
             codes += [NO_ARG] * (3 - len(codes))
             row.append(self.n_inst[n] << 24 | codes[0] << 16 | codes[1] << 8 | codes[2])
-        return row + [-1] * (self.max_ops - len(row))
+        return row + [-1] * (self.width - len(row))
 
     def unpack(self, row) -> list[int]:
         """Node ids (evaluated) of a packed graph; raises ValueError if it does not replay."""
@@ -361,14 +380,18 @@ class Enumerator:
         if kind == "input":
             self.counts.input_copy += 1
             return
-        self._dfs([root], {root}, [root], {t: self.t_hash[t] for t in self.n_outs[root]}, sink)
+        self._dfs([root], {root}, [root], {t: self.t_hash[t] for t in self.n_outs[root]}, sink,
+                  0 if self.n_weight[root] else 1)
 
     def _record(self, nodes: list[int], sink, connected: bool | None = None) -> None:
         outs = self.outputs(nodes)
         if len(outs) > self.u.max_outputs:
             self.counts.too_many_outputs += 1
             return
-        if all(self.t_weight[t] for t in outs):
+        if all(self.t_weight[t] for t in outs) or (
+                len(nodes) > self.max_ops and any(self.t_weight[t] for t in outs)):
+            # (a graph beyond max_ops nodes is kept only for the weights its runtime nodes
+            # read: one with a weight output is a stepping stone, not a rule's side)
             self.counts.weight_only += 1
             return
         if connected is None:
@@ -382,12 +405,12 @@ class Enumerator:
         sink(outputs_hash([self.t_hash[t] for t in outs]), self.pack(nodes))
 
     def _dfs(self, nodes: list[int], in_graph: set, sinks: list[int],
-             produced: dict[int, int], sink: Callable[[int, list[int]], None]) -> None:
+             produced: dict[int, int], sink: Callable[[int, list[int]], None],
+             runtime: int) -> None:
         depth = len(nodes)
-        if depth >= self.max_ops:
-            return
-        leaf = depth + 1 == self.max_ops
-        comps = self._components(nodes) if leaf else None
+        if depth >= self.width or runtime >= self.max_ops:
+            return  # no node fits (see `leaf` below)
+        comps = None  # components of `nodes`, computed for the first leaf candidate
         gtensors = [t for n in nodes for t in self.n_outs[n]]
         produced_hashes = set(produced.values())
         n_ord = self.n_ord
@@ -398,8 +421,21 @@ class Enumerator:
             o = n_ord[n]
             if any(n_ord[s] > o for s in sinks if s not in prods):
                 continue  # not the largest sink: this graph is reached from another parent
+            weight = self.n_weight[n]
+            r = runtime if weight else runtime + 1
+            if r > self.max_ops:
+                continue
+            if (depth + 1 > self.max_ops and (r == self.max_ops or depth + 1 == self.width)
+                    and (weight or any(self.n_weight[s] for s in sinks if s not in prods))):
+                continue  # uses the free weight-only nodes, and one is an output for good
             self.counts.graphs += 1
+            # A leaf: no node can follow (all nodes used, or the runtime budget spent, after
+            # which a node would be a weight-only output for good). Decided per node, as its
+            # weight flag is known before evaluation.
+            leaf = depth + 1 == self.width or r == self.max_ops
             if leaf and depth >= 2:  # (two-node graphs may be disconnected: see _record)
+                if comps is None:
+                    comps = self._components(nodes)
                 touch = self.n_touch[n]
                 if any(c.isdisjoint(touch) for c in comps):
                     self.counts.disconnected += 1
@@ -432,7 +468,7 @@ class Enumerator:
                 new_produced[t] = self.t_hash[t]
             in_graph.add(n)
             self._dfs(child, in_graph, [s for s in sinks if s not in prods] + [n], new_produced,
-                      sink)
+                      sink, r)
             in_graph.discard(n)
 
 
@@ -442,15 +478,16 @@ class Enumerator:
 _WORKER: dict = {}
 
 
-def _worker_setup(universe: Universe, seed: int, max_ops: int) -> None:
-    _WORKER["enum"] = Enumerator(universe, seed, max_ops)
+def _worker_setup(universe: Universe, seed: int, max_ops: int, max_weight_ops: int = 0) -> None:
+    _WORKER["enum"] = Enumerator(universe, seed, max_ops, max_weight_ops)
 
 
-def _pool_worker_setup(universe: Universe, seed: int, max_ops: int) -> None:
+def _pool_worker_setup(universe: Universe, seed: int, max_ops: int,
+                       max_weight_ops: int) -> None:
     # Ctrl-C is the parent's to handle (it keeps what finished and stops the pool); a worker
     # that caught it too would print a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_setup(universe, seed, max_ops)
+    _worker_setup(universe, seed, max_ops, max_weight_ops)
 
 
 def _run_root(root_index: int) -> TaskOutput:
@@ -467,20 +504,21 @@ def _run_root(root_index: int) -> TaskOutput:
     delta = Counts(**{k: v - getattr(before, k) for k, v in enum.counts.as_dict().items()})
     if len(enum.cache) > 1_000_000:
         # Bound a worker's memory: start its caches afresh (ids are local, rows are packed).
-        _worker_setup(enum.u, enum.seed, enum.max_ops)
+        _worker_setup(enum.u, enum.seed, enum.max_ops, enum.max_weight_ops)
     return TaskOutput(np.frombuffer(fps, dtype=np.int64).copy(),
-                      np.frombuffer(rows, dtype=np.int64).reshape(-1, enum.max_ops).copy(),
+                      np.frombuffer(rows, dtype=np.int64).reshape(-1, enum.width).copy(),
                       delta)
 
 
-def run_root_here(universe: Universe, seed: int, max_ops: int, root_index: int) -> TaskOutput:
+def run_root_here(universe: Universe, seed: int, max_ops: int, root_index: int,
+                  max_weight_ops: int = 0) -> TaskOutput:
     """One subtree (the graphs whose canonical path starts at `level1[root_index]`) in this
     process, for schedulers other than the pool (the Ray engine, `generator/distributed.py`).
     The process keeps its Enumerator, and so its value cache, between calls with the same
     settings."""
-    key = (repr(universe.settings), universe.max_outputs, seed, max_ops)
+    key = (repr(universe.settings), universe.max_outputs, seed, max_ops, max_weight_ops)
     if _WORKER.get("key") != key or "enum" not in _WORKER:
-        _worker_setup(universe, seed, max_ops)
+        _worker_setup(universe, seed, max_ops, max_weight_ops)
         _WORKER["key"] = key
     return _run_root(root_index)
 
@@ -496,9 +534,9 @@ def zero_node_graphs(enum: Enumerator) -> tuple[np.ndarray, np.ndarray]:
     for i, spec in enumerate(enum.u.inputs):
         if spec.role == "free" and spec.kind == "tensor":
             zfps.append(outputs_hash([enum.t_hash[i]]))
-            zrows.append([-2 - i] + [-1] * (enum.max_ops - 1))
+            zrows.append([-2 - i] + [-1] * (enum.width - 1))
     return (np.array(zfps, dtype=np.int64),
-            np.array(zrows, dtype=np.int64).reshape(-1, enum.max_ops))
+            np.array(zrows, dtype=np.int64).reshape(-1, enum.width))
 
 
 @dataclass
@@ -515,8 +553,11 @@ class Enumeration:
 
 
 def enumerate_graphs(universe: Universe, max_ops: int, seed: int = 0, workers: int = 0,
-                     progress: Callable[[int, int], None] | None = None) -> Enumeration:
-    """Enumerate and fingerprint every graph of 1..max_ops nodes over `universe`.
+                     progress: Callable[[int, int], None] | None = None,
+                     max_weight_ops: int = 0) -> Enumeration:
+    """Enumerate and fingerprint every graph over `universe` of up to max_ops runtime nodes and up
+    to max_weight_ops weight-only nodes beyond those (see the module's docstring). Rows of
+    `graphs` are `max_ops + max_weight_ops` wide.
 
     Input-only graphs with one tensor input as output (zero nodes) are included, so a rule may
     rewrite to a bare variable. Ctrl-C stops early and returns what finished (complete=False).
@@ -524,7 +565,7 @@ def enumerate_graphs(universe: Universe, max_ops: int, seed: int = 0, workers: i
     >>> e = enumerate_graphs(default_universe(["Relu", "Add"]), 2)     # doctest: +SKIP
     """
     workers = workers or os.cpu_count() or 1
-    main = Enumerator(universe, seed, max_ops)
+    main = Enumerator(universe, seed, max_ops, max_weight_ops)
     n_roots = len(main.level1)
     fps_parts, graph_parts = [], []
     counts = Counts()
@@ -553,7 +594,7 @@ def enumerate_graphs(universe: Universe, max_ops: int, seed: int = 0, workers: i
         else:
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(workers, initializer=_pool_worker_setup,
-                          initargs=(universe, seed, max_ops)) as pool:
+                          initargs=(universe, seed, max_ops, max_weight_ops)) as pool:
                 try:
                     for r, out in pool.imap_unordered(_run_indexed, order, chunksize=1):
                         collect(r, out)

@@ -154,6 +154,19 @@ def test_the_partition_count_does_not_change_the_answer(local_ray, reference):
         assert _rules(result) == _rules(single) and result.stages == single.stages
 
 
+def test_free_weight_ops_give_the_same_answer_on_ray(local_ray):
+    # Rows are max_ops + max_weight_ops wide on both paths (issue 14); the Convs over
+    # concatenated kernels need the free weight-only node at k = 2.
+    ops = ["Conv", "Concat", "Split"]
+    single = generate(2, ops, workers=1, max_weight_ops=1)
+    result = generate_ray(2, ops, max_weight_ops=1, partitions=3)
+    assert _rules(result) == _rules(single)
+    assert result.stages == single.stages
+    assert result.meta["enumeration"] == single.meta["enumeration"]
+    assert result.meta["settings"]["max_weight_ops"] == 1
+    assert any("?t (Concat[axis=0] ?" in str(p) for r in result.rules for p in r.dst)
+
+
 # Destructive (SIGKILL, forced cancel, interrupt): in `make test-all`, not in CI's run, so
 # that a Ray-side race in tearing down a killed worker cannot fail an unrelated landing.
 @pytest.mark.slow
