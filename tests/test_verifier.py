@@ -401,3 +401,22 @@ def test_a_variable_without_a_rank_is_not_proved():
     assert r.classes() == {"x": "any rank"}
     proof = prove_rule(r)
     assert proof["result"] == "unknown" and "?x has no declared rank" in proof["reason"]
+
+
+def test_a_counterexample_through_an_uninterpreted_op_is_replayed_before_refuting():
+    """Sigmoid, Tanh, Erf are free functions in the bounded check, so Z3 may "refute" a true
+    rule by giving them impossible values (a negative Sigmoid). The counterexample is replayed
+    with the reference ops: a true rule is then not refuted, a false one still is."""
+    t = {"kind": "tensor", "rank": 3}
+    true_rules = [Rule.make(["(Relu (Sigmoid ?v))"], ["(Sigmoid ?v)"], {"v": t},
+                            example={"v": (2, 2, 4)}),
+                  Rule.make(["(Tanh (Relu ?z))"], ["(Relu (Tanh ?z))"], {"z": t},
+                            example={"z": (2, 2, 4)})]
+    for rule in true_rules:
+        res = check_rule(rule)
+        assert res["result"] == "unknown", res
+        assert "uninterpreted" in res["reason"]
+    false_rule = Rule.make(["(Sigmoid (Add ?z ?z))"], ["(Add (Sigmoid ?z) (Sigmoid ?z))"],
+                           {"z": t}, example={"z": (2, 2, 4)})
+    res = check_rule(false_rule)
+    assert res["result"] == "refuted" and "the sides differ" in res["note"], res

@@ -129,7 +129,40 @@ def check_rule(rule: Any, shapes: Mapping[str, tuple[int, ...]] | None = None,
         rhs = [evaluate(p, arrays, ctx, memo) for p in rule.dst]
     except (ValueError, IndexError, KeyError) as e:
         return {"result": "unknown", "reason": f"does not type-check at the example shapes: {e}"}
-    return compare(lhs, rhs, ctx, timeout_s, arrays)
+    res = compare(lhs, rhs, ctx, timeout_s, arrays)
+    if res["result"] == "refuted" and ctx.uninterpreted:
+        return _replayed(rule, res, ctx.uninterpreted)
+    return res
+
+
+def _replayed(rule: Any, res: dict[str, Any], fns: list[str]) -> dict[str, Any]:
+    """A counterexample found with uninterpreted ops (Sigmoid, Erf, Tanh, ...) may give them
+    values the real functions never take (Relu(Sigmoid(x)) = Sigmoid(x) "fails" where Sigmoid
+    is free to be negative). Replay it with the reference semantics in float64: the rule is
+    refuted only if the real ops differ there too; else the check says nothing."""
+    from superopt.core.pattern import evaluate as reference
+
+    cex = res["counterexample"]
+    names = set().union(*[p.variables() for p in rule.src])
+    if not names <= set(cex):
+        return res  # (a shape mismatch: no values to replay, and no values needed)
+    arrays = {n: np.asarray(cex[n], dtype=np.float64) for n in names}
+    try:
+        with np.errstate(all="ignore"):
+            memo: dict = {}
+            lhs = [np.asarray(reference(p, arrays, memo=memo), np.float64) for p in rule.src]
+            rhs = [np.asarray(reference(p, arrays, memo=memo), np.float64) for p in rule.dst]
+    except (ValueError, IndexError, KeyError, TypeError) as e:
+        return {"result": "unknown",
+                "reason": f"a counterexample with uninterpreted {', '.join(fns)} does not replay "
+                          f"with the reference ops: {e}"}
+    if all(a.shape == b.shape and np.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True)
+           for a, b in zip(lhs, rhs)):
+        return {"result": "unknown",
+                "reason": f"the bounded check's counterexample gives uninterpreted "
+                          f"{', '.join(fns)} values the real functions do not take; with the "
+                          f"reference ops the two sides agree there"}
+    return {**res, "note": f"replayed with the reference {', '.join(fns)}: the sides differ"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,6 +69,11 @@ class BoundedContext:
             self._fns[name] = z3.Function(name, z3.RealSort(), z3.RealSort())
         return self._fns[name]
 
+    @property
+    def uninterpreted(self) -> list[str]:
+        """The ops encoded so far as uninterpreted functions (their values are free here)."""
+        return sorted(self._fns)
+
     def inv_sqrt(self, e: Any) -> z3.ArithRef:
         """r with r*r*e == 1 and r > 0, i.e. 1/sqrt(e); the same term for the same e."""
         e = real(e)
