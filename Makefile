@@ -35,17 +35,23 @@ bench: install
 	$(PY) -m superopt bench --device cpu --out benchmarks/results/cpu.md
 
 # Regenerate and re-verify the shipped rule database: TASO's op set at k=3, plus the rank-3
-# MatMul preset (transformer/RNN activations times 2-D weights) and the hand-written, proved
-# families of rules_db/handwritten.json (re-proved here), joined into one file, then
-# sealed (meta.rules_sha256: the optimizer trusts its proofs only while that digest holds).
+# MatMul preset (transformer/RNN activations times 2-D weights), plus the op configurations of
+# the zoo models at k=2 (`generate --from`: their strides, pads, groups, kernel shapes and
+# activations), and the hand-written, proved families of rules_db/handwritten.json (re-proved
+# here), joined into one file, then sealed (meta.rules_sha256: the optimizer trusts its proofs
+# only while that digest holds).
+ZOO_MODELS ?= resnet50 resnext50 inception_v3 squeezenet bert nasnet_a nasrnn
 rules: install
-	@mkdir -p $(OUT)
+	@mkdir -p $(OUT)/zoo
 	$(PY) -m superopt generate -o $(OUT)/rules-default.json
 	$(PY) -m superopt generate --ops matmul3d -o $(OUT)/rules-matmul3d.json
+	for m in $(ZOO_MODELS); do $(PY) -m superopt zoo build $$m -q -o $(OUT)/zoo/$$m.onnx || exit 1; done
+	$(PY) -m superopt generate --from $(addprefix $(OUT)/zoo/,$(addsuffix .onnx,$(ZOO_MODELS))) \
+		--max-ops 2 -o $(OUT)/rules-zoo.json
 	$(PY) tools/handwritten_families.py
 	$(PY) -m superopt verify rules_db/handwritten.json -o $(OUT)/rules-handwritten.json
 	$(PY) -m superopt rules merge $(OUT)/rules-default.json $(OUT)/rules-matmul3d.json \
-		$(OUT)/rules-handwritten.json -o rules_db/rules.json
+		$(OUT)/rules-zoo.json $(OUT)/rules-handwritten.json -o rules_db/rules.json
 	$(PY) -m superopt rules seal rules_db/rules.json
 
 # ruff, then the import contracts (layers, no cycles) of pyproject.toml's [tool.importlinter].
