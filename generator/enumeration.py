@@ -487,6 +487,12 @@ def _pool_worker_setup(universe: Universe, seed: int, max_ops: int,
     # Ctrl-C is the parent's to handle (it keeps what finished and stops the pool); a worker
     # that caught it too would print a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits the CLI's SIGTERM handler (superopt.core.atomic), which only
+    # notes the signal inside a critical section and otherwise raises KeyboardInterrupt into
+    # whatever the worker waits on; the pool stops its workers with SIGTERM when it closes
+    # (even after a normal run), and a worker that survived it hung `make rules` in the pool's
+    # join. A worker just dies on SIGTERM.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _worker_setup(universe, seed, max_ops, max_weight_ops)
 
 

@@ -158,3 +158,20 @@ def test_settings_and_bad_budgets():
     assert estimate_graphs(universe, 2, 1) == estimate_graphs(universe, 2)
     convs = default_universe(["Conv", "Concat"])
     assert estimate_graphs(convs, 2, 1) > estimate_graphs(convs, 2)
+
+
+def test_pool_workers_die_on_sigterm_even_under_the_cli_interrupt_handlers():
+    """The pool closes with SIGTERM; a forked worker must not keep the CLI's handler (a worker
+    that only noted the signal hung the pool's join, and `make rules` with it)."""
+    import signal
+
+    from superopt.core.atomic import handle_interrupts
+    from superopt.generator.enumeration import _pool_worker_setup
+
+    before = signal.getsignal(signal.SIGTERM)
+    with handle_interrupts():
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+        _pool_worker_setup(default_universe(["Relu"]), 0, 1, 0)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) == before
