@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from superopt.core.costing import CostModel
-from superopt.core.ir import Graph, Node, Value
+from superopt.core.ir import Graph, Value
 from superopt.core.rules import Rule
 from superopt.search.match import (
     Match,
@@ -244,17 +244,13 @@ class SearchResult:
 
 # A filter on matches (regions: only matches inside the current window).
 MatchFilter = Callable[[Match], bool]
-# A filter on the nodes a match may be rooted at (regions: the window's and the new nodes). It
-# is applied before matching, so a rule's per-graph match limit is spent inside the window.
-RootFilter = Callable[[Node], bool]
 # progress(expansions done, budget, best cost)
 SearchProgress = Callable[[int, int, float], None]
 
 
 def search(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: CostModel,
            limits: SearchLimits | None = None, *, match_filter: MatchFilter | None = None,
-           root_filter: RootFilter | None = None, progress: SearchProgress | None = None,
-           region: int | None = None) -> SearchResult:
+           progress: SearchProgress | None = None, region: int | None = None) -> SearchResult:
     """TASO's backtracking search from `graph` with `rules`, ranked by `cost_model`.
 
     Always returns the best graph found (the input itself when nothing is cheaper), with the
@@ -295,7 +291,7 @@ def search(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: CostMode
             continue  # the best improved since this graph was queued
         stats.expansions += 1
         generated0, enqueued0 = stats.generated, stats.enqueued
-        by_op = nodes_by_op(g, root_filter)
+        by_op = nodes_by_op(g)
         timed_out = False
         for rule in index.candidates(by_op):
             if time.perf_counter() > deadline:

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from superopt.core.costing import CostModel
-from superopt.core.ir import Graph, Node
+from superopt.core.ir import Graph
 from superopt.core.rules import Rule
 from superopt.search.backtrack import (
     Candidate,
@@ -87,17 +87,13 @@ def search_regions(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: 
         def inside(m: Match, frozen: frozenset[str] = frozen) -> bool:
             return not any(n in frozen for n in m.matched_names)
 
-        def may_root(n: Node, frozen: frozenset[str] = frozen) -> bool:
-            return n.name not in frozen  # a match rooted outside the window is never inside
-
-        if not _has_site(current, index, inside, may_root):
+        if not _has_site(current, index, inside):
             continue
         share = len(regions) - i
         sub = replace(limits, time_limit_s=max(remaining / share, 1e-3),
                       budget=max(1, budget_left // share), keep_candidates=1)
         offset = time.perf_counter() - start
-        result = search(current, index, cost_model, sub, match_filter=inside,
-                        root_filter=may_root, region=i)
+        result = search(current, index, cost_model, sub, match_filter=inside, region=i)
         stats.merge(result.stats)
         budget_left -= result.stats.expansions
         steps.extend(_continuing(current, result.steps))
@@ -121,8 +117,8 @@ def _continuing(current: Graph, path: list[Step]) -> list[Step]:
     return path
 
 
-def _has_site(graph: Graph, index: RuleIndex, inside, may_root) -> bool:
-    by_op = nodes_by_op(graph, may_root)
+def _has_site(graph: Graph, index: RuleIndex, inside) -> bool:
+    by_op = nodes_by_op(graph)
     return any(inside(m) for r in index.candidates(by_op)
                for m in find_matches(graph, r, by_op=by_op, limit=50))
 
