@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from onnx import TensorProto
@@ -107,11 +107,14 @@ def _root_op(p: Pattern) -> str:
     return p.op
 
 
-def nodes_by_op(graph: Graph) -> dict[str, list[Node]]:
-    """The graph's registry nodes grouped by op (opaque nodes are left out: never matched)."""
+def nodes_by_op(graph: Graph, keep: Callable[[Node], bool] | None = None
+                ) -> dict[str, list[Node]]:
+    """The graph's registry nodes grouped by op (opaque nodes are left out: never matched);
+    with `keep`, only the nodes it accepts (the roots a caller allows: `find_matches` starts
+    every source pattern that shares no variable with an earlier one from these lists)."""
     out: dict[str, list[Node]] = {}
     for n in graph.nodes:
-        if not n.is_opaque:
+        if not n.is_opaque and (keep is None or keep(n)):
             out.setdefault(n.op, []).append(n)
     return out
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from superopt.core.costing import CostModel
-from superopt.core.ir import Graph
+from superopt.core.ir import Graph, Node
 from superopt.core.rules import Rule
 from superopt.search.backtrack import (
     Candidate,
@@ -87,7 +87,10 @@ def search_regions(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: 
         def inside(m: Match, frozen: frozenset[str] = frozen) -> bool:
             return not any(n in frozen for n in m.matched_names)
 
-        if not _has_site(current, index, inside):
+        def may_root(n: Node, frozen: frozenset[str] = frozen) -> bool:
+            return n.name not in frozen  # a match rooted outside the window is never inside
+
+        if not _has_site(current, index, inside, may_root):
             continue
         share = len(regions) - i
         sub = replace(limits, time_limit_s=max(remaining / share, 1e-3),
@@ -117,8 +120,10 @@ def _continuing(current: Graph, path: list[Step]) -> list[Step]:
     return path
 
 
-def _has_site(graph: Graph, index: RuleIndex, inside) -> bool:
-    by_op = nodes_by_op(graph)
+def _has_site(graph: Graph, index: RuleIndex, inside, may_root) -> bool:
+    """Whether a rule matches inside the window: matched only at the window's roots (cheap,
+    and a rule's first 50 matches are not all spent outside the window)."""
+    by_op = nodes_by_op(graph, may_root)
     return any(inside(m) for r in index.candidates(by_op)
                for m in find_matches(graph, r, by_op=by_op, limit=50))
 
