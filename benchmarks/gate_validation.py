@@ -191,40 +191,38 @@ def part_nasrnn_long(args) -> dict:
     """The same candidate through the gate's own measuring loop at a long budget: the paired,
     A/A′-controlled estimate of its real ratio (random build and round order, unlike
     `time_interleaved`, which builds and times the original first)."""
+    original, merged, rewrites = nasrnn_candidate()
+    recs = _gate_trials(original, merged, args, "nasrnn long",
+                        lambda r: f"A/A' {r['control']:.3f} {r['rounds']} rounds "
+                                  f"{r['sessions']} sessions ")
+    return {"rewrites": rewrites, "budget_s": args.budget, "trials": recs}
+
+
+def _gate_trials(original, merged, args, label: str, detail=lambda rec: "") -> list[dict]:
+    """`args.trials` runs of the gate on one candidate (seeds args.seed + t), each printed."""
     from superopt.pipeline.gate import compare_models
 
-    original, merged, rewrites = nasrnn_candidate()
     recs = []
     for t in range(args.trials):
         seed = args.seed + t
         result = compare_models(original, [merged], "cpu", budget_s=args.budget, seed=seed)
         rec = trial_record(result, seed=seed)
         recs.append(rec)
-        print(f"  nasrnn long trial {t + 1}/{args.trials} seed {seed}: "
+        print(f"  {label} trial {t + 1}/{args.trials} seed {seed}: "
               f"{'accept' if rec['won'] else 'reject'} ratio {rec['ratio']:.3f} needs "
-              f"{rec['needs']:.3f} A/A' {rec['control']:.3f} {rec['rounds']} rounds "
-              f"{rec['sessions']} sessions {rec['elapsed_s']:.1f}s load {rec['load']:.2f}",
-              flush=True)
-    return {"rewrites": rewrites, "budget_s": args.budget, "trials": recs}
+              f"{rec['needs']:.3f} {detail(rec)}{rec['elapsed_s']:.1f}s load "
+              f"{rec['load']:.2f}", flush=True)
+    return recs
 
 
 def part_nasrnn(args) -> dict:
-    from superopt.pipeline.gate import compare_models
 
     original, merged, rewrites = nasrnn_candidate()
     matmuls = [sum(n.op_type == "MatMul" for n in m.graph.node) for m in (original, merged)]
     check = long_ratio(original, merged, args.check_rounds, args.seed)
     print(f"nasrnn: {rewrites} rewrites, MatMuls {matmuls[0]} -> {matmuls[1]}, long run "
           f"{check['ratio']:.3f}x", flush=True)
-    recs = []
-    for t in range(args.trials):
-        seed = args.seed + t
-        result = compare_models(original, [merged], "cpu", budget_s=args.budget, seed=seed)
-        rec = trial_record(result, seed=seed)
-        recs.append(rec)
-        print(f"  nasrnn trial {t + 1}/{args.trials} seed {seed}: "
-              f"{'accept' if rec['won'] else 'reject'} ratio {rec['ratio']:.3f} needs "
-              f"{rec['needs']:.3f} {rec['elapsed_s']:.1f}s load {rec['load']:.2f}", flush=True)
+    recs = _gate_trials(original, merged, args, "nasrnn")
     return {"rewrites": rewrites, "matmuls": matmuls, "check": check, "budget_s": args.budget,
             "trials": recs}
 

@@ -88,7 +88,8 @@ def test_interrupted_generation_writes_partial_file(tmp_path, monkeypatch, capsy
             raise KeyboardInterrupt
         return real(root_index)
 
-    monkeypatch.setattr(generator, "estimate_graphs", lambda universe, max_ops: 100)
+    monkeypatch.setattr(generator, "estimate_graphs",
+                        lambda universe, max_ops, max_weight_ops=0: 100)
     monkeypatch.setattr(enumeration, "_run_root", interrupted)
     out = tmp_path / "partial.json"
     assert main(["generate", "--max-ops", "2", "--ops", "MatMul", "Add", "--workers", "1",

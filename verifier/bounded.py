@@ -23,6 +23,7 @@ import z3
 
 from superopt.core.axiom_spec import Axiom, Instance
 from superopt.core.pattern import Bindings, Pattern, PVar, resolve_attr
+from superopt.core.pattern import evaluate as reference
 from superopt.verifier.algebra import UNKNOWN, Concrete, Undefined, Unknown, UnknownValue
 from superopt.verifier.semantics import BoundedContext, bounded_apply, real
 
@@ -140,8 +141,6 @@ def _replayed(rule: Any, res: dict[str, Any], fns: list[str]) -> dict[str, Any]:
     values the real functions never take (Relu(Sigmoid(x)) = Sigmoid(x) "fails" where Sigmoid
     is free to be negative). Replay it with the reference semantics in float64: the rule is
     refuted only if the real ops differ there too; else the check says nothing."""
-    from superopt.core.pattern import evaluate as reference
-
     cex = res["counterexample"]
     names = set().union(*[p.variables() for p in rule.src])
     if not names <= set(cex):

@@ -92,8 +92,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _estimate(universe, args) -> int:
     from superopt import generator
 
-    if not args.max_weight_ops:  # (the two-argument call, as before the setting existed)
-        return generator.estimate_graphs(universe, args.max_ops)
     return generator.estimate_graphs(universe, args.max_ops, args.max_weight_ops)
 
 
