@@ -223,6 +223,13 @@ def _run_table(doc: dict) -> str:
                               f"random inputs ({_check_errors(check, '.3g')})"))
         rows.append(("check tolerance", f"each |result − original| ≤ atol + rtol·|original| "
                                         f"({tols})"))
+        if check.get("within_noise"):
+            noise = ", ".join(f"{name} {v:.3g}" for name, v in
+                              sorted((check.get("rounding_noise") or {}).items()))
+            rows.append(("check rounding noise",
+                         f"{check['within_noise']} value(s) beyond that bound passed within "
+                         f"twice the original's own rounding noise (the largest difference "
+                         f"ORT's graph optimizations alone make, by output: {noise})"))
         if check.get("failure"):
             rows.append(("check failure", check["failure"]))
         for name, domain in (check.get("inputs") or {}).items():
