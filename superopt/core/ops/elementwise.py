@@ -161,6 +161,17 @@ for _op in POINTWISE_BINARY:
             A.transpose(A.binary(op, t["a"], t["b"]), p),
             A.all(A.rank(t["a"]) == len(p), A.rank(t["b"]) == len(p))))
 
+# A per-channel (C, 1, 1) operand after the NHWC -> NCHW Transpose (ConvNeXt's layer scale
+# after its channels-last MLP) acts on the last axis before it, as the (1, 1, C) transpose.
+for _op in POINTWISE_BINARY:
+    axiom(f"{_op}-Transpose-NCHW-channel", [_op, "Transpose"], "y c", "",
+          [I({"y": (1, 2, 3, 4), "c": (4, 1, 1)}), I({"y": (2, 1, 2, 3), "c": (3, 1, 1)})])(
+        lambda A, t, i, s, op=_op: (
+            A.binary(op, A.transpose(t["y"], (0, 3, 1, 2)), t["c"]),
+            A.transpose(A.binary(op, t["y"], A.transpose(t["c"], (1, 2, 0))), (0, 3, 1, 2)),
+            A.all(A.rank(t["y"]) == 4, A.rank(t["c"]) == 3, A.dim(t["c"], 0) == A.dim(t["y"], 3),
+                  A.dim(t["c"], 1) == 1, A.dim(t["c"], 2) == 1)))
+
 # A bias vector along the last axis (MatMul + Add as exporters write a linear layer): the
 # concatenation of two outputs along their last axis plus the concatenation of their biases.
 # Stated per rank, like the MatMul column axioms: a trigger cannot hold `rank(a) - 1`.
