@@ -49,6 +49,7 @@ def test_the_file_is_what_the_tool_writes_and_is_shipped():
     assert names["conv-channel-scale-fold"] == 4 and names["norm-scale-fold"] == 6
     assert names["transpose-cancellation"] == 1 + 5 + 23
     assert names["conv-add-merge"] == 1
+    assert names["linear-channel-scale-fold"] == 2 * (3 + 3 * 2) + 2 * 2
 
 
 @pytest.mark.parametrize("name,old,new", [
@@ -66,6 +67,11 @@ def test_the_file_is_what_the_tool_writes_and_is_shipped():
     ("conv-add-merge", "(Add ?b1 ?b2)", "?b1"),
     # the kernels joined along output channels instead of input channels
     ("conv-add-merge", "(Concat[axis=1] ?w1 ?w2)", "(Concat[axis=0] ?w1 ?w2)"),
+    # the layer scale applied to the weight's rows (input features) instead of its columns
+    ("linear-channel-scale-fold", "(Transpose[perm=(1, 0)] (ScaleAxis0 (Transpose[perm=(1, 0)] "
+     "?w) ?g))", "(ScaleAxis0 ?w ?g)"),
+    # the weight scaled but the bias left as it was
+    ("linear-channel-scale-fold", "(Mul ?b ?g)", "?b"),
 ])
 def test_broken_variants_are_not_proved(name, old, new):
     for d in _by_name(name):
@@ -219,3 +225,63 @@ def test_conv_add_merge_does_not_fire_on_a_broadcasting_add():
                   load_rules().proved(), costs=["analytic"], time_limit=10)
     assert "Conv merge (concatenated)" not in row.families, row.families
     assert row.passed is not False
+
+
+def _convnext_block(scale_shape: tuple[int, ...]) -> onnx.ModelProto:
+    """ConvNeXt's block tail as torchvision exports it: NCHW -> NHWC Transpose, nn.Linear
+    (MatMul + bias Add, bias first), Transpose back to NCHW, then Mul by the layer scale
+    (`scale_shape`: (C, 1, 1) per channel; (1, 1, 1) a scalar-like one; (C, 1, 5) no scale)."""
+    rng = np.random.default_rng(SEED)
+    c = 6
+    arrays = {"w": rng.standard_normal((8, c)), "b": rng.standard_normal(c),
+              "g": rng.standard_normal(scale_shape)}
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("MatMul", ["t", "w"], ["m"]),
+             helper.make_node("Add", ["b", "m"], ["a"]),
+             helper.make_node("Transpose", ["a"], ["u"], perm=[0, 3, 1, 2]),
+             helper.make_node("Mul", ["g", "u"], ["out"])]
+    out_w = scale_shape[2] if scale_shape[2] != 1 else 5
+    graph = helper.make_graph(
+        nodes, "convnext_tail",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 5])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, c, 4, out_w])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_convnext_layer_scale_folds_into_the_linear_layer():
+    """The Mul by a (C, 1, 1) layer scale disappears into the weight's columns and the bias;
+    the folded weight keeps its (K, C) shape (a (1, K, C) one runs slower in ORT's MatMul)."""
+    from superopt.core.onnx_io import to_onnx
+    from superopt.face.commands import rules_reach
+
+    print(f"seed {SEED}")
+    kept = {}
+    real_compare = rules_reach._compare
+
+    def spy(original, baseline, best, n, sets):
+        kept["model"] = to_onnx(best)
+        return real_compare(original, baseline, best, n, sets)
+
+    rules_reach._compare = spy
+    try:
+        [row] = reach([ReachModel("convnext_tail", "zoo", _convnext_block((6, 1, 1)))],
+                      load_rules().proved(), costs=["analytic"], time_limit=10)
+    finally:
+        rules_reach._compare = real_compare
+    assert row.families == {"Mul folded into MatMul": 1}, row.families
+    assert row.nodes_before == 5 and row.nodes_after == 4
+    assert row.passed is True, row.numerics
+    model = kept["model"]
+    assert "Mul" not in {n.op_type for n in model.graph.node}
+    matmul = next(n for n in model.graph.node if n.op_type == "MatMul")
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    assert weights[matmul.input[1]] == (8, 6)
+
+
+def test_a_layer_scale_that_is_not_per_channel_is_left_alone():
+    """A (1, 1, 1) scale is per tensor, not per channel: the family's `shape(?g)[0] ==
+    shape(?w)[1]` refuses it (another rule may still move it; the result stays equal)."""
+    [row] = reach([ReachModel("convnext_scalar", "zoo", _convnext_block((1, 1, 1)))],
+                  load_rules().proved(), costs=["analytic"], time_limit=10)
+    assert row.passed is not False, row.numerics
