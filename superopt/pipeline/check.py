@@ -23,8 +23,10 @@ error far above rtol·|value|. On torchvision's Inception-v3 with random weights
 fusions move the logits by up to 8e5 and fail the plain bound on 1-4 values, while ten merged
 Convs moved them by 5e5; with ORT's optimizations off, both models agree to the bit. A wrong
 rewrite moves values by their own size, orders of magnitude beyond that noise. The record
-counts the values that passed only by the allowance and the noise of each such output. bfloat16 tensors, which numpy and ORT's Python API cannot exchange directly, are fed
-through `superopt.runtime.run_session` and read back through a Cast to float32 appended to each
+counts the values that passed only by the allowance and the noise of each such output.
+
+bfloat16 tensors, which numpy and ORT's Python API cannot exchange directly, are fed through
+`superopt.runtime.run_session` and read back through a Cast to float32 appended to each
 bfloat16 output of both models (exact: every bfloat16 is a float32), compared with bfloat16's
 tolerances. The record (`CheckResult`) counts the mismatched NaN/Inf positions and keeps the
 largest errors over finite values only (None when no finite value was compared): a NaN never
@@ -203,7 +205,8 @@ class CheckResult:
         return f"{verdict} on {self.n} random inputs{at} ({errors}{nonfinite}){self.noise_note()}"
 
     def noise_note(self) -> str:
-        """"; N value(s) within the original's own rounding noise (...)" or ""."""
+        """"; N value(s) within 2x the original's own rounding noise (...)": the values that
+        passed only by the noise allowance; "" when none did."""
         if not self.within_noise:
             return ""
         worst = max(self.rounding_noise.items(), key=lambda kv: kv[1])

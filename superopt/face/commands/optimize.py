@@ -338,20 +338,7 @@ def check_line(check) -> str:
     within = "each within" if check.passed else "allowed:"
     return (f"check: {verdict} on {sets} ({check.compared} values{nonfinite}): max abs error "
             f"{check.max_abs_error:.1e}, max rel error {check.max_rel_error:.1e}; {within} "
-            f"atol + rtol·|original| ({bounds}){_within_noise(check)}")
-
-
-def _within_noise(check) -> str:
-    """", or N value(s) within 2x the original's own rounding noise (...)": the values that
-    passed only by the check's noise allowance (`superopt.pipeline.check`); "" when none."""
-    if not check.within_noise or not check.rounding_noise:
-        return ""
-    from superopt.pipeline.check import NOISE_FACTOR
-
-    name, worst = max(check.rounding_noise.items(), key=lambda kv: kv[1])
-    return (f", or {check.within_noise} value(s) within {NOISE_FACTOR:g}x the original's own "
-            f"rounding noise (ORT's graph optimizations alone move {name!r} by up to "
-            f"{worst:.1e})")
+            f"atol + rtol·|original| ({bounds}){check.noise_note()}")
 
 
 def _line(console, text: str, style: str | None = None) -> None:
