@@ -482,3 +482,12 @@ def test_without_rounding_noise_the_plain_bound_stands():
     record = numerical_check(original, off, n=2)
     assert not record.passed and record.within_noise == 0
     assert "rounding noise" not in record.failure
+
+
+def test_tolerances_the_caller_sets_get_no_noise_allowance():
+    """`--rtol/--atol` are the caller's bound: the BN fold that passes by the allowance at the
+    defaults fails at the same tolerances given explicitly, and no allowance is recorded."""
+    original, folded = conv_bn_pair(0)
+    record = numerical_check(original, folded, n=3, rtol=1e-4, atol=1e-5)
+    assert not record.passed and record.within_noise == 0
+    assert "rounding noise" not in record.failure

@@ -87,7 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="random inputs for the numerical check (default 3)")
     p.add_argument("--rtol", type=float, default=None,
                    help="relative tolerance of the numerical check, for every output (default: "
-                        "by output type, 1e-4 for float32)")
+                        "by output type, 1e-4 for float32, where a value beyond it may still "
+                        "pass within twice the original's own rounding noise; a tolerance "
+                        "given here is held exactly)")
     p.add_argument("--atol", type=float, default=None,
                    help="absolute tolerance of the numerical check, for every output (default: "
                         "by output type, 1e-5 for float32)")
