@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +35,7 @@ from typing import Any
 from superopt.core.errors import UsageError
 from superopt.core.generator_spec import Arg, OpInstance, SymShape
 from superopt.core.ops import all_ops, get_op
-from superopt.core.pattern import Pattern, PNode, PVar
 from superopt.core.registry import WEIGHT_ONLY
-from superopt.core.rules import Rule
 from superopt.generator.opset import InputSpec, Universe
 
 #: ops the enumeration handles specially (data movement and weight helpers come with the
@@ -301,70 +298,3 @@ def model_universe(paths: Sequence[str | Path], ops: Sequence[str] | None = None
                 "from": [Path(p).name for p in paths],
                 "configurations": len(configs)}
     return Universe(inputs, instances, max_outputs, settings), configs, facts
-
-
-# ---------------------------------------------------------------------------------------------
-# what a model-driven database leaves out
-
-COMMUTATIVE = frozenset({"Add", "Mul"})
-
-
-def _canonical(p: Pattern, names: dict[str, str]) -> str:
-    """Pattern text with variables renamed by `names` and the arguments of commutative ops in
-    sorted order (so `(Add ?a ?b)` and `(Add ?b ?a)` read the same)."""
-    if isinstance(p, PVar):
-        return "?" + names.get(p.name, p.name)
-    if not isinstance(p, PNode):
-        return str(p)
-    args = [_canonical(a, names) for a in p.args]
-    if p.op in COMMUTATIVE:
-        args.sort()
-    head = p.op + (f".{p.out}" if p.out else "")
-    attrs = ", ".join(f"{k}={v}" for k, v in p.attrs)
-    return f"({head}{'[' + attrs + ']' if attrs else ''} {' '.join(args)})"
-
-
-def rule_key(rule: Rule) -> str:
-    """The same key for rules that differ only by variable renaming (within a kind and rank)
-    or by the order of a commutative op's arguments: the least text over the renamings."""
-    groups: dict[tuple, list[str]] = {}
-    for v in sorted(rule.vars):
-        groups.setdefault((rule.vars[v], rule.ranks.get(v)), []).append(v)
-    best = None
-    for perm in itertools.product(*(itertools.permutations(vs) for vs in groups.values())):
-        names = {old: f"{kind}{rank}_{i}" for (kind, rank), vs, new in
-                 zip(groups, groups.values(), perm) for i, old in enumerate(new)}
-        text = " | ".join(_canonical(p, names) for p in rule.src) + " => " + \
-            " | ".join(_canonical(p, names) for p in rule.dst)
-        if best is None or text < best:
-            best = text
-        if sum(len(vs) for vs in groups.values()) > 6:
-            break  # a rule that large: renaming in order of the sorted names is enough
-    return best or ""
-
-
-def _self_concat(p: Pattern) -> bool:
-    if not isinstance(p, PNode):
-        return False
-    if p.op == "Concat" and len(p.args) > 1 and len({str(a) for a in p.args}) == 1:
-        return True
-    return any(_self_concat(a) for a in p.args)
-
-
-def keep_for_models(rules: Sequence[Rule], facts: dict[str, Any]) -> tuple[list[Rule], dict]:
-    """The rules a model-driven database keeps: one of each set that differs only by renaming
-    or commutativity, and none whose source concatenates a tensor with itself (towers of
-    `Concat(?t, ?t)`) unless one of the models does that. Returns (kept, counts dropped)."""
-    kept, seen = [], set()
-    dropped = {"self-concatenation": 0, "renaming/commutativity duplicates": 0}
-    for r in rules:
-        if not facts.get("self_concat") and any(_self_concat(p) for p in r.src + r.dst):
-            dropped["self-concatenation"] += 1
-            continue
-        key = rule_key(r)
-        if key in seen:
-            dropped["renaming/commutativity duplicates"] += 1
-            continue
-        seen.add(key)
-        kept.append(r)
-    return kept, dropped

@@ -1,6 +1,6 @@
 """`superopt generate --from MODEL.onnx`: the enumeration follows the op configurations a model
 uses (ops, attributes, ranks), and the database it writes leaves out duplicates up to renaming
-or commutativity and self-concatenation towers."""
+and self-concatenation towers."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from superopt.core.rules import Rule
+from superopt.core.rules import Rule, rule_key
 from superopt.face.cli import main
-from superopt.generator.from_model import keep_for_models, model_universe, rule_key
+from superopt.generator.from_model import model_universe
+from superopt.generator.selection import select_rules
 
 SEED = 77
 
@@ -70,23 +71,45 @@ def test_generate_from_writes_proved_rules_at_the_models_configuration(tmp_path,
     assert "op configurations in 1 model" in capsys.readouterr().err
 
 
-def test_duplicates_up_to_commutativity_and_self_concatenation_are_left_out():
+def test_duplicates_up_to_renaming_and_self_concatenation_are_left_out():
     v = {"t": {"kind": "tensor", "rank": 2}, "a": {"kind": "weight", "rank": 2},
          "b": {"kind": "weight", "rank": 2}}
     ex = {"t": (2, 4), "a": (4, 4), "b": (4, 4)}
     one = Rule.make(["(MatMul ?t (Add ?a ?b))"], ["(Add (MatMul ?t ?a) (MatMul ?t ?b))"], v,
                     example=ex)
-    swapped = Rule.make(["(MatMul ?t (Add ?b ?a))"], ["(Add (MatMul ?t ?b) (MatMul ?t ?a))"], v,
+    renamed = Rule.make(["(MatMul ?t (Add ?b ?a))"], ["(Add (MatMul ?t ?b) (MatMul ?t ?a))"], v,
                         example=ex)
+    # Add's operands in the other order match other nodes (the matcher binds in the written
+    # order, then checks classes): a rule of its own, kept
+    scalar = {"t": {"kind": "tensor", "rank": 2}, "c": {"kind": "weight", "rank": 0}}
+    t_c = Rule.make(["(Relu (Add ?t ?c))"], ["(Relu (Add ?t ?c))"], scalar,
+                    example={"t": (2, 4), "c": ()})
+    c_t = Rule.make(["(Relu (Add ?c ?t))"], ["(Relu (Add ?c ?t))"], scalar,
+                    example={"t": (2, 4), "c": ()})
     tower = Rule.make(["(Relu (Concat[axis=0] ?t ?t))"],
                       ["(Concat[axis=0] (Relu ?t) (Relu ?t))"],
                       {"t": {"kind": "tensor", "rank": 2}}, example={"t": (2, 4)})
-    assert one.id != swapped.id and rule_key(one) == rule_key(swapped)
-    kept, dropped = keep_for_models([one, swapped, tower], {"self_concat": False})
-    assert kept == [one]
-    assert dropped == {"self-concatenation": 1, "renaming/commutativity duplicates": 1}
-    kept, _ = keep_for_models([tower], {"self_concat": True})  # a model concatenates x with x
+    assert one.id != renamed.id and rule_key(one) == rule_key(renamed)
+    assert rule_key(t_c) != rule_key(c_t)
+    kept, dropped = select_rules([one, renamed, tower, t_c, c_t])
+    assert kept == [one, t_c, c_t]
+    assert dropped == {"self-concatenation": 1, "renaming duplicates": 1}
+    kept, _ = select_rules([tower], keep_self_concat=True)  # a model concatenates x with x
     assert kept == [tower]
+
+
+def test_rule_key_keeps_rules_with_different_conditions_apart():
+    """A rule narrowed by a condition is not the general rule (merge must keep both)."""
+    def conv_rule(w: str, *conditions: str) -> Rule:
+        return Rule.make([f"(Add (Conv ?t ?{w}) ?t)"], [f"(Add ?t (Conv ?t ?{w}))"],
+                         {"t": {"kind": "tensor", "rank": 4}, w: {"kind": "weight", "rank": 4}},
+                         example={"t": (1, 4, 5, 5), w: (4, 4, 3, 3)}, conditions=conditions)
+
+    general = conv_rule("k")
+    narrow = conv_rule("k", "shape(?k)[2:] == (3, 3)")
+    renamed = conv_rule("j", "shape(?j)[2:] == (3, 3)")
+    assert rule_key(general) != rule_key(narrow)
+    assert rule_key(narrow) == rule_key(renamed)
 
 
 @pytest.mark.parametrize("argv,phrase", [

@@ -227,3 +227,45 @@ def test_show_onnx_sides_run_in_ort_and_agree(rules_file, tmp_path, capsys):
     sess = ort.InferenceSession(str(tmp_path / "plain" / "src.onnx"))
     weights = [n for n, k in plain.vars.items() if k == "weight"]
     assert set(weights) <= {i.name for i in sess.get_inputs()}
+
+
+def test_merge_keeps_a_rule_once_up_to_renaming_and_prefers_the_named_one(tmp_path, capsys):
+    v = {"t": {"kind": "tensor", "rank": 2}, "a": {"kind": "weight", "rank": 2},
+         "b": {"kind": "weight", "rank": 2}}
+    ex = {"t": (2, 4), "a": (4, 4), "b": (4, 4)}
+    generated = Rule.make(["(MatMul ?t (Add ?a ?b))"], ["(Add (MatMul ?t ?a) (MatMul ?t ?b))"],
+                          v, example=ex, proof={"result": "proved"})
+    # the same rule with the variables renamed, as a family states it
+    named = Rule.make(["(MatMul ?t (Add ?b ?a))"], ["(Add (MatMul ?t ?b) (MatMul ?t ?a))"], v,
+                      example=ex, name="linear-sum", proof={"result": "proved"})
+    other = Rule.make(["(Relu (Relu ?t))"], ["(Relu ?t)"], {"t": {"kind": "tensor", "rank": 2}},
+                      example={"t": (2, 4)}, proof={"result": "proved"})
+    save_rules([generated, other], tmp_path / "a.json")
+    save_rules([named], tmp_path / "b.json")
+    out = tmp_path / "m.json"
+    assert main(["rules", "merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                 "-o", str(out)]) == 0
+    assert "2 rules from 2 files (1 duplicates left out)" in capsys.readouterr().out
+    merged = load_rules(out).rules
+    assert {r.id for r in merged} == {named.id, other.id}
+    assert load_rules(out).by_id("linear-sum").proved
+
+
+def test_generate_leaves_self_concatenations_out_unless_asked(tmp_path, capsys):
+    """No export concatenates a tensor with itself, so `Concat(?x, ?x)` rules are dropped before
+    proving; `--keep-self-concat` keeps them (the stage counts say how many)."""
+    from superopt.generator.selection import self_concatenates
+
+    argv = ["generate", "--max-ops", "2", "--ops", "Relu,Concat,Split", "--workers", "1",
+            "--no-verify"]
+    assert main([*argv, "-o", str(tmp_path / "a.json")]) == 0
+    assert main([*argv, "--keep-self-concat", "-o", str(tmp_path / "b.json")]) == 0
+    default, kept = load_rules(tmp_path / "a.json"), load_rules(tmp_path / "b.json")
+    dropped = default.meta["stages"]["dropped: self-concatenation"]
+    assert dropped > 0 and kept.meta["stages"]["dropped: self-concatenation"] == 0
+    assert len(kept.rules) == len(default.rules) + dropped
+    assert not any(self_concatenates(p) for r in default.rules for p in r.src + r.dst)
+    assert any(self_concatenates(p) for r in kept.rules for p in r.src + r.dst)
+    texts = {" | ".join(map(str, r.src)) + " => " + " | ".join(map(str, r.dst))
+             for r in default.rules}
+    assert "(Relu (Relu ?y)) => (Relu ?y)" in texts  # what is not a self-concatenation stays

@@ -60,13 +60,13 @@ def test_every_proved_rule_agrees_in_onnx_runtime_at_example_and_fresh_shapes(pr
     (e.g. Conv). Seed printed for reproduction."""
     print(f"seed {SEED}")
     rng = np.random.default_rng(SEED)
-    failures, fresh_checked = [], 0
+    failures, fresh_checked = [], set()
     for i, rule in enumerate(proved):
         shape_sets = [("example", dict(rule.example))]
         # generator input names only: a hand-written rule may use the same name at another rank
         if all(v in FRESH and len(FRESH[v]) == len(shape) for v, shape in rule.example.items()):
             shape_sets.append(("fresh", {v: FRESH[v] for v in rule.example}))
-            fresh_checked += 1
+            fresh_checked.add(rule.id)
         for label, shapes in shape_sets:
             folder = tmp_path / f"r{i}-{label}"
             folder.mkdir()
@@ -82,4 +82,7 @@ def test_every_proved_rule_agrees_in_onnx_runtime_at_example_and_fresh_shapes(pr
                     failures.append(f"{rule.id} at {label} shapes: {rule.src} => {rule.dst}")
                     break
     assert not failures, failures[:10]
-    assert fresh_checked >= 0.9 * len(proved)
+    # every rule of the default-set and matmul3d runs is checked at the fresh shapes too (the
+    # hand-written and --from rules use their own input names; they are checked at their own)
+    generated = {r.id for r in proved if not r.name and "from" not in r.provenance}
+    assert generated and generated <= fresh_checked, sorted(generated - fresh_checked)[:10]

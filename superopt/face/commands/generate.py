@@ -3,7 +3,8 @@
     superopt generate [--max-ops 3] [--max-weight-ops 0] [--ops MatMul,Add ...]
                       [--from MODEL.onnx ...]
                       [--workers N] [--seed S]
-                      [--timeout SEC] [--no-verify] [--keep-unproved] [--yes]
+                      [--timeout SEC] [--no-verify] [--keep-unproved]
+                      [--keep-self-concat] [--yes]
                       [--ray [ADDRESS] [--checkpoint-dir DIR] [--partitions P]] -o FILE
 
 `--max-ops` counts runtime operators; `--max-weight-ops W` lets a graph hold W operators that
@@ -12,10 +13,12 @@ exporter folds them) on top of those, so "two Convs => Split(Conv(t, Concat(k, j
 `--max-ops 2 --max-weight-ops 1`. Weight-only operators beyond W take runtime places, so
 `--max-weight-ops 0` is the plain operator count.
 
-With `--from`, the enumeration runs over the op configurations the given models use (their ops,
-attributes, ranks: `superopt.generator.from_model`) instead of TASO's fixed set, and leaves out
-rules that only duplicate another up to renaming or commutativity, or that concatenate a tensor
-with itself where no model does. Prints an estimate of the work first; a run estimated at
+Every run leaves out, before proving, the candidates that only repeat another up to renaming,
+and those that concatenate a tensor with itself (`Concat(?t, ?t)`: no export
+writes one; `superopt.generator.selection`). With `--from`, the enumeration runs over the op
+configurations the given models use (their ops, attributes, ranks:
+`superopt.generator.from_model`) instead of TASO's fixed set, and keeps self-concatenations
+when one of the models has one. Prints an estimate of the work first; a run estimated at
 over an hour needs `--yes`. Ctrl-C stops the enumeration early and still writes what was
 found, marked partial in the file's meta.
 
@@ -68,6 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SEC",
                    help="Z3 time limit per rule (default 10)")
+    p.add_argument("--keep-self-concat", action="store_true",
+                   help="keep rules whose patterns concatenate a tensor with itself "
+                        "(Concat(?t, ?t) and towers of it: no export writes them, so they are "
+                        "left out unless a --from model does that)")
     p.add_argument("--no-verify", action="store_true",
                    help="write the checked candidates unproved (proof result 'unverified')")
     p.add_argument("--keep-unproved", action="store_true",
@@ -139,11 +146,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--partitions must be at least 1, got {args.partitions}")
     verify_rules = None if args.no_verify else _verifier()
     ops = _parse_ops(args.ops)
-    keep = None
+    keep_self_concat = args.keep_self_concat
     if args.from_models:
         if args.ray is not None:
             raise UsageError("--from runs in one process; it does not take --ray yet")
-        universe, keep = _from_models(args, ops, console)
+        universe, model_concats_itself = _from_models(args, ops, console)
+        keep_self_concat = keep_self_concat or model_concats_itself
     else:
         universe = default_universe(ops)
     if args.ray is not None:
@@ -157,19 +165,26 @@ def run(args: argparse.Namespace) -> int:
     if seconds > HOUR and not args.yes:
         raise UsageError(f"{_budget_flags(args)} would take about {_duration(seconds)}; "
                          "pass --yes to run it anyway")
-    result = _run_generator(args, ops, workers, console, universe if keep else None)
-    rules = result.rules
-    meta = dict(result.meta)
-    if keep is not None:
-        rules, dropped = keep(rules)
-        meta["stages"] = {**meta["stages"], **{f"dropped: {k}": v for k, v in dropped.items()},
-                          "candidates kept": len(rules)}
+    result = _run_generator(args, ops, workers, console,
+                            universe if args.from_models else None)
+    rules, meta = _select(result.rules, dict(result.meta), keep_self_concat)
     if not args.no_verify and rules:
         rules, meta = _verify(verify_rules, args, rules, meta, workers, console)
     elif args.no_verify:
         meta["verification"] = "skipped (--no-verify)"
     _write(console, out, rules, meta)
     return 0
+
+
+def _select(rules: list, meta: dict, keep_self_concat: bool) -> tuple[list, dict]:
+    """Drop duplicates up to renaming and self-concatenations before the
+    verifier spends time on them (`superopt.generator.selection`); counts go to the meta."""
+    from superopt.generator.selection import select_rules
+
+    kept, dropped = select_rules(rules, keep_self_concat)
+    meta["stages"] = {**meta["stages"], **{f"dropped: {k}": v for k, v in dropped.items()},
+                      "candidates kept": len(kept)}
+    return kept, meta
 
 
 def _write(console, out: Path, rules: list, meta: dict) -> None:
@@ -209,7 +224,7 @@ def _run_on_ray(args, ops, universe, out: Path, console) -> int:
                                       max_weight_ops=args.max_weight_ops,
                                       partitions=args.partitions,
                                       checkpoint_dir=args.checkpoint_dir, progress=bar.update)
-            rules, meta = result.rules, dict(result.meta)
+            rules, meta = _select(result.rules, dict(result.meta), args.keep_self_concat)
             if not args.no_verify and rules:
                 rules, meta = _verify_on_ray(args, rules, meta, console)
             elif args.no_verify:
@@ -237,8 +252,9 @@ def _verify_on_ray(args, rules, meta, console):
 
 
 def _from_models(args, ops, console):
-    """The universe of the models' configurations, and the filter of the rules it yields."""
-    from superopt.generator.from_model import keep_for_models, model_universe
+    """The universe of the models' configurations, and whether one of the models concatenates
+    a tensor with itself (then the rules that do so are kept)."""
+    from superopt.generator.from_model import model_universe
 
     paths = args.from_models
     for path in paths:
@@ -252,7 +268,7 @@ def _from_models(args, ops, console):
     if getattr(args, "verbose", False):
         for c in configs:
             console.print(f"  {c.text()}", markup=False)
-    return universe, lambda rules: keep_for_models(rules, facts)
+    return universe, bool(facts.get("self_concat"))
 
 
 def _run_generator(args, ops, workers, console, universe=None):

@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="where to write the imported rules (superopt-rules/2)")
     add_verbosity(imp)
     imp.set_defaults(func=run_import)
-    merge = sub.add_parser("merge", help="join rules files into one (duplicates by id once)")
+    merge = sub.add_parser("merge", help="join rules files into one (rules equal up to "
+                                         "renaming once)")
     merge.add_argument("files", nargs="+", metavar="FILE", help="rules files to join")
     merge.add_argument("-o", "--output", required=True, metavar="FILE.json",
                        help="where to write the joined rules (atomically)")
@@ -302,19 +303,30 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    """Union of several rules files; each file's meta is kept under "parts"."""
-    from superopt.core.rules import save_rules
+    """Union of several rules files; each file's meta is kept under "parts". A rule equal to
+    an earlier one up to renaming (`rule_key`) is kept once; of the two, a proved rule wins over an unproved one, then a named rule (a
+    hand-written family's) over an unnamed one, for its name."""
+    from superopt.core.rules import rule_key, save_rules
 
-    rules: dict[str, object] = {}
+    rules: dict[str, object] = {}  # rule_key -> rule, in first-seen order
     parts = []
+    duplicates = 0
     for path in args.files:
         rs = _load(path)
         parts.append({"file": Path(path).name, "rules": len(rs.rules), **rs.meta})
         for r in rs.rules:
-            rules.setdefault(r.id, r)
+            key = rule_key(r)
+            if key not in rules:
+                rules[key] = r
+                continue
+            duplicates += 1
+            old = rules[key]
+            if (r.proved, bool(r.name)) > (old.proved, bool(old.name)):
+                rules[key] = r
     save_rules(list(rules.values()), Path(args.output), {"merged": parts})
     if not args.quiet:
-        print(f"wrote {args.output}: {len(rules)} rules from {len(args.files)} files")
+        extra = f" ({duplicates} duplicates left out)" if duplicates else ""
+        print(f"wrote {args.output}: {len(rules)} rules from {len(args.files)} files{extra}")
     return 0
 
 
