@@ -304,8 +304,8 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_merge(args: argparse.Namespace) -> int:
     """Union of several rules files; each file's meta is kept under "parts". A rule equal to
-    an earlier one up to renaming (`rule_key`) is kept once; of the two, a proved rule wins over an unproved one, then a named rule (a
-    hand-written family's) over an unnamed one, for its name."""
+    an earlier one up to renaming (`rule_key`) is kept once; of the two, a proved rule wins
+    over an unproved one, then a named rule (a hand-written family's) over an unnamed one."""
     from superopt.core.rules import rule_key, save_rules
 
     rules: dict[str, object] = {}  # rule_key -> rule, in first-seen order
