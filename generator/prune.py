@@ -24,12 +24,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from superopt.core.pattern import Pattern, PNode, PVar, evaluate
+from superopt.core.pattern import VAR_REF, Pattern, PNode, PVar, evaluate
 from superopt.generator.candidates import Candidate
 from superopt.generator.enumeration import Enumerator
 from superopt.generator.opset import InputSpec
 
-_VAR = re.compile(r"\?(\w+)")
 RTOL = 1e-7
 
 
@@ -48,7 +47,7 @@ def renaming_key(src: list[str], dst: list[str], kinds: Mapping[str, str]) -> st
             names[v] = f"{kind}{sum(1 for n in names.values() if n.startswith(kind))}"
         return "?" + names[v]
 
-    return _VAR.sub(rename, " | ".join(src) + " => " + " | ".join(dst))
+    return VAR_REF.sub(rename, " | ".join(src) + " => " + " | ".join(dst))
 
 
 def specializations(src: list[str], dst: list[str], kinds: Mapping[str, str],
@@ -61,7 +60,7 @@ def specializations(src: list[str], dst: list[str], kinds: Mapping[str, str],
     ...        "b": (4, 4)}))
     ['(MatMul (MatMul ?tensor0 ?weight0) ?weight0) => (MatMul ?tensor0 (MatMul ?weight0 ?weight0))']
     """
-    names = sorted(set(_VAR.findall(" ".join(src + dst))))
+    names = sorted(set(VAR_REF.findall(" ".join(src + dst))))
     out = set()
     for i, u in enumerate(names):
         for v in names[i + 1:]:

@@ -24,14 +24,22 @@ Example:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from onnx import TensorProto
 
 from superopt.core.ir import Graph, Node, Value
-from superopt.core.pattern import Bindings, Pattern, PatternError, PNode, PVar, build, match
+from superopt.core.pattern import (
+    VAR_REF,
+    Bindings,
+    Pattern,
+    PatternError,
+    PNode,
+    PVar,
+    build,
+    match,
+)
 from superopt.core.rules import Rule
 
 # Element types a rewrite may touch: rules are proved over reals, so only float tensors.
@@ -151,7 +159,6 @@ def find_matches(graph: Graph, rule: Rule, *, by_op: dict[str, list[Node]] | Non
 
 
 _SYMMETRIC: dict[str, bool] = {}
-_VAR_RE = re.compile(r"\?(\w+)")
 
 
 def symmetric_sources(rule: Rule) -> bool:
@@ -163,13 +170,13 @@ def symmetric_sources(rule: Rule) -> bool:
         texts = [str(p) for p in rule.src]
         counts: dict[str, int] = {}
         for t in texts:
-            for v in set(_VAR_RE.findall(t)):
+            for v in set(VAR_REF.findall(t)):
                 counts[v] = counts.get(v, 0) + 1
         shared = {v for v, n in counts.items() if n > 1}
 
         def canonical(text: str) -> str:  # own variables renamed in order of appearance
             own: dict[str, str] = {}
-            return _VAR_RE.sub(lambda m: "?" + (m.group(1) if m.group(1) in shared else
+            return VAR_REF.sub(lambda m: "?" + (m.group(1) if m.group(1) in shared else
                                                 own.setdefault(m.group(1), f"_{len(own)}")),
                                text)
 

@@ -38,6 +38,12 @@ def rule(src: list[str], dst: list[str], vars: dict, example: dict, name: str,
                      provenance=PROVENANCE)
 
 
+def binary(op: str, t: str, other: str, other_first: bool) -> str:
+    """`(op t other)`, or `(op other t)`: the matcher binds operands in the order written, and
+    exporters write both, so the families state each order of an Add or Mul."""
+    return f"({op} {other} {t})" if other_first else f"({op} {t} {other})"
+
+
 def bn_folds() -> list[Rule]:
     """BatchNormalization after a Conv of any dilation, group, pads and strides, with or without
     a bias:
@@ -70,8 +76,7 @@ def linear_merges() -> list[Rule]:
         example = {"x": (2, 2, 3, 4)[-r:], "w1": (4, 5), "w2": (4, 6), "b1": (5,), "b2": (6,)}
         for first1 in (True, False):
             for first2 in (True, False):
-                src = [f"(Add (MatMul ?x ?w{k}) ?b{k})" if first else
-                       f"(Add ?b{k} (MatMul ?x ?w{k}))"
+                src = [binary("Add", f"(MatMul ?x ?w{k})", f"?b{k}", not first)
                        for k, first in ((1, first1), (2, first2))]
                 out.append(rule(
                     src, dst, {"x": T(r), "w1": W(2), "w2": W(2), "b1": W(1), "b2": W(1)},
@@ -95,8 +100,7 @@ def three_way_merges() -> list[Rule]:
                         {"x": T(r), **vars3}, example, "matmul-merge-3"))
         merged = f"(Add {mm} (Concat[axis=0] ?b1 ?b2 ?b3))"
         for first in (True, False):
-            src = [f"(Add (MatMul ?x ?w{k}) ?b{k})" if first else f"(Add ?b{k} (MatMul ?x ?w{k}))"
-                   for k in (1, 2, 3)]
+            src = [binary("Add", f"(MatMul ?x ?w{k})", f"?b{k}", not first) for k in (1, 2, 3)]
             out.append(rule(
                 src, [f"(Split{'.' + str(k) if k else ''}[{split}] {merged})" for k in range(3)],
                 {"x": T(r), **vars3, "b1": W(1), "b2": W(1), "b3": W(1)},
@@ -199,18 +203,16 @@ def scale_folds() -> list[Rule]:
     ex = {"x": (2, 4, 6, 6), "w": (4, 2, 3, 3), "b": (4,), "c": (4, 1, 1)}
     out = []
     for c_first in (False, True):
-        def mul(t: str, other: str, first: bool = c_first) -> str:
-            return f"(Mul {other} {t})" if first else f"(Mul {t} {other})"
-        out.append(rule([mul(f"({conv} ?x ?w)", "?c")],
+        out.append(rule([binary("Mul", f"({conv} ?x ?w)", "?c", c_first)],
                         [f"({conv} ?x (ScaleAxis0 ?w ?c))"],
                         {"x": T(4), "w": W(4), "c": W(3)}, {k: ex[k] for k in "xwc"},
                         "conv-channel-scale-fold", per_channel))
-        out.append(rule([mul(f"({conv} ?x ?w ?b)", "?c")],
+        out.append(rule([binary("Mul", f"({conv} ?x ?w ?b)", "?c", c_first)],
                         [f"({conv} ?x (ScaleAxis0 ?w ?c) (ScaleAxis0 ?b ?c))"],
                         {"x": T(4), "w": W(4), "b": W(1), "c": W(3)}, ex,
                         "conv-channel-scale-fold", per_channel))
         for r in (2, 3, 4):
-            out.append(rule([f"(MatMul {mul('?n', '?g')} ?w)"],
+            out.append(rule([f"(MatMul {binary('Mul', '?n', '?g', c_first)} ?w)"],
                             ["(MatMul ?n (ScaleAxis0 ?w ?g))"],
                             {"n": T(r), "g": W(1), "w": W(2)},
                             {"n": (2, 2, 3, 4)[-r:], "g": (4,), "w": (4, 5)},
@@ -228,23 +230,17 @@ def linear_channel_scale_folds() -> list[Rule]:
     out = []
     cols = ("shape(?g)[0] == shape(?w)[1]",)
     bias = ("shape(?b)[0] == shape(?w)[1]",)
-
-    def mul(t: str, g: str, g_first: bool) -> str:
-        return f"(Mul {g} {t})" if g_first else f"(Mul {t} {g})"
-
-    def add(t: str, b: str, b_first: bool) -> str:
-        return f"(Add {b} {t})" if b_first else f"(Add {t} {b})"
-
     for g_first in (False, True):
         for r in (2, 3, 4):
             ex = {"x": (2, 2, 3, 5)[-r:], "w": (5, 6), "b": (6,), "g": (6,)}
-            out.append(rule([mul("(MatMul ?x ?w)", "?g", g_first)], ["(MatMul ?x (Mul ?w ?g))"],
+            out.append(rule([binary("Mul", "(MatMul ?x ?w)", "?g", g_first)],
+                            ["(MatMul ?x (Mul ?w ?g))"],
                             {"x": T(r), "w": W(2), "g": W(1)}, {k: ex[k] for k in "xwg"},
                             "linear-channel-scale-fold", cols))
             for b_first in (False, True):
                 out.append(rule(
-                    [mul(add("(MatMul ?x ?w)", "?b", b_first), "?g", g_first)],
-                    [add("(MatMul ?x (Mul ?w ?g))", "(Mul ?b ?g)", b_first)],
+                    [binary("Mul", binary("Add", "(MatMul ?x ?w)", "?b", b_first), "?g", g_first)],
+                    [binary("Add", "(MatMul ?x (Mul ?w ?g))", "(Mul ?b ?g)", b_first)],
                     {"x": T(r), "w": W(2), "b": W(1), "g": W(1)}, ex,
                     "linear-channel-scale-fold", cols + bias))
         # ConvNeXt: Mul(c, Transpose[0, 3, 1, 2](MatMul + bias)), c of shape (C, 1, 1)
@@ -257,9 +253,10 @@ def linear_channel_scale_folds() -> list[Rule]:
         # (with the bias only, as nn.Linear writes it: the prover does not close the bias-free
         # form, whose quantifier instantiation takes another path)
         for b_first in (False, True):
+            linear = binary("Add", "(MatMul ?x ?w)", "?b", b_first)
+            folded = binary("Add", f"(MatMul ?x {wq})", f"(Mul ?b {q})", b_first)
             out.append(rule(
-                [mul(f"({nchw} {add('(MatMul ?x ?w)', '?b', b_first)})", "?g", g_first)],
-                [f"({nchw} {add(f'(MatMul ?x {wq})', f'(Mul ?b {q})', b_first)})"],
+                [binary("Mul", f"({nchw} {linear})", "?g", g_first)], [f"({nchw} {folded})"],
                 {"x": T(4), "w": W(2), "b": W(1), "g": W(3)}, ex,
                 "linear-channel-scale-fold", per_channel + bias))
     return out

@@ -175,6 +175,10 @@ def _fmt(v: AttrValue) -> str:
     return str(v)
 
 
+#: a variable or parameter reference in pattern or condition text: `?x` -> "x"
+VAR_REF = re.compile(r"\?(\w+)")
+
+
 # ---------------------------------------------------------------------------------------------
 # parsing
 

@@ -67,7 +67,6 @@ import hashlib
 import itertools
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +76,7 @@ from superopt.core.errors import OutputError, RulesError
 from superopt.core.ir import Value
 from superopt.core.pattern import (
     PARAM_TYPES,
+    VAR_REF,
     Bindings,
     Param,
     Pattern,
@@ -443,9 +443,6 @@ def content_id(src: Sequence[Pattern], dst: Sequence[Pattern], conditions: Itera
     return "r" + hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-_VAR_REF = re.compile(r"\?(\w+)")
-
-
 def _canonical(p: Pattern, names: Mapping[str, str]) -> str:
     """Pattern text with variables renamed by `names`."""
     if isinstance(p, PVar):
@@ -459,7 +456,7 @@ def _canonical(p: Pattern, names: Mapping[str, str]) -> str:
 
 
 def _rename_refs(text: str, names: Mapping[str, str]) -> str:
-    return _VAR_REF.sub(lambda m: "?" + names.get(m.group(1), m.group(1)), text)
+    return VAR_REF.sub(lambda m: "?" + names.get(m.group(1), m.group(1)), text)
 
 
 def rule_key(rule: Rule) -> str:
