@@ -122,3 +122,22 @@ def test_bad_from_arguments_one_line_exit_2(tmp_path, capsys, argv, phrase):
     rc = main(["generate", *argv, "-o", str(tmp_path / "r.json")])
     err = capsys.readouterr().err
     assert rc == 2 and phrase in err and "Traceback" not in err
+
+
+def test_rule_key_renames_dim_references_too():
+    """`split=(dim(?v,2), dim(?z,2))` names the variables as well: two rules that differ only by
+    swapping ?v and ?z everywhere are one rule (the shipped build had one such pair from the
+    rank-3 MatMul preset and the zoo run)."""
+    v = {"v": {"kind": "tensor", "rank": 3}, "z": {"kind": "tensor", "rank": 3}}
+    ex = {"v": (2, 2, 4), "z": (2, 2, 4)}
+
+    def split_swap(a: str, b: str) -> Rule:
+        split = f"axis=2, split=(dim(?{a},2), dim(?{b},2))"
+        back = f"axis=2, split=(dim(?{b},2), dim(?{a},2))"
+        return Rule.make([f"(Split[{split}] (Concat[axis=2] ?{a} ?{b}))",
+                          f"(Split.1[{split}] (Concat[axis=2] ?{a} ?{b}))"],
+                         [f"(Split.1[{back}] (Concat[axis=2] ?{b} ?{a}))",
+                          f"(Split[{back}] (Concat[axis=2] ?{b} ?{a}))"], v, example=ex)
+
+    one, other = split_swap("v", "z"), split_swap("z", "v")
+    assert one.id != other.id and rule_key(one) == rule_key(other)

@@ -82,7 +82,6 @@ from superopt.core.pattern import (
     Pattern,
     PatternError,
     PNode,
-    PVar,
     check_ops,
     param_fits,
     param_types,
@@ -443,26 +442,15 @@ def content_id(src: Sequence[Pattern], dst: Sequence[Pattern], conditions: Itera
     return "r" + hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def _canonical(p: Pattern, names: Mapping[str, str]) -> str:
-    """Pattern text with variables renamed by `names`."""
-    if isinstance(p, PVar):
-        return "?" + names.get(p.name, p.name)
-    if not isinstance(p, PNode):
-        return str(p)
-    head = p.op + (f".{p.out}" if p.out else "")
-    attrs = ", ".join(f"{k}={v}" for k, v in p.attrs)
-    args = " ".join(_canonical(a, names) for a in p.args)
-    return f"({head}{'[' + attrs + ']' if attrs else ''} {args})"
-
-
 def _rename_refs(text: str, names: Mapping[str, str]) -> str:
     return VAR_REF.sub(lambda m: "?" + names.get(m.group(1), m.group(1)), text)
 
 
 def rule_key(rule: Rule) -> str:
     """The same key for rules that differ only by variable renaming (within a kind and rank):
-    the least text over the renamings. Conditions and parameter classes are part of it, so a
-    rule with a narrower condition is not taken for the general one.
+    the least text over the renamings. Every reference is renamed, `dim(?w, 1)` attributes
+    included. Conditions and parameter classes are part of it, so a rule with a narrower
+    condition is not taken for the general one.
 
     The argument order of Add/Mul is kept: the matcher matches operands in the order written
     and checks variable classes after binding, so `Add(?t, ?c)` with `?c` a scalar and
@@ -471,13 +459,13 @@ def rule_key(rule: Rule) -> str:
     for v in sorted(rule.vars):
         groups.setdefault((rule.vars[v], rule.ranks.get(v)), []).append(v)
     tail = " params " + " ".join(f"?{k}:{t}" for k, t in sorted(rule.params.items()))
+    patterns = " | ".join(map(str, rule.src)) + " => " + " | ".join(map(str, rule.dst))
     best = None
     for perm in itertools.product(*(itertools.permutations(vs) for vs in groups.values())):
         names = {old: f"{kind}{rank}_{i}" for (kind, rank), vs, new in
                  zip(groups, groups.values(), perm) for i, old in enumerate(new)}
         conds = sorted(_rename_refs(c, names) for c in rule.conditions)
-        text = " | ".join(_canonical(p, names) for p in rule.src) + " => " + \
-            " | ".join(_canonical(p, names) for p in rule.dst) + " if " + " and ".join(conds)
+        text = _rename_refs(patterns, names) + " if " + " and ".join(conds)
         if best is None or text < best:
             best = text
         if sum(len(vs) for vs in groups.values()) > 6:
