@@ -4,10 +4,9 @@ Two kinds of candidate are left out. Rules whose patterns concatenate a tensor w
 `Concat(?t, ?t)` and towers of it: no exporter writes such a Concat unless the model itself
 repeats a tensor, so those rules match nothing real, and they were 1,110 of the default run's
 3,842 candidates (rules_db/README.md). And a rule equal to a kept one up to renaming variables
-within a kind and rank (`superopt.core.rules.rule_key`): TASO's renaming pruning leaves none
-within a default run, so this is a safety net for `--from` universes. Both are dropped before
-the verifier runs: proof time is most of a generation run's time. Add/Mul operand orders are
-different rules (`rule_key` says why).
+within a kind and rank and the operand order of Add/Mul (`superopt.core.rules.rule_key`): the
+matcher tries both orders of an Add or Mul, so such a twin matches nothing the kept rule does
+not. Both are dropped before the verifier runs: proof time is most of a generation run's time.
 
 `superopt generate` applies this to every run; with `--from`, a self-concatenation is kept when
 one of the models concatenates a tensor with itself, and `--keep-self-concat` keeps them always.
@@ -23,7 +22,7 @@ from superopt.core.rules import Rule, rule_key
 __all__ = ["self_concatenates", "select_rules"]
 
 SELF_CONCATENATION = "self-concatenation"
-DUPLICATE = "renaming duplicates"
+DUPLICATE = "duplicates (renaming, operand order)"
 
 
 def self_concatenates(p: Pattern) -> bool:
@@ -37,8 +36,8 @@ def self_concatenates(p: Pattern) -> bool:
 
 def select_rules(rules: Sequence[Rule], keep_self_concat: bool = False
                  ) -> tuple[list[Rule], dict[str, int]]:
-    """The rules a database keeps, in order: the first of each set equal up to renaming, and
-    none with a self-concatenation in either pattern unless
+    """The rules a database keeps, in order: the first of each set equal up to renaming and
+    Add/Mul operand order, and none with a self-concatenation in either pattern unless
     `keep_self_concat`. Returns (kept, counts dropped by reason)."""
     kept, seen = [], set()
     dropped = {SELF_CONCATENATION: 0, DUPLICATE: 0}

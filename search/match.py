@@ -1,8 +1,10 @@
 """Rule matching: find every site where a rule's source patterns match a Graph, and apply it.
 
-A rule with several source patterns (a multi-output rule, e.g. two MatMuls sharing `?x`) matches
-only where all of its patterns match jointly with consistent variable bindings. Matching never
-goes into opaque nodes (an opaque node's op is never a registry op) and only binds float tensors.
+Add and Mul match in either operand order (`superopt.core.pattern.each_match`), so one rule
+covers `x + c` and `c + x`. A rule with several source patterns (a multi-output rule, e.g. two
+MatMuls sharing `?x`) matches only where all of its patterns match jointly with consistent
+variable bindings. Matching never goes into opaque nodes (an opaque node's op is never a
+registry op) and only binds float tensors.
 
 Applying a match builds the target patterns with `superopt.core.pattern.build`, checks that each new
 value has exactly the type of the value it replaces, and swaps them in with
@@ -38,7 +40,10 @@ from superopt.core.pattern import (
     PNode,
     PVar,
     build,
-    match,
+    commuted_forms,
+    each_match,
+    input_orders,
+    match_node,
 )
 from superopt.core.rules import Rule
 
@@ -136,23 +141,34 @@ def find_matches(graph: Graph, rule: Rule, *, by_op: dict[str, list[Node]] | Non
     """Every site where all of `rule`'s source patterns match and `check_site` accepts the
     bindings (classes, parameter types, conditions, float tensors).
 
+    Add and Mul match in either operand order (`each_match`); a site the two orders both
+    match is one match, the first order `check_site` accepts: the rewrites differ only by the
+    order of operands of a commutative op, at the same cost.
+
     `by_op` is `nodes_by_op(graph)`, passed when many rules are matched against one graph.
     """
     by_op = nodes_by_op(graph) if by_op is None else by_op
     out: list[Match] = []
     symmetric = symmetric_sources(rule)
-    sites: set[frozenset[Value]] = set()
+    commutes = any(p.commutes for p in rule.src)
+    sites: set[tuple] = set()
     for bindings, roots in _joint_matches(graph, rule.src, by_op, Bindings()):
-        if symmetric:
-            # The same sources in another order: the same rewrite up to the order of a
-            # Concat, at the same cost (a 3-way merge of 8 projections: 336 orders, 56 sites).
-            site = frozenset(roots)
-            if site in sites:
-                continue
-            sites.add(site)
-        if check_site(rule, bindings, roots) is not None:
+        # The same sources in another order (symmetric sources): the same rewrite up to the
+        # order of a Concat, at the same cost (a 3-way merge of 8 projections: 336 orders,
+        # 56 sites), accepted or refused alike. Other operand orders of Add/Mul binding the
+        # same values: the same rewrite, but class checks may refuse one order and accept the
+        # other, so only an accepted one closes the site.
+        site = (frozenset(roots) if symmetric else tuple(roots),
+                frozenset(bindings.tensors.values()) if commutes else None)
+        if site in sites:
             continue
-        out.append(Match(rule, bindings, tuple(roots), tuple(_covered(rule.src, roots))))
+        if check_site(rule, bindings, roots) is not None:
+            if not commutes:
+                sites.add(site)
+            continue
+        sites.add(site)
+        out.append(Match(rule, bindings.copy(), tuple(roots),
+                         tuple(_covered(rule.src, roots, bindings))))
         if limit is not None and len(out) >= limit:
             break
     return out
@@ -163,16 +179,18 @@ _SYMMETRIC: dict[str, bool] = {}
 
 def symmetric_sources(rule: Rule) -> bool:
     """Whether the rule's source patterns are one pattern written several times, with only the
-    variables they share in common (`(Add (MatMul ?x ?w1) ?b1)`, `(Add (MatMul ?x ?w2) ?b2)`):
-    then every order of the same matched values is the same rewrite."""
+    variables they share in common (`(Add (MatMul ?x ?w1) ?b1)`, `(Add ?b2 (MatMul ?x ?w2))`:
+    Add/Mul operands in any order): then every order of the same matched values is the same
+    rewrite."""
     hit = _SYMMETRIC.get(rule.id)
     if hit is None:
-        texts = [str(p) for p in rule.src]
         counts: dict[str, int] = {}
-        for t in texts:
-            for v in set(VAR_REF.findall(t)):
+        for p in rule.src:
+            for v in p.variables():
                 counts[v] = counts.get(v, 0) + 1
         shared = {v for v, n in counts.items() if n > 1}
+        classes = {v: v if v in shared else f"_{rule.vars.get(v)}{rule.ranks.get(v)}"
+                   for v in counts}
 
         def canonical(text: str) -> str:  # own variables renamed in order of appearance
             own: dict[str, str] = {}
@@ -180,8 +198,9 @@ def symmetric_sources(rule: Rule) -> bool:
                                                 own.setdefault(m.group(1), f"_{len(own)}")),
                                text)
 
-        canon = {canonical(t) for t in texts}
-        hit = _SYMMETRIC[rule.id] = len(texts) > 1 and len(canon) == 1
+        canon = {min(canonical(str(x)) for x in commuted_forms(p, classes)[1])
+                 for p in rule.src}
+        hit = _SYMMETRIC[rule.id] = len(rule.src) > 1 and len(canon) == 1
     return hit
 
 
@@ -214,6 +233,8 @@ def _candidate_values(graph: Graph, p: PNode, by_op: dict[str, list[Node]],
 
 def _joint_matches(graph: Graph, patterns: Sequence[Pattern], by_op: dict[str, list[Node]],
                    b: Bindings) -> Iterator[tuple[Bindings, list[Value]]]:
+    """Every joint match of the patterns, extending b. Yields b itself (see `each_match`):
+    copy it to keep it past the next step."""
     if not patterns:
         yield b, []
         return
@@ -224,29 +245,60 @@ def _joint_matches(graph: Graph, patterns: Sequence[Pattern], by_op: dict[str, l
         if v in seen:
             continue
         seen.add(v)
-        b2 = b.copy()
-        if not match(head, v, b2):
+        node = v.node  # has head's op and output (`_candidate_values`)
+        assert node is not None
+        if len(node.inputs) != len(head.args):
             continue
-        for b3, rest in _joint_matches(graph, patterns[1:], by_op, b2):
-            if v in rest:
-                continue  # two source patterns on one value: not a multi-output site
-            yield b3, [v, *rest]
+        if head.args_commute:  # operands that match in several ways: the generator
+            for _ in each_match(head, v, b):
+                yield from _joint_rest(graph, patterns, by_op, b, v)
+            continue
+        # the common case, without a generator per candidate (the search's hot loop)
+        for inputs in input_orders(head, node):
+            mark = b.mark()
+            if match_node(head, node, inputs, b):
+                yield from _joint_rest(graph, patterns, by_op, b, v)
+            b.undo(mark)
 
 
-def _covered(patterns: Sequence[Pattern], roots: Sequence[Value]) -> list[Node]:
-    """The graph nodes covered by the source patterns (after a successful match)."""
+def _joint_rest(graph: Graph, patterns: Sequence[Pattern], by_op: dict[str, list[Node]],
+                b: Bindings, v: Value) -> Iterator[tuple[Bindings, list[Value]]]:
+    """The joint matches of patterns[1:] once patterns[0] matched at v."""
+    if len(patterns) == 1:
+        yield b, [v]
+        return
+    for b3, rest in _joint_matches(graph, patterns[1:], by_op, b):
+        if v in rest:
+            continue  # two source patterns on one value: not a multi-output site
+        yield b3, [v, *rest]
+
+
+def _covered(patterns: Sequence[Pattern], roots: Sequence[Value], b: Bindings) -> list[Node]:
+    """The graph nodes covered by the source patterns under the bindings b of a successful
+    match, in pattern order: at an Add/Mul, the operand order the bindings fit."""
     out: dict[Node, None] = {}
 
     def walk(p: Pattern, v: Value) -> None:
         if isinstance(p, PNode) and v.node is not None:
             out.setdefault(v.node)
-            for sub, arg in zip(p.args, v.node.inputs):
+            inputs = v.node.inputs
+            if p.commutes and len(inputs) == 2 and not _fits(p.args, inputs, b):
+                inputs = (inputs[1], inputs[0])
+            for sub, arg in zip(p.args, inputs):
                 if arg is not None:
                     walk(sub, arg)
 
     for p, v in zip(patterns, roots):
         walk(p, v)
     return list(out)
+
+
+def _fits(args: Sequence[Pattern], inputs: Sequence[Value | None], b: Bindings) -> bool:
+    """Whether each pattern matches its input under (a copy of) the complete bindings b."""
+    for sub, arg in zip(args, inputs):
+        if arg is None or next(each_match(sub, arg, b.copy()), None) is None:
+            return False
+    return True
 
 
 def _non_float(b: Bindings, roots: Sequence[Value]) -> str | None:
@@ -302,7 +354,7 @@ def _check_multi_output(graph: Graph, m: Match, dst_values: Sequence[Value]) -> 
     tie the new nodes into a loop through the old ones)."""
     for i in range(len(m.rule.src)):
         others = set(_covered([q for j, q in enumerate(m.rule.src) if j != i],
-                              [v for j, v in enumerate(m.roots) if j != i]))
+                              [v for j, v in enumerate(m.roots) if j != i], m.bindings))
         if m.roots[i].node in others:
             raise Refused(f"source output {i} lies inside another source pattern's match")
     downstream = _downstream(graph, m.roots)
@@ -381,25 +433,27 @@ def _explain_site(graph: Graph, rule: Rule, node: Node, by_op: dict[str, list[No
     if head.out >= len(node.outputs):
         return f"output {head.out} does not exist"
     v = node.outputs[head.out]
-    b = Bindings()
-    if not match(head, v, b):
-        return f"source pattern {head} does not match here"
     reasons: list[str] = []
-    found = False
-    for bindings, rest in _joint_matches(graph, rule.src[1:], by_op, b):
-        if v in rest:
-            continue
-        found = True
-        roots = [v, *rest]
-        why = check_site(rule, bindings, roots)
-        if why is None:
-            m = Match(rule, bindings, tuple(roots), tuple(_covered(rule.src, roots)))
-            try:
-                apply_match(graph, m)
-                return "fires"
-            except Refused as e:
-                why = str(e)
-        reasons.append(why)
+    matched = found = False
+    for _ in each_match(head, v, b := Bindings()):
+        matched = True
+        for bindings, rest in _joint_matches(graph, rule.src[1:], by_op, b):
+            if v in rest:
+                continue
+            found = True
+            roots = [v, *rest]
+            why = check_site(rule, bindings, roots)
+            if why is None:
+                m = Match(rule, bindings.copy(), tuple(roots),
+                          tuple(_covered(rule.src, roots, bindings)))
+                try:
+                    apply_match(graph, m)
+                    return "fires"
+                except Refused as e:
+                    why = str(e)
+            reasons.append(why)
+    if not matched:
+        return f"source pattern {head} does not match here"
     if not found:
         return "the other source patterns find no partner sharing its variables"
     return "; ".join(dict.fromkeys(reasons))

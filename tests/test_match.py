@@ -274,3 +274,110 @@ def test_the_id_covers_the_classes():
     proved2 = r2.with_proof({"result": "proved"})
     assert proved2.proof["classes"] == {"x": "rank 2"} and proved2.proved
     assert not Rule(**{**proved2.__dict__, "ranks": {"x": 3}}).proved
+
+
+# ---------------------------------------------------------------------------------------------
+# Add and Mul match in either operand order: one rule covers `x + c` and `c + x`
+
+BIAS_SCALE = Rule.make(  # (x·W + b)·g with per-column b and g: the bias Add and scale Mul commute
+    ["(Mul (Add (MatMul ?x ?w) ?b) ?g)"],
+    ["(Add (MatMul ?x (Mul ?w ?g)) (Mul ?b ?g))"],
+    {"x": {"kind": "tensor", "rank": 2}, "w": {"kind": "weight", "rank": 2},
+     "b": {"kind": "weight", "rank": 1}, "g": {"kind": "weight", "rank": 1}},
+    conditions=("shape(?g)[0] == shape(?w)[1]", "shape(?b)[0] == shape(?w)[1]"), proof=PROVED)
+
+
+def _run(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    vals: dict = {v: feeds[v.name] for v in graph.inputs}
+    for n in graph.nodes:
+        ins = [vals.get(v, v.array) for v in n.inputs]
+        for o, a in zip(n.outputs, get_op(n.op).compute(n.attr_dict, ins)):
+            vals[o] = a
+    return [vals.get(v, v.array) for v in graph.output_values]
+
+
+@pytest.mark.parametrize("bias_first,scale_first", [(False, False), (True, False),
+                                                   (False, True), (True, True)])
+def test_one_rule_matches_every_operand_order_of_add_and_mul(bias_first, scale_first):
+    x = Value.input("x", TensorType(FLOAT, (3, 4)))
+    mm = Node.make("MatMul", {}, [x, w((4, 5), "W")], name="mm").outputs[0]
+    b, g = w((5,), "b", 1), w((5,), "g", 2)
+    add = Node.make("Add", {}, [b, mm] if bias_first else [mm, b], name="add").outputs[0]
+    mul = Node.make("Mul", {}, [g, add] if scale_first else [add, g], name="mul").outputs[0]
+    graph = Graph([x], [("y", mul)])
+    [m] = find_matches(graph, BIAS_SCALE)
+    assert m.bindings.tensors["b"] is b and m.bindings.tensors["g"] is g
+    assert sorted(m.matched_names) == ["add", "mm", "mul"]
+    assert explain(graph, BIAS_SCALE) == ["node mul: fires"]
+    new = apply_match(graph, m).graph
+    feeds = {"x": np.random.default_rng(4).standard_normal((3, 4)).astype(np.float32)}
+    np.testing.assert_allclose(_run(new, feeds)[0], _run(graph, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_classes_are_checked_on_each_operand_order():
+    """`(Add ?t ?c)` with ?c a scalar weight: at Add(c, x) the written order binds ?c to the
+    runtime x and is refused; the other order is the match."""
+    scalar = Rule.make(["(Relu (Add ?t ?c))"], ["(Relu (Add ?c ?t))"],
+                       {"t": {"kind": "tensor", "rank": 2}, "c": {"kind": "weight", "rank": 0}},
+                       proof=PROVED)
+    x = Value.input("x", TensorType(FLOAT, (2, 3)))
+    c = w((), "c")
+    add = Node.make("Add", {}, [c, x], name="add").outputs[0]
+    graph = Graph([x], [("y", Node.make("Relu", {}, [add], name="relu").outputs[0])])
+    [m] = find_matches(graph, scalar)
+    assert m.bindings.tensors == {"t": x, "c": c}
+    y = Value.input("y", TensorType(FLOAT, (2, 3)))  # two runtime operands: no order fits
+    add2 = Node.make("Add", {}, [y, x], name="add").outputs[0]
+    graph2 = Graph([x, y], [("y", Node.make("Relu", {}, [add2], name="relu").outputs[0])])
+    assert find_matches(graph2, scalar) == []
+    assert explain(graph2, scalar) == ["node relu: ?c must be a constant weight"]
+
+
+def test_a_site_both_orders_match_is_one_match_with_the_nodes_it_covers():
+    """`(Add (Relu ?a) (Relu ?b))` at Add(Relu(p), Relu(q)) matches both ways over the same
+    nodes: one match (the rewrites differ only by operand order). `(Add (Relu ?a) ?b)` there
+    matches twice, over different nodes. At Add(s, Relu(p)) with s computed by a Sigmoid, the
+    match covers the Add and Relu(p), not the node that computes ?b."""
+    t2 = {"kind": "tensor", "rank": 2}
+    both_relu = Rule.make(["(Add (Relu ?a) (Relu ?b))"], ["(Add (Relu ?b) (Relu ?a))"],
+                          {"a": t2, "b": t2}, proof=PROVED)
+    one_relu = Rule.make(["(Add (Relu ?a) ?b)"], ["(Add ?b (Relu ?a))"], {"a": t2, "b": t2},
+                         proof=PROVED)
+    p = Value.input("p", TensorType(FLOAT, (2, 3)))
+    q = Value.input("q", TensorType(FLOAT, (2, 3)))
+    rp = Node.make("Relu", {}, [p], name="rp").outputs[0]
+    rq = Node.make("Relu", {}, [q], name="rq").outputs[0]
+    both = Graph([p, q], [("y", Node.make("Add", {}, [rp, rq], name="add").outputs[0])])
+    [m] = find_matches(both, both_relu)
+    assert sorted(m.matched_names) == ["add", "rp", "rq"]
+    assert sorted(sorted(m.matched_names) for m in find_matches(both, one_relu)) == [
+        ["add", "rp"], ["add", "rq"]]
+    other = Node.make("Sigmoid", {}, [q], name="sq").outputs[0]
+    swapped = Graph([p, q], [("y", Node.make("Add", {}, [other, rp], name="add").outputs[0])])
+    [m] = find_matches(swapped, one_relu)
+    assert m.bindings.tensors == {"a": p, "b": other}
+    assert sorted(m.matched_names) == ["add", "rp"]
+
+
+def test_rule_key_merges_operand_orders_and_symmetric_sources_see_through_them():
+    from superopt.core.rules import rule_key
+    from superopt.search.match import symmetric_sources
+
+    v = {"x": {"kind": "tensor", "rank": 2}, **{k: {"kind": "weight", "rank": 2}
+                                                 for k in ("w1", "w2")},
+         **{k: {"kind": "weight", "rank": 1} for k in ("b1", "b2")}}
+    merged = "(Add (MatMul ?x (Concat[axis=1] ?w1 ?w2)) (Concat[axis=0] ?b1 ?b2))"
+    split = "axis=1, split=(dim(?w1,1), dim(?w2,1))"
+    dst = [f"(Split[{split}] {merged})", f"(Split.1[{split}] {merged})"]
+
+    def merge(src):
+        return Rule.make(src, dst, v, proof=PROVED)
+
+    straight = merge(["(Add (MatMul ?x ?w1) ?b1)", "(Add (MatMul ?x ?w2) ?b2)"])
+    mixed = merge(["(Add ?b1 (MatMul ?x ?w1))", "(Add (MatMul ?x ?w2) ?b2)"])
+    assert straight.id != mixed.id and rule_key(straight) == rule_key(mixed)
+    assert symmetric_sources(mixed)  # the same pattern twice, up to the Add's order
+    # Sub does not commute: its orders are different rules
+    sub1 = Rule.make(["(Sub ?x ?w1)"], ["(Sub ?x ?w1)"], v, proof=PROVED)
+    sub2 = Rule.make(["(Sub ?w1 ?x)"], ["(Sub ?w1 ?x)"], v, proof=PROVED)
+    assert rule_key(sub1) != rule_key(sub2)

@@ -1,6 +1,7 @@
 """Write rules_db/handwritten.json: the hand-written rule families, each expanded over the
-variants real exports write (activation ranks, operand order of a bias Add, with and without a
-trailing Relu, which side of a Concat the smaller kernel is on).
+variants real exports write (activation ranks, with and without a trailing Relu, which side of
+a Concat the smaller kernel is on). Add and Mul are written in one operand order: the matcher
+tries both.
 
 Enumeration finds rules over the op configurations it is given; these families are the known
 rewrites of real models (issue 14) stated once with attribute parameters (`Conv[pads=?p,
@@ -38,12 +39,6 @@ def rule(src: list[str], dst: list[str], vars: dict, example: dict, name: str,
                      provenance=PROVENANCE)
 
 
-def binary(op: str, t: str, other: str, other_first: bool) -> str:
-    """`(op t other)`, or `(op other t)`: the matcher binds operands in the order written, and
-    exporters write both, so the families state each order of an Add or Mul."""
-    return f"({op} {other} {t})" if other_first else f"({op} {t} {other})"
-
-
 def bn_folds() -> list[Rule]:
     """BatchNormalization after a Conv of any dilation, group, pads and strides, with or without
     a bias:
@@ -66,22 +61,19 @@ def bn_folds() -> list[Rule]:
 def linear_merges() -> list[Rule]:
     """Two linear layers (MatMul + bias Add) reading one activation -> one MatMul with the
     weights side by side and the biases concatenated, split back: Q/K/V projections, LLaMA's
-    gate and up projections. Per activation rank (2-4) and per operand order of each Add (the
-    exporters write both; a merged pair comes back MatMul-first, so mixed orders occur)."""
+    gate and up projections. Per activation rank (2-4); one operand order of each Add covers
+    both, as the matcher tries both at Add and Mul (exporters write both)."""
     out = []
     for r in (2, 3, 4):
         merged = "(Add (MatMul ?x (Concat[axis=1] ?w1 ?w2)) (Concat[axis=0] ?b1 ?b2))"
         split = f"axis={r - 1}, split=(dim(?w1,1), dim(?w2,1))"
         dst = [f"(Split[{split}] {merged})", f"(Split.1[{split}] {merged})"]
         example = {"x": (2, 2, 3, 4)[-r:], "w1": (4, 5), "w2": (4, 6), "b1": (5,), "b2": (6,)}
-        for first1 in (True, False):
-            for first2 in (True, False):
-                src = [binary("Add", f"(MatMul ?x ?w{k})", f"?b{k}", not first)
-                       for k, first in ((1, first1), (2, first2))]
-                out.append(rule(
-                    src, dst, {"x": T(r), "w1": W(2), "w2": W(2), "b1": W(1), "b2": W(1)},
-                    example, "linear-bias-merge",
-                    ("shape(?b1)[0] == shape(?w1)[1]", "shape(?b2)[0] == shape(?w2)[1]")))
+        out.append(rule(
+            [f"(Add (MatMul ?x ?w{k}) ?b{k})" for k in (1, 2)], dst,
+            {"x": T(r), "w1": W(2), "w2": W(2), "b1": W(1), "b2": W(1)}, example,
+            "linear-bias-merge",
+            ("shape(?b1)[0] == shape(?w1)[1]", "shape(?b2)[0] == shape(?w2)[1]")))
     return out
 
 
@@ -99,13 +91,12 @@ def three_way_merges() -> list[Rule]:
                         [f"(Split{'.' + str(k) if k else ''}[{split}] {mm})" for k in range(3)],
                         {"x": T(r), **vars3}, example, "matmul-merge-3"))
         merged = f"(Add {mm} (Concat[axis=0] ?b1 ?b2 ?b3))"
-        for first in (True, False):
-            src = [binary("Add", f"(MatMul ?x ?w{k})", f"?b{k}", not first) for k in (1, 2, 3)]
-            out.append(rule(
-                src, [f"(Split{'.' + str(k) if k else ''}[{split}] {merged})" for k in range(3)],
-                {"x": T(r), **vars3, "b1": W(1), "b2": W(1), "b3": W(1)},
-                {**example, "b1": (5,), "b2": (6,), "b3": (2,)}, "linear-bias-merge-3",
-                tuple(f"shape(?b{k})[0] == shape(?w{k})[1]" for k in (1, 2, 3))))
+        out.append(rule(
+            [f"(Add (MatMul ?x ?w{k}) ?b{k})" for k in (1, 2, 3)],
+            [f"(Split{'.' + str(k) if k else ''}[{split}] {merged})" for k in range(3)],
+            {"x": T(r), **vars3, "b1": W(1), "b2": W(1), "b3": W(1)},
+            {**example, "b1": (5,), "b2": (6,), "b3": (2,)}, "linear-bias-merge-3",
+            tuple(f"shape(?b{k})[0] == shape(?w{k})[1]" for k in (1, 2, 3))))
     return out
 
 
@@ -197,26 +188,24 @@ def scale_folds() -> list[Rule]:
     """A per-channel scale folded into the weights before it: a Mul by a (C, 1, 1) constant
     after a Conv (any group, pads, strides; with or without bias) into the kernel and bias, and
     an RMSNorm/LayerNorm-style weight (a Mul by a (D,) vector) into the rows of the MatMul that
-    reads it (LLaMA's q/k/v and gate/up projections). Both operand orders of the Mul."""
+    reads it (LLaMA's q/k/v and gate/up projections). One operand order of the Mul covers
+    both (the matcher tries both)."""
     conv = "Conv[dilations=?d, group=?g, pads=?p, strides=?s]"
     per_channel = ("shape(?c)[0] == shape(?w)[0]", "shape(?c)[1:] == (1, 1)")
     ex = {"x": (2, 4, 6, 6), "w": (4, 2, 3, 3), "b": (4,), "c": (4, 1, 1)}
     out = []
-    for c_first in (False, True):
-        out.append(rule([binary("Mul", f"({conv} ?x ?w)", "?c", c_first)],
-                        [f"({conv} ?x (ScaleAxis0 ?w ?c))"],
-                        {"x": T(4), "w": W(4), "c": W(3)}, {k: ex[k] for k in "xwc"},
-                        "conv-channel-scale-fold", per_channel))
-        out.append(rule([binary("Mul", f"({conv} ?x ?w ?b)", "?c", c_first)],
-                        [f"({conv} ?x (ScaleAxis0 ?w ?c) (ScaleAxis0 ?b ?c))"],
-                        {"x": T(4), "w": W(4), "b": W(1), "c": W(3)}, ex,
-                        "conv-channel-scale-fold", per_channel))
-        for r in (2, 3, 4):
-            out.append(rule([f"(MatMul {binary('Mul', '?n', '?g', c_first)} ?w)"],
-                            ["(MatMul ?n (ScaleAxis0 ?w ?g))"],
-                            {"n": T(r), "g": W(1), "w": W(2)},
-                            {"n": (2, 2, 3, 4)[-r:], "g": (4,), "w": (4, 5)},
-                            "norm-scale-fold", ("shape(?g)[0] == shape(?w)[0]",)))
+    out.append(rule([f"(Mul ({conv} ?x ?w) ?c)"], [f"({conv} ?x (ScaleAxis0 ?w ?c))"],
+                    {"x": T(4), "w": W(4), "c": W(3)}, {k: ex[k] for k in "xwc"},
+                    "conv-channel-scale-fold", per_channel))
+    out.append(rule([f"(Mul ({conv} ?x ?w ?b) ?c)"],
+                    [f"({conv} ?x (ScaleAxis0 ?w ?c) (ScaleAxis0 ?b ?c))"],
+                    {"x": T(4), "w": W(4), "b": W(1), "c": W(3)}, ex,
+                    "conv-channel-scale-fold", per_channel))
+    for r in (2, 3, 4):
+        out.append(rule(["(MatMul (Mul ?n ?g) ?w)"], ["(MatMul ?n (ScaleAxis0 ?w ?g))"],
+                        {"n": T(r), "g": W(1), "w": W(2)},
+                        {"n": (2, 2, 3, 4)[-r:], "g": (4,), "w": (4, 5)},
+                        "norm-scale-fold", ("shape(?g)[0] == shape(?w)[0]",)))
     return out
 
 
@@ -225,40 +214,33 @@ def linear_channel_scale_folds() -> list[Rule]:
     into the weight's columns and the bias: LayerScale, and ConvNeXt's layer scale, which
     multiplies by a (C, 1, 1) constant after the channels-last MLP's Transpose back to NCHW (the
     scale then acts on the last axis before the Transpose, as its (1, 1, C) transpose). The
-    products of constants fold at export, so the Mul disappears. Every operand order of the Mul
-    and the Add."""
+    products of constants fold at export, so the Mul disappears. One operand order of the Mul
+    and the Add covers both (the matcher tries both)."""
     out = []
     cols = ("shape(?g)[0] == shape(?w)[1]",)
     bias = ("shape(?b)[0] == shape(?w)[1]",)
-    for g_first in (False, True):
-        for r in (2, 3, 4):
-            ex = {"x": (2, 2, 3, 5)[-r:], "w": (5, 6), "b": (6,), "g": (6,)}
-            out.append(rule([binary("Mul", "(MatMul ?x ?w)", "?g", g_first)],
-                            ["(MatMul ?x (Mul ?w ?g))"],
-                            {"x": T(r), "w": W(2), "g": W(1)}, {k: ex[k] for k in "xwg"},
-                            "linear-channel-scale-fold", cols))
-            for b_first in (False, True):
-                out.append(rule(
-                    [binary("Mul", binary("Add", "(MatMul ?x ?w)", "?b", b_first), "?g", g_first)],
-                    [binary("Add", "(MatMul ?x (Mul ?w ?g))", "(Mul ?b ?g)", b_first)],
-                    {"x": T(r), "w": W(2), "b": W(1), "g": W(1)}, ex,
-                    "linear-channel-scale-fold", cols + bias))
-        # ConvNeXt: Mul(c, Transpose[0, 3, 1, 2](MatMul + bias)), c of shape (C, 1, 1)
-        # the weight's columns scaled through its transpose, so that it stays (K, C): a
-        # (1, K, C) weight (?w times the (1, 1, C) scale) runs 4% slower in ORT's CPU MatMul
-        nchw, q = "Transpose[perm=(0, 3, 1, 2)]", "(Transpose[perm=(1, 2, 0)] ?g)"
-        wq = "(Transpose[perm=(1, 0)] (ScaleAxis0 (Transpose[perm=(1, 0)] ?w) ?g))"
-        per_channel = ("shape(?g)[0] == shape(?w)[1]", "shape(?g)[1:] == (1, 1)")
-        ex = {"x": (2, 3, 4, 5), "w": (5, 6), "b": (6,), "g": (6, 1, 1)}
-        # (with the bias only, as nn.Linear writes it: the prover does not close the bias-free
-        # form, whose quantifier instantiation takes another path)
-        for b_first in (False, True):
-            linear = binary("Add", "(MatMul ?x ?w)", "?b", b_first)
-            folded = binary("Add", f"(MatMul ?x {wq})", f"(Mul ?b {q})", b_first)
-            out.append(rule(
-                [binary("Mul", f"({nchw} {linear})", "?g", g_first)], [f"({nchw} {folded})"],
-                {"x": T(4), "w": W(2), "b": W(1), "g": W(3)}, ex,
-                "linear-channel-scale-fold", per_channel + bias))
+    for r in (2, 3, 4):
+        ex = {"x": (2, 2, 3, 5)[-r:], "w": (5, 6), "b": (6,), "g": (6,)}
+        out.append(rule(["(Mul (MatMul ?x ?w) ?g)"], ["(MatMul ?x (Mul ?w ?g))"],
+                        {"x": T(r), "w": W(2), "g": W(1)}, {k: ex[k] for k in "xwg"},
+                        "linear-channel-scale-fold", cols))
+        out.append(rule(["(Mul (Add (MatMul ?x ?w) ?b) ?g)"],
+                        ["(Add (MatMul ?x (Mul ?w ?g)) (Mul ?b ?g))"],
+                        {"x": T(r), "w": W(2), "b": W(1), "g": W(1)}, ex,
+                        "linear-channel-scale-fold", cols + bias))
+    # ConvNeXt: Mul(c, Transpose[0, 3, 1, 2](MatMul + bias)), c of shape (C, 1, 1)
+    # the weight's columns scaled through its transpose, so that it stays (K, C): a
+    # (1, K, C) weight (?w times the (1, 1, C) scale) runs 4% slower in ORT's CPU MatMul
+    nchw, q = "Transpose[perm=(0, 3, 1, 2)]", "(Transpose[perm=(1, 2, 0)] ?g)"
+    wq = "(Transpose[perm=(1, 0)] (ScaleAxis0 (Transpose[perm=(1, 0)] ?w) ?g))"
+    per_channel = ("shape(?g)[0] == shape(?w)[1]", "shape(?g)[1:] == (1, 1)")
+    ex = {"x": (2, 3, 4, 5), "w": (5, 6), "b": (6,), "g": (6, 1, 1)}
+    # (with the bias only, as nn.Linear writes it: the prover does not close the bias-free
+    # form, whose quantifier instantiation takes another path)
+    out.append(rule([f"(Mul ({nchw} (Add (MatMul ?x ?w) ?b)) ?g)"],
+                    [f"({nchw} (Add (MatMul ?x {wq}) (Mul ?b {q})))"],
+                    {"x": T(4), "w": W(2), "b": W(1), "g": W(3)}, ex,
+                    "linear-channel-scale-fold", per_channel + bias))
     return out
 
 

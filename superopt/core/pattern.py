@@ -20,15 +20,17 @@ Attributes a pattern does not list must be at their registry default when matchi
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from superopt.core.ir import Node, Value
-from superopt.core.ops import get_op
+from superopt.core.ops import COMMUTATIVE, get_op
 
 
 class PatternError(ValueError):
@@ -40,6 +42,8 @@ class PVar:
     """A tensor variable `?name`."""
 
     name: str
+
+    commutes = False  # see PNode.commutes
 
     def __str__(self) -> str:
         return f"?{self.name}"
@@ -89,6 +93,23 @@ class PNode:
     attrs: tuple[tuple[str, AttrValue], ...]
     args: tuple[Pattern, ...]
     out: int = 0
+
+    @cached_property
+    def swaps(self) -> bool:
+        """Whether this node is a commutative op with two operands (Add, Mul): `each_match`
+        tries both operand orders here. (Cached, as `commutes`: asked once per site.)"""
+        return len(self.args) == 2 and _is_commutative(self.op)
+
+    @cached_property
+    def commutes(self) -> bool:
+        """Whether such a node occurs anywhere in this pattern."""
+        return self.swaps or self.args_commute
+
+    @cached_property
+    def args_commute(self) -> bool:
+        """Whether such a node occurs below this one: only then can an operand match in more
+        than one way."""
+        return any(a.commutes for a in self.args)
 
     def __str__(self) -> str:
         head = self.op + (f".{self.out}" if self.out else "")
@@ -410,6 +431,17 @@ class Bindings:
     def copy(self) -> Bindings:
         return Bindings(self.tensors, self.params)
 
+    def mark(self) -> tuple[int, int]:
+        """A point to `undo` back to: matching only ever adds bindings."""
+        return len(self.tensors), len(self.params)
+
+    def undo(self, mark: tuple[int, int]) -> None:
+        """Drop the bindings added since `mark` (a dict pops last-in first-out)."""
+        while len(self.tensors) > mark[0]:
+            self.tensors.popitem()
+        while len(self.params) > mark[1]:
+            self.params.popitem()
+
 
 def _match_attr(pv: AttrValue, actual: Any, b: Bindings) -> bool:
     if isinstance(pv, Param):
@@ -456,6 +488,11 @@ def match(p: Pattern, v: Value, b: Bindings) -> bool:
     for sub, arg in zip(p.args, node.inputs):
         if arg is None or not match(sub, arg, b):
             return False
+    return _attrs_match(p, node, b)
+
+
+def _attrs_match(p: PNode, node: Node, b: Bindings) -> bool:
+    """The node's attributes fit p's (binding parameters in b); unlisted ones at their default."""
     op = get_op(p.op)
     listed = dict(p.attrs)
     for key, actual in node.attrs:
@@ -465,6 +502,111 @@ def match(p: Pattern, v: Value, b: Bindings) -> bool:
         elif key in op.defaults and not same_attr(op.defaults[key], actual):
             return False
     return all(k in node._attr_map for k in listed)
+
+
+def each_match(p: Pattern, v: Value, b: Bindings) -> Iterator[Bindings]:
+    """Every way pattern p matches value v, extending bindings b: `match`, except that at a
+    commutative op with two operands (Add, Mul) both operand orders are tried, so
+    `(Add ?t ?c)` matches `Add(c, t)` too and a rule needs no twin per operand order.
+
+    Yields b itself, extended, and undoes the extension when resumed: a caller that keeps a
+    result copies it (`b.copy()`) before asking for the next one.
+
+    Example:
+        >>> [sorted(x.tensors) for x in each_match(p, v, Bindings())]   # doctest: +SKIP
+    """
+    if not p.commutes:  # the common case: one way at most, with the fast matcher
+        mark = b.mark()
+        if match(p, v, b):
+            yield b
+        b.undo(mark)
+        return
+    assert isinstance(p, PNode)
+    node = v.node
+    if node is None or node.op != p.op or v.index != p.out or len(node.inputs) != len(p.args):
+        return
+    for inputs in input_orders(p, node):
+        mark = b.mark()
+        if not p.args_commute:  # operands match one way at most: the fast matcher
+            if match_node(p, node, inputs, b):
+                yield b
+        else:
+            for _ in _each_match_args(p.args, inputs, 0, b):
+                args_mark = b.mark()
+                if _attrs_match(p, node, b):
+                    yield b
+                b.undo(args_mark)
+        b.undo(mark)
+
+
+def input_orders(p: PNode, node: Node) -> tuple[tuple[Value | None, ...], ...]:
+    """The orders in which p's operands are matched against node's inputs: both at an Add or
+    Mul (unless it adds a value to itself), else the written one."""
+    ins = node.inputs
+    return (ins, (ins[1], ins[0])) if p.swaps and ins[0] is not ins[1] else (ins,)
+
+
+def match_node(p: PNode, node: Node, inputs: Sequence[Value | None], b: Bindings) -> bool:
+    """`match` at a node already known to have p's op and output: p's operands against
+    `inputs` in this order, then p's attributes (b is mutated, as with `match`)."""
+    for a, x in zip(p.args, inputs):
+        if x is None or not match(a, x, b):
+            return False
+    return _attrs_match(p, node, b)
+
+
+def _each_match_args(args: tuple[Pattern, ...], inputs: Sequence[Value | None], i: int,
+                     b: Bindings) -> Iterator[None]:
+    if i == len(args):
+        yield None
+        return
+    x = inputs[i]
+    if x is None:
+        return
+    for _ in each_match(args[i], x, b):
+        yield from _each_match_args(args, inputs, i + 1, b)
+
+
+def _is_commutative(op: str) -> bool:
+    try:
+        return COMMUTATIVE in get_op(op).props
+    except KeyError:  # not a registry op: never matched anyway
+        return False
+
+
+_MAX_ORDERS = 16  # operand orders kept per pattern (ties only; rarely reached)
+
+
+def commuted_forms(p: Pattern, classes: Mapping[str, str]) -> tuple[str, list[Pattern]]:
+    """(p's text with each variable replaced by its class in `classes` (e.g. `tensor4`), the
+    same under any renaming within a class and any operand order of Add/Mul; p with the
+    operands of each Add/Mul sorted by that text, in every order where the two operands tie,
+    at most 16). Patterns equal up to renaming and operand order give the same set of texts
+    up to renaming: the basis of `superopt.core.rules.rule_key`.
+
+    Example:
+        >>> commuted_forms(parse("(Add ?b (MatMul ?x ?w))"), {})[1]  # doctest: +SKIP
+        [PNode(op='Add', ... args=(PNode(op='MatMul', ...), PVar(name='b')))]
+    """
+    if not isinstance(p, PNode):
+        return "?" + classes.get(p.name, p.name), [p]
+    subs = [commuted_forms(a, classes) for a in p.args]
+    orders = [subs]
+    if len(subs) == 2 and _is_commutative(p.op):
+        if subs[1][0] < subs[0][0]:
+            orders = [subs[::-1]]
+        elif subs[1][0] == subs[0][0]:
+            orders.append(subs[::-1])
+    head = VAR_REF.sub(lambda m: "?" + classes.get(m.group(1), m.group(1)),
+                       str(PNode(p.op, p.attrs, (), p.out)))
+    text = head + "(" + " ".join(t for t, _ in orders[0]) + ")"
+    variants: list[Pattern] = []
+    for order in orders:
+        for args in itertools.product(*(vs for _, vs in order)):
+            variants.append(PNode(p.op, p.attrs, tuple(args), p.out))
+            if len(variants) >= _MAX_ORDERS:
+                return text, variants
+    return text, variants
 
 
 def resolve_attr(v: AttrValue, b: Bindings) -> Any:

@@ -83,6 +83,7 @@ from superopt.core.pattern import (
     PatternError,
     PNode,
     check_ops,
+    commuted_forms,
     param_fits,
     param_types,
     parse,
@@ -447,25 +448,33 @@ def _rename_refs(text: str, names: Mapping[str, str]) -> str:
 
 
 def rule_key(rule: Rule) -> str:
-    """The same key for rules that differ only by variable renaming (within a kind and rank):
-    the least text over the renamings. Every reference is renamed, `dim(?w, 1)` attributes
-    included. Conditions and parameter classes are part of it, so a rule with a narrower
-    condition is not taken for the general one.
+    """The same key for rules that differ only by variable renaming (within a kind and rank)
+    and by the operand order of Add/Mul: the least text over the renamings and orders. Every
+    reference is renamed, `dim(?w, 1)` attributes included. Conditions and parameter classes
+    are part of it, so a rule with a narrower condition is not taken for the general one.
 
-    The argument order of Add/Mul is kept: the matcher matches operands in the order written
-    and checks variable classes after binding, so `Add(?t, ?c)` with `?c` a scalar and
-    `Add(?c, ?t)` match different nodes, and both are needed."""
+    Operand orders are a rule's twins because the matcher tries both orders at Add/Mul
+    (`superopt.core.pattern.each_match`), checking classes on each: one of `Add(?t, ?c)` and
+    `Add(?c, ?t)` matches every site the other does. Equal keys always mean equal rules; a rule
+    with more than 6 variables, or very many orders, is compared over fewer renamings and
+    orders, so two such twins may keep different keys (both are kept: only a duplicate)."""
     groups: dict[tuple, list[str]] = {}
     for v in sorted(rule.vars):
         groups.setdefault((rule.vars[v], rule.ranks.get(v)), []).append(v)
+    classes = {v: f"{kind}{rank}" for (kind, rank), vs in groups.items() for v in vs}
     tail = " params " + " ".join(f"?{k}:{t}" for k, t in sorted(rule.params.items()))
-    patterns = " | ".join(map(str, rule.src)) + " => " + " | ".join(map(str, rule.dst))
+    # Per pattern, its texts over the Add/Mul operand orders that renaming could make least:
+    # each has the same length, so the least whole text takes the least of each pattern.
+    src = [[str(x) for x in commuted_forms(p, classes)[1]] for p in rule.src]
+    dst = [[str(x) for x in commuted_forms(p, classes)[1]] for p in rule.dst]
     best = None
     for perm in itertools.product(*(itertools.permutations(vs) for vs in groups.values())):
         names = {old: f"{kind}{rank}_{i}" for (kind, rank), vs, new in
                  zip(groups, groups.values(), perm) for i, old in enumerate(new)}
         conds = sorted(_rename_refs(c, names) for c in rule.conditions)
-        text = _rename_refs(patterns, names) + " if " + " and ".join(conds)
+        text = (" | ".join(min(_rename_refs(t, names) for t in ts) for ts in src) + " => "
+                + " | ".join(min(_rename_refs(t, names) for t in ts) for ts in dst)
+                + " if " + " and ".join(conds))
         if best is None or text < best:
             best = text
         if sum(len(vs) for vs in groups.values()) > 6:

@@ -11,8 +11,8 @@ model is 2-6 *motifs*: natural subgraphs biased towards the shapes the shipped r
 Concat/Split pairs, Add/Mul with scalars, `(C,1,1)` and `(D,)` constants, twin nodes and
 sibling branches, transposes, random single ops), and *rule instances*: a rule's source
 pattern built at its example's shapes or at mutated ones (another rank, a per-channel or vector
-weight, the symbolic batch), bound to values already in the graph where shapes allow. It
-covers ranks 0-4, broadcasting one way and both ways, values read by several nodes, graph
+weight, the symbolic batch; each Add and Mul in either operand order), bound to values
+already in the graph where shapes allow. It covers ranks 0-4, broadcasting one way and both ways, values read by several nodes, graph
 outputs taken from intermediate values, weights as initializers, as graph inputs and as
 initializers also declared as inputs (their defaults are used), int64 islands, float16 models
 and a symbolic batch dim (a `dim_param` whose run-time size the fuzzer picks). Each input's
@@ -1060,6 +1060,9 @@ def _instantiate(rule: Any, shapes: dict[str, tuple], dtype: int, b: _Builder) -
         n = onnx.NodeProto()
         n.CopyFrom(node)
         n.name = b._name(f"{node.op_type}_")
+        if n.op_type in ("Add", "Mul") and len(n.input) == 2 and b.ch.flag(0.5):
+            # the other operand order, as exporters also write it: the matcher tries both
+            n.input[0], n.input[1] = node.input[1], node.input[0]
         for k, x in enumerate(n.input):
             if x:
                 n.input[k] = rename[x]

@@ -411,7 +411,7 @@ def explain_model(graph: Graph, rules: Sequence[Rule], *, family: str | None = N
 
 def _explain_family(graph: Graph, label: str, rules: list[Rule],
                     by_op: dict[str, list[Node]]) -> FamilyReport:
-    from superopt.core.pattern import Bindings, PNode, match
+    from superopt.core.pattern import Bindings, PNode, each_match
     from superopt.search.match import explain
 
     by_root: dict[str, list[Rule]] = {}
@@ -431,8 +431,8 @@ def _explain_family(graph: Graph, label: str, rules: list[Rule],
             lines = explain(graph, rule, max_sites=len(nodes))
             for node, line in zip(nodes, lines):
                 text = _site_text(node, line)
-                if head.out < len(node.outputs) and match(head, node.outputs[head.out],
-                                                          Bindings()):
+                if head.out < len(node.outputs) and next(
+                        each_match(head, node.outputs[head.out], Bindings()), None) is not None:
                     if text == "fires":
                         report.matched.setdefault(node.name, []).append(rule.id)
                     elif "no partner" in text:
@@ -489,7 +489,7 @@ def _keep_closest(closest: dict, name: str, score: tuple[int, int], misses: list
 
 def _differences(head: PNode, node: Node, rule: Rule) -> tuple[int, list[Miss]]:
     """(pattern nodes that agree with the graph, what differs) for a source pattern that does
-    not match at `node`; a rough, explanatory walk (`superopt.core.pattern.match` decides)."""
+    not match at `node`; a rough, explanatory walk (`superopt.core.pattern.each_match` decides)."""
     from superopt.core.ops import get_op
     from superopt.core.pattern import DimOf, Param, PVar, same_attr
 
