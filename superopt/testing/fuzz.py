@@ -1,23 +1,23 @@
 """Differential fuzzing: random valid ONNX graphs, every rule match and the unguarded search,
 each checked against the original model in ONNX Runtime.
 
-**The generator** (`generate`) builds a random ONNX model (opset 17) over the registry's ops from
-a *choice sequence* (`Choices`, in the style of Hypothesis): every random decision is one
+**The generator** (`generate`) builds a random ONNX model (opset 17) over the registry's ops
+from a *choice sequence* (`Choices`, in the style of Hypothesis): every random decision is one
 integer drawn from a seeded RNG and recorded, so a case is reproduced from its seed
 (`"SEED:INDEX"`) or from its recorded choices, and a failing case is shrunk by shortening and
-lowering its choices (zero is always the simplest option: fewer features, smaller dims). A
-model is 2-6 *motifs*: natural subgraphs biased towards the shapes the shipped rules match
-(MatMul chains with weights and 1-D operands, Conv with same pads and per-channel constants,
-Concat/Split pairs, Add/Mul with scalars, `(C,1,1)` and `(D,)` constants, twin nodes and
-sibling branches, transposes, random single ops), and *rule instances*: a rule's source
-pattern built at its example's shapes or at mutated ones (another rank, a per-channel or vector
-weight, the symbolic batch; each Add and Mul in either operand order), bound to values
-already in the graph where shapes allow. It covers ranks 0-4, broadcasting one way and both ways, values read by several nodes, graph
-outputs taken from intermediate values, weights as initializers, as graph inputs and as
-initializers also declared as inputs (their defaults are used), int64 islands, float16 models
-and a symbolic batch dim (a `dim_param` whose run-time size the fuzzer picks). Each input's
-domain (any real, positive, away from zero) is recorded in the model's metadata, so feeds are
-always valid; every model is checked (`onnx.checker`, full) and run before it is used.
+lowering its choices (zero is always the simplest option: fewer features, smaller dims). A model
+is 2-6 *motifs*: natural subgraphs biased towards the shapes the shipped rules match (MatMul
+chains with weights and 1-D operands, Conv with same pads and per-channel constants,
+Concat/Split pairs, Add/Mul with scalars, `(C,1,1)` and `(D,)` constants, twin nodes and sibling
+branches, transposes, random single ops), and *rule instances*: a rule's source pattern built at
+its example's shapes or at mutated ones (another rank, a per-channel or vector weight, the
+symbolic batch; each Add and Mul in either operand order), bound to values already in the graph
+where shapes allow. It covers ranks 0-4, broadcasting one way and both ways, values read by
+several nodes, graph outputs taken from intermediate values, weights as initializers, as graph
+inputs and as initializers also declared as inputs (their defaults are used), int64 islands,
+float16 models and a symbolic batch dim (a `dim_param` whose run-time size the fuzzer picks).
+Each input's domain (any real, positive, away from zero) is recorded in the model's metadata, so
+feeds are always valid; every model is checked (`onnx.checker`, full) and run before it is used.
 
 **The checks** (`Checker.check`) run the original on ORT's CPU provider with every graph
 optimization off and compare, output by output (NaN and ±Inf patterns equal; finite values
