@@ -217,3 +217,25 @@ def test_a_match_that_is_not_cheaper_says_so(zoo_model_path, capsys):
     assert all(c > 0 for c in changes.values())
     assert main(["rules", "explain", model, "--family", "conv merge"]) == 0
     assert "not cheaper on its own" in capsys.readouterr().out
+
+
+def test_a_miss_is_explained_in_the_operand_order_that_agrees_most():
+    """`(Mul (Relu ?x) ?c)` at Mul(c, Sigmoid(x)): the matcher tries both orders of a Mul, so
+    the miss named is the Sigmoid where the Relu should be, not the constant in the written
+    order's place."""
+    import numpy as np
+
+    from superopt.core.ir import Graph, Node, Value
+    from superopt.core.types import FLOAT, TensorType
+    from superopt.face.commands.rules_explain import explain_model
+
+    rule = _rule(["(Mul (Relu ?x) ?c)"], ["(Relu (Mul ?x ?c))"],
+                 {"x": {"kind": "tensor", "rank": 2}, "c": {"kind": "weight", "rank": 0}},
+                 proof={"result": "proved"})
+    x = Value.input("x", TensorType(FLOAT, (2, 3)))
+    c = Value.const(np.float32(2.0).reshape(()), "c")
+    sig = Node.make("Sigmoid", {}, [x], name="sig").outputs[0]
+    graph = Graph([x], [("y", Node.make("Mul", {}, [c, sig], name="mul").outputs[0])])
+    [report] = explain_model(graph, [rule])
+    assert [m.text for m in report.unreached["mul"]] == [
+        "input 1 of Mul is Sigmoid (the rule wants Relu)"]

@@ -496,6 +496,12 @@ def _differences(head: PNode, node: Node, rule: Rule) -> tuple[int, list[Miss]]:
     bound: dict[str, Value] = {}
     params: dict[str, Any] = {}
 
+    def restore(b: dict[str, Value], ps: dict[str, Any]) -> None:
+        bound.clear()
+        bound.update(b)
+        params.clear()
+        params.update(ps)
+
     def walk(p: Pattern, v: Value, where: str) -> tuple[int, list[Miss]]:
         if isinstance(p, PVar):
             if p.name in bound and bound[p.name] is not v:
@@ -513,14 +519,33 @@ def _differences(head: PNode, node: Node, rule: Rule) -> tuple[int, list[Miss]]:
                 return 0, [Miss(f"{where} is output {v.index} of {n.op}, not output {p.out}")]
             return 0, [Miss(f"{where} is {n.op} with {len(n.inputs)} inputs, the rule's "
                             f"{p.op} has {len(p.args)}")]
-        score, misses = 1, []
-        for i, (sub, arg) in enumerate(zip(p.args, n.inputs)):
-            if arg is None:
-                misses.append(Miss(f"input {i} of {n.op} is missing"))
-                continue
-            s, m = walk(sub, arg, f"input {i} of {n.op}")
-            score += s
-            misses += m
+        # the operands in the written order, and at an Add/Mul also swapped (the matcher tries
+        # both): the order that agrees most is the one explained
+        orders = [list(enumerate(n.inputs))]
+        if p.swaps:
+            orders.append(orders[0][::-1])
+        best: tuple | None = None
+        start = dict(bound), dict(params)
+        for order in orders:
+            restore(*start)
+            got, missed = 0, []
+            for sub, (i, arg) in zip(p.args, order):
+                if arg is None:
+                    missed.append(Miss(f"input {i} of {n.op} is missing"))
+                    continue
+                s, m = walk(sub, arg, f"input {i} of {n.op}")
+                got += s
+                missed += m
+            # ties go to the order whose variables got values of their kind (a weight a
+            # constant), as the matcher's class check would
+            fits = sum(rule.vars.get(k) != "weight" or v.is_const
+                       for k, v in bound.items() if k not in start[0])
+            rank = (got, -len(missed), fits)
+            if best is None or rank > best[0]:
+                best = (rank, missed, dict(bound), dict(params))
+        assert best is not None
+        restore(best[2], best[3])
+        score, misses = 1 + best[0][0], best[1]
         defaults = get_op(p.op).defaults
         listed = dict(p.attrs)
         actual = n.attr_dict
