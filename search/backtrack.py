@@ -6,6 +6,13 @@ hash alike at no cost) whose cost is below `alpha` times the best cost so far. `
 lets the search pass through slightly worse graphs on the way to better ones. The search stops
 on a budget of expansions, a time limit or an empty queue (a `StopReason`).
 
+Matching is incremental (`_Matches`): a rewrite rebuilds only the nodes downstream of what it
+replaced (the IR is immutable and hash-consed), so every node that reads a new node's output is
+new too, and a match rooted at an old node covers old nodes only, which the parent graph
+matched already. A child's matches of a single-pattern rule are therefore its parent's matches
+whose nodes all survived plus the matches rooted at its new nodes, in the order a full match
+gives. Multi-pattern rules (merges) are matched in full: their roots may mix old and new nodes.
+
 Like egg's `Runner`, the search keeps records rather than leaving callers to replay it: the
 result holds the path that led to the best graph (one `Step` per rewrite: the rule, the nodes
 it matched, the nodes it created, and the whole graphs before and after), the same for each
@@ -32,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from superopt.core.costing import CostModel
-from superopt.core.ir import Graph, Value
+from superopt.core.ir import Graph, Node, Value
 from superopt.core.rules import Rule
 from superopt.search.match import (
     Match,
@@ -242,6 +249,48 @@ class SearchResult:
         return [self.steps[0].before, *(s.after for s in self.steps)]
 
 
+class _Matches:
+    """The matches of each rule in one expanded graph, found from its parent's where it has
+    one (see the module doc). Children keep a reference to it, so the lists are complete (all
+    rules that can occur) by the time a child is expanded."""
+
+    def __init__(self, graph: Graph, parent: _Matches | None, limit: int | None) -> None:
+        self.graph = graph
+        self.nodes = set(graph.nodes)
+        self.by_op = nodes_by_op(graph)
+        self.limit = limit
+        self.found: dict[str, list[Match]] = {}
+        self.parent = parent
+        self.fresh_by_op: dict | None = None
+        self.position: dict[Node, int] = {}
+        if parent is not None:
+            old = parent.nodes
+            self.fresh_by_op = nodes_by_op(graph, keep=lambda n: n not in old)
+            self.position = {n: i for i, n in enumerate(graph.nodes)}
+
+    def of(self, rule: Rule) -> list[Match]:
+        """`find_matches(graph, rule, limit=...)`, the same list in the same order."""
+        parent = self.parent
+        earlier = None if parent is None else parent.found.get(rule.id, [])
+        if (earlier is None or len(rule.src) > 1
+                or (self.limit is not None and len(earlier) >= self.limit)):
+            out = find_matches(self.graph, rule, by_op=self.by_op, limit=self.limit)
+        else:
+            assert self.fresh_by_op is not None
+            kept = [m for m in earlier if all(n in self.nodes for n in m.matched_nodes)]
+            new = find_matches(self.graph, rule, by_op=self.fresh_by_op, limit=self.limit)
+            pos = self.position
+            # a full match walks the roots in graph order; a root is either old or new
+            out = sorted(kept + new, key=lambda m: pos[m.matched_nodes[0]])[:self.limit]
+        self.found[rule.id] = out
+        return out
+
+    def done(self) -> None:
+        """The expansion is over: keep only what the children need (`nodes`, `found`)."""
+        self.parent = self.fresh_by_op = None
+        self.position = {}
+
+
 # A filter on matches (regions: only matches inside the current window).
 MatchFilter = Callable[[Match], bool]
 # progress(expansions done, budget, best cost)
@@ -275,6 +324,8 @@ def search(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: CostMode
     # How each graph was reached: graph -> the step that made it; the start has no entry.
     parent: dict[Graph, Step] = {}
     costs: dict[Graph, float] = {graph: cost0}
+    # the matches of the graph each queued graph was made from (incremental matching)
+    made_from: dict[Graph, _Matches] = {}
     tie = itertools.count()
     queue: list[tuple[float, int, Graph]] = [(cost0, next(tie), graph)]
     stop = StopReason.EXHAUSTED
@@ -287,17 +338,18 @@ def search(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: CostMode
             stop = StopReason.TIME_LIMIT
             break
         cost, _, g = heapq.heappop(queue)
+        origin = made_from.pop(g, None)
         if cost > limits.alpha * best_cost:
             continue  # the best improved since this graph was queued
         stats.expansions += 1
         generated0, enqueued0 = stats.generated, stats.enqueued
-        by_op = nodes_by_op(g)
+        matches = _Matches(g, origin, limits.max_matches_per_rule)
         timed_out = False
-        for rule in index.candidates(by_op):
+        for rule in index.candidates(matches.by_op):
             if time.perf_counter() > deadline:
                 timed_out = True
                 break
-            for m in find_matches(g, rule, by_op=by_op, limit=limits.max_matches_per_rule):
+            for m in matches.of(rule):
                 if match_filter is not None and not match_filter(m):
                     continue
                 try:
@@ -326,9 +378,11 @@ def search(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: CostMode
                     best, best_cost = new, new_cost
                 if new_cost < limits.alpha * best_cost:
                     heapq.heappush(queue, (new_cost, next(tie), new))
+                    made_from[new] = matches
                     stats.enqueued += 1
                 else:
                     stats.pruned_cost += 1
+        matches.done()
         iterations.append(Iteration(
             len(iterations), cost, stats.generated - generated0, stats.enqueued - enqueued0,
             len(queue), best_cost, time.perf_counter() - start, region))

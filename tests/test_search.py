@@ -313,3 +313,47 @@ def test_stop_reasons_are_typed():
     g = qkv_graph(rng)
     r = search(g, [QKV], NodeCount(), SearchLimits(time_limit_s=1e-9))
     assert r.stop_reason is StopReason.TIME_LIMIT and r.best is g and r.iterations == []
+
+
+@pytest.mark.parametrize("model", ["squeezenet", "nasnet_a", "bert"])
+def test_incremental_matches_are_the_full_matches_in_the_same_order(model, zoo_model_path):
+    """A child graph's matches found from its parent's (kept where their nodes survived, plus
+    those rooted at new nodes) are exactly what matching the child from scratch finds, in the
+    same order: for every shipped rule that occurs, over several children and a grandchild."""
+    from superopt.core.rules import load_rules
+    from superopt.search.backtrack import _Matches
+    from superopt.search.match import Refused, RuleIndex, apply_match, find_matches
+
+    index = RuleIndex(load_rules().proved())
+
+    def children(m: _Matches, at_most: int) -> list[Graph]:
+        out = []
+        for rule in index.candidates(m.by_op):
+            for match in m.of(rule):
+                try:
+                    out.append(apply_match(m.graph, match).graph)
+                except Refused:
+                    continue
+                if len(out) == at_most:
+                    return out
+        return out
+
+    def same_as_full(m: _Matches) -> int:
+        rules = list(index.candidates(m.by_op))
+        for rule in rules:
+            got = [(x.roots, x.matched_nodes) for x in m.of(rule)]
+            want = [(x.roots, x.matched_nodes) for x in find_matches(m.graph, rule, limit=200)]
+            assert got == want, rule.id
+        return len(rules)
+
+    top = _Matches(superopt.load(zoo_model_path(model)), None, 200)
+    kids = children(top, 6)
+    assert kids
+    checked = 0
+    for kid in kids:
+        inc = _Matches(kid, top, 200)
+        checked += same_as_full(inc)
+    grandkids = children(inc, 2)
+    for grandkid in grandkids:
+        checked += same_as_full(_Matches(grandkid, inc, 200))
+    assert checked > 0
