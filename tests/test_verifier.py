@@ -249,6 +249,27 @@ def test_cli_verify_to_output_file(tmp_path, capsys):
     assert "proved" in capsys.readouterr().out
 
 
+def test_cli_verify_in_place_keeps_a_sealed_file_sealed(tmp_path, capsys):
+    """Re-proving a sealed database (the shipped one: `superopt verify rules_db/rules.json`)
+    rewrites its proof records; the seal then covers the new ones instead of going stale. An
+    unsealed file stays unsealed."""
+    from superopt.core.rules import RuleSet, load_rules, save_rules, seal_state, sealed
+    from superopt.face.cli import main
+
+    rules = [KNOWN_TRUE["relu-concat"], KNOWN_TRUE["matmul-assoc"]]
+    path, plain = tmp_path / "sealed.json", tmp_path / "plain.json"
+    save_rules(sealed(RuleSet(rules, {})), path)
+    save_rules(rules, plain)
+    assert seal_state(load_rules(path)) == "intact"
+    before = json.loads(path.read_text())["meta"]["rules_sha256"]
+    for f in (path, plain):
+        assert main(["verify", str(f), "--workers", "1", "-q"]) == 0
+    after = load_rules(path)
+    assert all(r.proof["result"] == "proved" for r in after.rules)
+    assert seal_state(after) == "intact" and after.meta["rules_sha256"] != before
+    assert seal_state(load_rules(plain)) == "unsealed"
+
+
 def test_cli_verify_missing_file_is_one_line(tmp_path, capsys):
     from superopt.face.cli import main
 

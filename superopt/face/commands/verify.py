@@ -3,8 +3,9 @@
     superopt verify rules.json [--timeout S] [--workers N] [-o OUT.json]
                                [--ray [ADDRESS] [--checkpoint-dir DIR]]
 
-Without -o the input file is rewritten in place (atomically). Malformed rules are reported one
-line each and left out; the others are still verified. With `--ray` each rule is one Ray task
+Without -o the input file is rewritten in place (atomically); a sealed file (the shipped
+database) stays sealed, its digest now over the new proof records. Malformed rules are reported
+one line each and left out; the others are still verified. With `--ray` each rule is one Ray task
 (local Ray, or the cluster at ADDRESS; docs/ray.md), with the same proof records.
 """
 
@@ -61,7 +62,7 @@ def _save_keeping_malformed(src: Path, out: Path, verified: list) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superopt.core.rules import load_rules, save_rules
+    from superopt.core.rules import load_rules, save_rules, seal_state, sealed
     from superopt.face.console import Console, CountProgress, Table
     from superopt.verifier import verify_rules
 
@@ -90,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
             verified = verify_rules(ruleset.rules, timeout_s=args.timeout, workers=args.workers,
                                     progress=progress)
     elapsed = time.perf_counter() - start
+    was_sealed = seal_state(ruleset) == "intact"
     ruleset.rules = verified
+    if was_sealed:  # every rule was just proved again: the seal covers the new records
+        ruleset = sealed(ruleset)
     if ruleset.skipped:
         _save_keeping_malformed(Path(args.rules), out_path, verified)
     else:
