@@ -240,6 +240,7 @@ def test_gpu_script_dry_run_on_cpu_without_rich_or_z3(tmp_path):
                SUPEROPT_BENCH_MODELS="squeezenet", SUPEROPT_BENCH_ROUNDS="2",
                SUPEROPT_BENCH_TIMING_S="0.2", SUPEROPT_BENCH_SEARCH_S="2",
                SUPEROPT_BENCH_CACHE=str(tmp_path / "cache"),
+               SUPEROPT_GATE_MODELS="resnet50", SUPEROPT_GATE_BUDGET_S="1",
                PYTHONPATH=os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_bench.sh")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
@@ -252,6 +253,10 @@ def test_gpu_script_dry_run_on_cpu_without_rich_or_z3(tmp_path):
     assert (out / "costs.sqlite3").stat().st_size > 0
     log = (out / "bench.log").read_text()
     assert "[1/1] squeezenet" in log and "┏" not in log  # the plain-text table, not rich's
+    # first phase: the analytic best graph through the gate (resnet50: its conv-add-merge)
+    [line] = (out / "gate.txt").read_text().splitlines()
+    assert line.startswith("resnet50 | 1 rewrites: conv-add-merge | ")
+    assert json.loads((out / "gate-resnet50.json").read_text())["cost_model"]
 
 
 def test_targets_say_met_or_not_with_the_figures():
