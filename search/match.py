@@ -282,7 +282,7 @@ def _covered(patterns: Sequence[Pattern], roots: Sequence[Value], b: Bindings) -
         if isinstance(p, PNode) and v.node is not None:
             out.setdefault(v.node)
             inputs = v.node.inputs
-            if p.commutes and len(inputs) == 2 and not _fits(p.args, inputs, b):
+            if p.swaps and not _fits(p.args, inputs, b):
                 inputs = (inputs[1], inputs[0])
             for sub, arg in zip(p.args, inputs):
                 if arg is not None:
