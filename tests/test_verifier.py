@@ -270,6 +270,22 @@ def test_cli_verify_in_place_keeps_a_sealed_file_sealed(tmp_path, capsys):
     assert seal_state(load_rules(plain)) == "unsealed"
 
 
+def test_cli_verify_check_writes_nothing_and_fails_on_an_unproved_rule(tmp_path, capsys):
+    from superopt.core.rules import save_rules
+    from superopt.face.cli import main
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    save_rules([KNOWN_TRUE["relu-concat"]], good)
+    save_rules([KNOWN_TRUE["relu-concat"], MUTANTS["matmul-assoc swapped"]], bad)
+    texts = {f: f.read_bytes() for f in (good, bad)}
+    assert main(["verify", str(good), "--check", "--workers", "1"]) == 0
+    assert "not written" in " ".join(capsys.readouterr().out.split())  # the title may wrap
+    assert main(["verify", str(bad), "--check", "--workers", "1", "-q"]) == 1
+    assert {f: f.read_bytes() for f in (good, bad)} == texts  # nothing rewritten
+    assert main(["verify", str(good), "--check", "-o", str(tmp_path / "x.json")]) == 2
+    assert "does not take -o" in capsys.readouterr().err
+
+
 def test_cli_verify_missing_file_is_one_line(tmp_path, capsys):
     from superopt.face.cli import main
 

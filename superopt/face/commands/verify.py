@@ -1,12 +1,14 @@
 """`superopt verify RULES.json`: prove every rule with Z3 and write the proof records.
 
-    superopt verify rules.json [--timeout S] [--workers N] [-o OUT.json]
+    superopt verify rules.json [--timeout S] [--workers N] [-o OUT.json | --check]
                                [--ray [ADDRESS] [--checkpoint-dir DIR]]
 
 Without -o the input file is rewritten in place (atomically); a sealed file (the shipped
-database) stays sealed, its digest now over the new proof records. Malformed rules are reported
-one line each and left out; the others are still verified. With `--ray` each rule is one Ray task
-(local Ray, or the cluster at ADDRESS; docs/ray.md), with the same proof records.
+database) stays sealed, its digest now over the new proof records. `--check` writes nothing and
+exits 1 when a rule does not prove (re-proving the shipped database without touching it).
+Malformed rules are reported one line each and left out; the others are still verified. With
+`--ray` each rule is one Ray task (local Ray, or the cluster at ADDRESS; docs/ray.md), with the
+same proof records.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="worker processes (default: CPU count)")
     p.add_argument("-o", "--output", default=None, metavar="OUT.json",
                    help="write here instead of rewriting the input file")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 when a rule does not prove (e.g. superopt "
+                        "verify --check rules_db/rules.json)")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="one Ray task per rule: on a local Ray with --workers CPUs, or on the "
                         "cluster at ADDRESS (HOST:PORT, or auto); write it after the rules "
@@ -70,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--timeout must be positive")
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    if args.check and args.output:
+        raise UsageError("--check writes nothing: it does not take -o")
     out_path = Path(args.output or args.rules)
     if args.output and not out_path.parent.is_dir():
         raise RulesError(f"{out_path}: folder {out_path.parent} does not exist")
@@ -95,14 +102,16 @@ def run(args: argparse.Namespace) -> int:
     ruleset.rules = verified
     if was_sealed:  # every rule was just proved again: the seal covers the new records
         ruleset = sealed(ruleset)
-    if ruleset.skipped:
-        _save_keeping_malformed(Path(args.rules), out_path, verified)
-    else:
-        save_rules(ruleset, out_path)
+    if not args.check:
+        if ruleset.skipped:
+            _save_keeping_malformed(Path(args.rules), out_path, verified)
+        else:
+            save_rules(ruleset, out_path)
     counts = {k: sum(r.proof.get("result") == k for r in verified)
               for k in ("proved", "refuted", "unknown")}
     if not args.quiet:
-        table = Table(title=f"superopt verify: {len(verified)} rules -> {out_path}")
+        where = "not written (--check)" if args.check else str(out_path)
+        table = Table(title=f"superopt verify: {len(verified)} rules -> {where}")
         for col in ("proved", "refuted", "unknown", "skipped", "time"):
             table.add_column(col, justify="right")
         table.add_row(*(str(counts[k]) for k in ("proved", "refuted", "unknown")),
@@ -113,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
                 if r.proof.get("result") != "proved":
                     print(f"{r.label}: {r.proof.get('result')}: "
                           f"{r.proof.get('reason') or r.proof.get('counterexample')}")
-    return 2 if ruleset.skipped else 0
+    if ruleset.skipped:
+        return 2
+    return 1 if args.check and counts["proved"] < len(verified) else 0
 
 
 def _verify_on_ray(args: argparse.Namespace, rules: list, progress) -> list:
