@@ -198,7 +198,7 @@ def symmetric_sources(rule: Rule) -> bool:
                                                 own.setdefault(m.group(1), f"_{len(own)}")),
                                text)
 
-        canon = {min(canonical(str(x)) for x in commuted_forms(p, classes)[1])
+        canon = {min(canonical(str(x)) for x in commuted_forms(p, classes))
                  for p in rule.src}
         hit = _SYMMETRIC[rule.id] = len(rule.src) > 1 and len(canon) == 1
     return hit

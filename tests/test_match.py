@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from graph_run import run_numpy
 from handwritten_rules import ASSOC, PROVED
 from onnx import TensorProto
 
@@ -287,15 +288,6 @@ BIAS_SCALE = Rule.make(  # (x·W + b)·g with per-column b and g: the bias Add a
     conditions=("shape(?g)[0] == shape(?w)[1]", "shape(?b)[0] == shape(?w)[1]"), proof=PROVED)
 
 
-def _run(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    vals: dict = {v: feeds[v.name] for v in graph.inputs}
-    for n in graph.nodes:
-        ins = [vals.get(v, v.array) for v in n.inputs]
-        for o, a in zip(n.outputs, get_op(n.op).compute(n.attr_dict, ins)):
-            vals[o] = a
-    return [vals.get(v, v.array) for v in graph.output_values]
-
-
 @pytest.mark.parametrize("bias_first,scale_first", [(False, False), (True, False),
                                                    (False, True), (True, True)])
 def test_one_rule_matches_every_operand_order_of_add_and_mul(bias_first, scale_first):
@@ -311,7 +303,8 @@ def test_one_rule_matches_every_operand_order_of_add_and_mul(bias_first, scale_f
     assert explain(graph, BIAS_SCALE) == ["node mul: fires"]
     new = apply_match(graph, m).graph
     feeds = {"x": np.random.default_rng(4).standard_normal((3, 4)).astype(np.float32)}
-    np.testing.assert_allclose(_run(new, feeds)[0], _run(graph, feeds)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_numpy(new, feeds)[0], run_numpy(graph, feeds)[0],
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_classes_are_checked_on_each_operand_order():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from graph_run import run_numpy
 from handwritten_rules import ASSOC, MERGE_CONV, PROVED
 
 import superopt
@@ -99,17 +100,6 @@ def two_convs(rng, c=4, o1=4, o2=4, hw=8) -> Graph:
         name="conv1",
     )
     return Graph([x], [("y3", c3.outputs[0]), ("y1", c1.outputs[0])])
-
-
-def run_numpy(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    from superopt.core.ops import get_op
-
-    vals: dict = {v: feeds[v.name] for v in graph.inputs}
-    for n in graph.nodes:
-        ins = [vals.get(v, v.array) for v in n.inputs]
-        for o, a in zip(n.outputs, get_op(n.op).compute(n.attr_dict, ins)):
-            vals[o] = a
-    return [vals.get(v, v.array) for v in graph.output_values]
 
 
 def assert_same_function(g1: Graph, g2: Graph, rng) -> None:

@@ -577,20 +577,25 @@ def _is_commutative(op: str) -> bool:
 _MAX_ORDERS = 16  # operand orders kept per pattern (ties only; rarely reached)
 
 
-def commuted_forms(p: Pattern, classes: Mapping[str, str]) -> tuple[str, list[Pattern]]:
-    """(p's text with each variable replaced by its class in `classes` (e.g. `tensor4`), the
-    same under any renaming within a class and any operand order of Add/Mul; p with the
-    operands of each Add/Mul sorted by that text, in every order where the two operands tie,
-    at most 16). Patterns equal up to renaming and operand order give the same set of texts
-    up to renaming: the basis of `superopt.core.rules.rule_key`.
+def commuted_forms(p: Pattern, classes: Mapping[str, str]) -> list[Pattern]:
+    """p with the operands of each Add/Mul sorted by their text with every variable replaced by
+    its class in `classes` (e.g. `tensor4`), which no renaming within a class and no operand
+    order changes; in every order where the two operands tie, at most 16. Patterns equal up to
+    renaming and operand order give the same forms up to renaming: the basis of
+    `superopt.core.rules.rule_key`.
 
     Example:
-        >>> commuted_forms(parse("(Add ?b (MatMul ?x ?w))"), {})[1]  # doctest: +SKIP
+        >>> commuted_forms(parse("(Add ?b (MatMul ?x ?w))"), {})  # doctest: +SKIP
         [PNode(op='Add', ... args=(PNode(op='MatMul', ...), PVar(name='b')))]
     """
+    return _commuted(p, classes)[1]
+
+
+def _commuted(p: Pattern, classes: Mapping[str, str]) -> tuple[str, list[Pattern]]:
+    """(p's class text, its commuted forms): the text orders a parent's operands."""
     if not isinstance(p, PNode):
         return "?" + classes.get(p.name, p.name), [p]
-    subs = [commuted_forms(a, classes) for a in p.args]
+    subs = [_commuted(a, classes) for a in p.args]
     orders = [subs]
     if len(subs) == 2 and _is_commutative(p.op):
         if subs[1][0] < subs[0][0]:

@@ -465,8 +465,8 @@ def rule_key(rule: Rule) -> str:
     tail = " params " + " ".join(f"?{k}:{t}" for k, t in sorted(rule.params.items()))
     # Per pattern, its texts over the Add/Mul operand orders that renaming could make least:
     # each has the same length, so the least whole text takes the least of each pattern.
-    src = [[str(x) for x in commuted_forms(p, classes)[1]] for p in rule.src]
-    dst = [[str(x) for x in commuted_forms(p, classes)[1]] for p in rule.dst]
+    src = [[str(x) for x in commuted_forms(p, classes)] for p in rule.src]
+    dst = [[str(x) for x in commuted_forms(p, classes)] for p in rule.dst]
     best = None
     for perm in itertools.product(*(itertools.permutations(vs) for vs in groups.values())):
         names = {old: f"{kind}{rank}_{i}" for (kind, rank), vs, new in

@@ -13,10 +13,10 @@ exporter folds them) on top of those, so "two Convs => Split(Conv(t, Concat(k, j
 `--max-ops 2 --max-weight-ops 1`. Weight-only operators beyond W take runtime places, so
 `--max-weight-ops 0` is the plain operator count.
 
-Every run leaves out, before proving, the candidates that only repeat another up to renaming,
-and those that concatenate a tensor with itself (`Concat(?t, ?t)`: no export
-writes one; `superopt.generator.selection`). With `--from`, the enumeration runs over the op
-configurations the given models use (their ops, attributes, ranks:
+Every run leaves out, before proving, the candidates that only repeat another up to renaming
+or the operand order of Add/Mul, and those that concatenate a tensor with itself
+(`Concat(?t, ?t)`: no export writes one; `superopt.generator.selection`). With `--from`, the
+enumeration runs over the op configurations the given models use (their ops, attributes, ranks:
 `superopt.generator.from_model`) instead of TASO's fixed set, and keeps self-concatenations
 when one of the models has one. Prints an estimate of the work first; a run estimated at
 over an hour needs `--yes`. Ctrl-C stops the enumeration early and still writes what was
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _select(rules: list, meta: dict, keep_self_concat: bool) -> tuple[list, dict]:
-    """Drop duplicates up to renaming and self-concatenations before the
+    """Drop duplicates up to renaming and operand order, and self-concatenations, before the
     verifier spends time on them (`superopt.generator.selection`); counts go to the meta."""
     from superopt.generator.selection import select_rules
 

@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_verbosity(imp)
     imp.set_defaults(func=run_import)
     merge = sub.add_parser("merge", help="join rules files into one (rules equal up to "
-                                         "renaming once)")
+                                         "renaming and Add/Mul operand order once)")
     merge.add_argument("files", nargs="+", metavar="FILE", help="rules files to join")
     merge.add_argument("-o", "--output", required=True, metavar="FILE.json",
                        help="where to write the joined rules (atomically)")
@@ -304,8 +304,9 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_merge(args: argparse.Namespace) -> int:
     """Union of several rules files; each file's meta is kept under "parts". A rule equal to
-    an earlier one up to renaming (`rule_key`) is kept once; of the two, a proved rule wins
-    over an unproved one, then a named rule (a hand-written family's) over an unnamed one."""
+    an earlier one up to renaming and Add/Mul operand order (`rule_key`) is kept once; of the
+    two, a proved rule wins over an unproved one, then a named rule (a hand-written family's)
+    over an unnamed one."""
     from superopt.core.rules import rule_key, save_rules
 
     rules: dict[str, object] = {}  # rule_key -> rule, in first-seen order
