@@ -145,6 +145,10 @@ def find_matches(graph: Graph, rule: Rule, *, by_op: dict[str, list[Node]] | Non
     match is one match, the first order `check_site` accepts: the rewrites differ only by the
     order of operands of a commutative op, at the same cost.
 
+    A variable is bound only to a value in its class (`_admits`): `check_site` would refuse
+    the match anyway, and a merge of three `(Add (MatMul ?x ?w) ?b)` would otherwise try every
+    MatMul output as each bias before refusing them all.
+
     `by_op` is `nodes_by_op(graph)`, passed when many rules are matched against one graph.
     """
     by_op = nodes_by_op(graph) if by_op is None else by_op
@@ -152,7 +156,8 @@ def find_matches(graph: Graph, rule: Rule, *, by_op: dict[str, list[Node]] | Non
     symmetric = symmetric_sources(rule)
     commutes = any(p.commutes for p in rule.src)
     sites: set[tuple] = set()
-    for bindings, roots in _joint_matches(graph, rule.src, by_op, Bindings()):
+    admit = _admits(rule)
+    for bindings, roots in _joint_matches(graph, rule.src, by_op, Bindings(admit=admit)):
         # The same sources in another order (symmetric sources): the same rewrite up to the
         # order of a Concat, at the same cost (a 3-way merge of 8 projections: 336 orders,
         # 56 sites), accepted or refused alike. Other operand orders of Add/Mul binding the
@@ -172,6 +177,15 @@ def find_matches(graph: Graph, rule: Rule, *, by_op: dict[str, list[Node]] | Non
         if limit is not None and len(out) >= limit:
             break
     return out
+
+
+def _admits(rule: Rule) -> Callable[[str, Value], bool]:
+    """Whether a value may be bound to a tensor variable of `rule`: in the variable's class
+    (`Rule.var_refusal`) and a float tensor, the parts of `check_site` that depend on one
+    binding alone, so pruning them changes no match that `check_site` accepts."""
+    def admit(name: str, v: Value) -> bool:
+        return v.type.elem_type in FLOAT_TYPES and rule.var_refusal(name, v) is None
+    return admit
 
 
 _SYMMETRIC: dict[str, bool] = {}
@@ -219,16 +233,50 @@ def check_site(rule: Rule, bindings: Bindings, roots: Sequence[Value] = ()) -> s
 def _candidate_values(graph: Graph, p: PNode, by_op: dict[str, list[Node]],
                       b: Bindings) -> Iterator[Value]:
     """Values that may match root pattern p: outputs of nodes with p's op; when an argument of
-    p is an already bound variable, only the users of that value (fast joint matching)."""
+    p is an already bound variable, only the users of that value (fast joint matching).
+
+    When a bound variable lies deeper (`(Add (MatMul ?x ?w2) ?b2)` once ?x is bound), only
+    the nodes reached from it up p's path to it: the users of ?x that are MatMuls, then their
+    users that are Adds. Those are listed in `by_op`'s order, the order of trying every node
+    of p's op, so the matches and their order are the same, without trying every Add.
+    """
     for arg in p.args:
         if isinstance(arg, PVar) and arg.name in b.tensors:
             for node, _ in graph.users.get(b.tensors[arg.name], ()):
                 if node.op == p.op and p.out < len(node.outputs):
                     yield node.outputs[p.out]
             return
-    for node in by_op.get(p.op, ()):
+    nodes = by_op.get(p.op, ())
+    for name, path in p.var_paths:
+        v = b.tensors.get(name)
+        if v is None or len(path) == 1:
+            continue
+        reached = _reached_up(graph, v, path)
+        for node in nodes:
+            if p.out < len(node.outputs) and node.outputs[p.out] in reached:
+                yield node.outputs[p.out]
+        return
+    for node in nodes:
         if p.out < len(node.outputs):
             yield node.outputs[p.out]
+
+
+def _reached_up(graph: Graph, v: Value, path: Sequence[tuple[PNode, int]]) -> set[Value]:
+    """The values that path's top node can match given that the variable at its bottom is v:
+    v's users with the bottom step's op at its operand index (either operand at an Add/Mul),
+    their users with the next step's op, and so on up."""
+    level = {v}
+    for step, index in reversed(path):
+        up: set[Value] = set()
+        for value in level:
+            for node, i in graph.users.get(value, ()):
+                if (node.op == step.op and (i == index or step.swaps)
+                        and step.out < len(node.outputs)):
+                    up.add(node.outputs[step.out])
+        level = up
+        if not level:
+            break
+    return level
 
 
 def _joint_matches(graph: Graph, patterns: Sequence[Pattern], by_op: dict[str, list[Node]],

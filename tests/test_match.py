@@ -374,3 +374,81 @@ def test_rule_key_merges_operand_orders_and_symmetric_sources_see_through_them()
     sub1 = Rule.make(["(Sub ?x ?w1)"], ["(Sub ?x ?w1)"], v, proof=PROVED)
     sub2 = Rule.make(["(Sub ?w1 ?x)"], ["(Sub ?w1 ?x)"], v, proof=PROVED)
     assert rule_key(sub1) != rule_key(sub2)
+
+
+def test_a_variable_outside_its_class_is_refused_as_it_is_bound():
+    """Bindings(admit=...) fails the match at the binding it refuses, before the rest of the
+    pattern is tried."""
+    from superopt.core.pattern import match, parse
+
+    x = Value.input("x", TensorType(FLOAT, (2, 4)))
+    mm = Node.make("MatMul", {}, [x, w((4, 4), "A")]).outputs[0]
+    asked: list[str] = []
+
+    def no_inputs(name: str, v: Value) -> bool:
+        asked.append(name)
+        return v.is_const
+
+    assert not match(parse("(MatMul ?x ?a)"), mm, Bindings(admit=no_inputs))
+    assert asked == ["x"]
+    b = Bindings(admit=lambda name, v: True)
+    assert match(parse("(MatMul ?x ?a)"), mm, b) and b.copy().admit is b.admit
+
+
+def _matches_equal_naive_matching(g: Graph, monkeypatch) -> int:
+    """Assert that find_matches lists what the naive matcher lists (every node of the op
+    tried, every binding refused afterwards) for every shipped rule that occurs in g; return
+    the number of matches."""
+    from superopt.core.rules import load_rules
+    from superopt.search import match as match_module
+
+    index = RuleIndex(load_rules().proved())
+    rules = list(index.candidates({n.op for n in g.nodes}))
+
+    def listed(rule: Rule) -> list[tuple]:
+        return [(m.roots, m.matched_nodes, sorted(m.bindings.tensors.items()),
+                 sorted(m.bindings.params.items(), key=repr))
+                for m in find_matches(g, rule, limit=200)]
+
+    pruned = [listed(r) for r in rules]
+
+    def every_node(graph, p, by_op, b):
+        return (n.outputs[p.out] for n in by_op.get(p.op, ()) if p.out < len(n.outputs))
+
+    with monkeypatch.context() as m:
+        m.setattr(match_module, "_admits", lambda rule: None)
+        m.setattr(match_module, "_candidate_values", every_node)
+        naive = [listed(r) for r in rules]
+    assert naive == pruned
+    return sum(map(len, pruned))
+
+
+@pytest.mark.parametrize("model", ["nasrnn", "bert", "squeezenet", "nasnet_a"])
+def test_pruned_matching_finds_what_trying_everything_finds(model, zoo_model_path,
+                                                             monkeypatch):
+    """find_matches binds a variable only to a value in its class (`_admits`) and tries as
+    a later source pattern's root only the nodes reached up from a value already bound
+    (`_candidate_values`). For every shipped rule that occurs, the matches are exactly those
+    of the naive matcher, which tries every node of the op and refuses afterwards
+    (`check_site`): the same matches, in the same order, with the same bindings."""
+    import superopt
+
+    assert _matches_equal_naive_matching(superopt.load(zoo_model_path(model)), monkeypatch)
+
+
+def test_pruned_matching_reaches_a_root_through_either_operand(monkeypatch):
+    """Q/K/V projections whose bias Adds are written bias-first and bias-last: reaching the
+    later roots up from ?x goes through either operand of an Add, and the three-way merge is
+    found once, as the naive matcher finds it."""
+    from superopt.core.rules import load_rules
+
+    x = Value.input("x", TensorType(FLOAT, (2, 8, 16)))
+    outs = []
+    for i in range(3):
+        mm = Node.make("MatMul", {}, [x, w((16, 16), f"W{i}", i)]).outputs[0]
+        b = w((16,), f"b{i}", 10 + i)
+        outs.append((f"y{i}", Node.make("Add", {}, [b, mm] if i % 2 else [mm, b]).outputs[0]))
+    g = Graph([x], outs)
+    assert _matches_equal_naive_matching(g, monkeypatch) > 0
+    merge3 = [r for r in load_rules().proved() if r.name == "linear-bias-merge-3"]
+    assert merge3 and any(len(find_matches(g, r)) == 1 for r in merge3)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -110,6 +110,25 @@ class PNode:
         """Whether such a node occurs below this one: only then can an operand match in more
         than one way."""
         return any(a.commutes for a in self.args)
+
+    @cached_property
+    def var_paths(self) -> tuple[tuple[str, tuple[tuple[PNode, int], ...]], ...]:
+        """Each occurrence of a tensor variable below this node with the path down to it, as
+        (node, operand index) steps from this node: shortest first, then in operand order.
+        A matcher that has bound one of them finds this node among the users of users of
+        the bound value (`superopt.search.match`)."""
+        out: list[tuple[str, tuple[tuple[PNode, int], ...]]] = []
+
+        def walk(node: PNode, path: tuple[tuple[PNode, int], ...]) -> None:
+            for i, a in enumerate(node.args):
+                step = (*path, (node, i))
+                if isinstance(a, PVar):
+                    out.append((a.name, step))
+                else:
+                    walk(a, step)
+
+        walk(self, ())
+        return tuple(sorted(out, key=lambda x: len(x[1])))
 
     def __str__(self) -> str:
         head = self.op + (f".{self.out}" if self.out else "")
@@ -419,17 +438,25 @@ def param_fits(ty: str, value: Any) -> bool:
 
 
 class Bindings:
-    """Tensor variables bound to IR values, parameters bound to attribute values."""
+    """Tensor variables bound to IR values, parameters bound to attribute values.
 
-    __slots__ = ("params", "tensors")
+    `admit(name, value)`, when given, is asked before a tensor variable is bound, and the
+    match fails where it says no: a matcher that will refuse such a binding anyway (a
+    variable outside its rule's class) prunes it there instead of after a joint match of
+    several patterns has multiplied it (`superopt.search.match.find_matches`).
+    """
+
+    __slots__ = ("admit", "params", "tensors")
 
     def __init__(self, tensors: dict[str, Value] | None = None,
-                 params: dict[str, Any] | None = None) -> None:
+                 params: dict[str, Any] | None = None,
+                 admit: Callable[[str, Value], bool] | None = None) -> None:
         self.tensors = dict(tensors or {})
         self.params = dict(params or {})
+        self.admit = admit
 
     def copy(self) -> Bindings:
-        return Bindings(self.tensors, self.params)
+        return Bindings(self.tensors, self.params, self.admit)
 
     def mark(self) -> tuple[int, int]:
         """A point to `undo` back to: matching only ever adds bindings."""
@@ -480,6 +507,8 @@ def match(p: Pattern, v: Value, b: Bindings) -> bool:
         bound = b.tensors.get(p.name)
         if bound is not None:
             return bound is v
+        if b.admit is not None and not b.admit(p.name, v):
+            return False
         b.tensors[p.name] = v
         return True
     node = v.node

@@ -274,22 +274,12 @@ class Rule:
     def holds(self, b: Bindings) -> str | None:
         """None if the bound values are in the rule's classes (kind, rank, dims >= 1, parameter
         types) and every side condition holds; else why not, naming what failed."""
-        for name, kind in sorted(self.vars.items()):
+        for name in sorted(self.vars):
             v = b.tensors.get(name)
-            if v is None:
-                continue
-            if kind == "weight" and not v.is_const:
-                return f"?{name} must be a constant weight"
-            shape = v.shape
-            want = self.ranks.get(name)
-            if want is not None:
-                if shape is None:
-                    return f"?{name} has unknown rank, the rule was proved for rank {want}"
-                if len(shape) != want:
-                    return f"?{name} has rank {len(shape)}, the rule was proved for rank {want}"
-            if shape is not None and any(isinstance(d, int) and d < 1 for d in shape):
-                return (f"?{name} has an empty dim ({_shape_text(shape)}), the rule was proved "
-                        "for dims >= 1")
+            if v is not None:
+                why = self.var_refusal(name, v)
+                if why is not None:
+                    return why
         for name, ty in sorted(self.params.items()):
             if name in b.params and not param_fits(ty, b.params[name]):
                 return f"?{name} is {b.params[name]!r}, the rule was proved for {_a(ty)}"
@@ -299,6 +289,24 @@ class Rule:
                     return f"condition failed: {c}"
             except (TypeError, IndexError, ValueError, KeyError, NameError) as e:
                 return f"condition {c} not decidable ({e})"
+        return None
+
+    def var_refusal(self, name: str, v: Value) -> str | None:
+        """None if value v is in tensor variable ?name's class (kind, rank, dims >= 1), else
+        why not. It depends on v alone, so a matcher may ask it as it binds (`holds` asks it
+        of every bound variable)."""
+        if self.vars.get(name) == "weight" and not v.is_const:
+            return f"?{name} must be a constant weight"
+        shape = v.shape
+        want = self.ranks.get(name)
+        if want is not None:
+            if shape is None:
+                return f"?{name} has unknown rank, the rule was proved for rank {want}"
+            if len(shape) != want:
+                return f"?{name} has rank {len(shape)}, the rule was proved for rank {want}"
+        if shape is not None and any(isinstance(d, int) and d < 1 for d in shape):
+            return (f"?{name} has an empty dim ({_shape_text(shape)}), the rule was proved "
+                    "for dims >= 1")
         return None
 
     def to_json(self) -> dict[str, Any]:
