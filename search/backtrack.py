@@ -12,6 +12,9 @@ new too, and a match rooted at an old node covers old nodes only, which the pare
 matched already. A child's matches of a single-pattern rule are therefore its parent's matches
 whose nodes all survived plus the matches rooted at its new nodes, in the order a full match
 gives. Multi-pattern rules (merges) are matched in full: their roots may mix old and new nodes.
+A single-pattern rule tries as roots only the nodes whose operands fit it one level down
+(`operands_fit`: an Add whose operands are a MatMul and anything, in either order), which
+hundreds of rules rooted at Add would otherwise each try in turn.
 
 Like egg's `Runner`, the search keeps records rather than leaving callers to replay it: the
 result holds the path that led to the best graph (one `Step` per rewrite: the rule, the nodes
@@ -40,6 +43,7 @@ from typing import Any, NamedTuple
 
 from superopt.core.costing import CostModel
 from superopt.core.ir import Graph, Node, Value
+from superopt.core.pattern import Pattern, PNode
 from superopt.core.rules import Rule
 from superopt.search.match import (
     Match,
@@ -48,6 +52,8 @@ from superopt.search.match import (
     apply_match,
     find_matches,
     nodes_by_op,
+    operand_heads,
+    operands_fit,
 )
 
 
@@ -263,6 +269,7 @@ class _Matches:
         self.parent = parent
         self.fresh_by_op: dict | None = None
         self.position: dict[Node, int] = {}
+        self._fits: dict[tuple, dict[str, list[Node]]] = {}
         if parent is not None:
             old = parent.nodes
             self.fresh_by_op = nodes_by_op(graph, keep=lambda n: n not in old)
@@ -272,23 +279,41 @@ class _Matches:
         """`find_matches(graph, rule, limit=...)`, the same list in the same order."""
         parent = self.parent
         earlier = None if parent is None else parent.found.get(rule.id, [])
-        if (earlier is None or len(rule.src) > 1
-                or (self.limit is not None and len(earlier) >= self.limit)):
+        if len(rule.src) > 1:
             out = find_matches(self.graph, rule, by_op=self.by_op, limit=self.limit)
+        elif earlier is None or (self.limit is not None and len(earlier) >= self.limit):
+            out = find_matches(self.graph, rule, by_op=self._roots(rule.src[0], self.by_op),
+                               limit=self.limit)
         else:
             assert self.fresh_by_op is not None
             kept = [m for m in earlier if all(n in self.nodes for n in m.matched_nodes)]
-            new = find_matches(self.graph, rule, by_op=self.fresh_by_op, limit=self.limit)
+            new = find_matches(self.graph, rule, by_op=self._roots(rule.src[0], self.fresh_by_op),
+                               limit=self.limit)
             pos = self.position
             # a full match walks the roots in graph order; a root is either old or new
             out = sorted(kept + new, key=lambda m: pos[m.matched_nodes[0]])[:self.limit]
         self.found[rule.id] = out
         return out
 
+    def _roots(self, p: Pattern, by_op: dict[str, list[Node]]) -> dict[str, list[Node]]:
+        """`by_op` cut down, for a single-pattern rule rooted at p, to the nodes whose operands
+        fit p one level down (`operands_fit`), in the same order: a matcher trying the rest
+        would fail at once, and hundreds of rules rooted at Add each trying every Add was most
+        of a transformer's search. The lists are shared by the rules that ask alike."""
+        assert isinstance(p, PNode)
+        key = (id(by_op), p.op, operand_heads(p), p.swaps)
+        hit = self._fits.get(key)
+        if hit is None:
+            heads = key[2]
+            hit = self._fits[key] = {p.op: [n for n in by_op.get(p.op, ())
+                                            if operands_fit(heads, p.swaps, n)]}
+        return hit
+
     def done(self) -> None:
         """The expansion is over: keep only what the children need (`nodes`, `found`)."""
         self.parent = self.fresh_by_op = None
         self.position = {}
+        self._fits = {}
 
 
 # A filter on matches (regions: only matches inside the current window).

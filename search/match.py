@@ -132,6 +132,32 @@ def nodes_by_op(graph: Graph, keep: Callable[[Node], bool] | None = None
     return out
 
 
+def operand_heads(p: PNode) -> tuple[tuple[str, int] | None, ...]:
+    """What each operand of p must be produced by, one level down: (op, output index) for an
+    operator operand, None for a variable (any value)."""
+    return tuple((a.op, a.out) if isinstance(a, PNode) else None for a in p.args)
+
+
+def operands_fit(heads: Sequence[tuple[str, int] | None], swaps: bool, node: Node) -> bool:
+    """Whether node's inputs can match operands with these `operand_heads`, in the written
+    order or, where the pattern `swaps` (Add, Mul), the other: a node that fails this fails
+    `match` at its operands."""
+    ins = node.inputs
+    if len(ins) != len(heads):
+        return False
+
+    def fit(order: Sequence[Value | None]) -> bool:
+        for head, x in zip(heads, order):
+            if x is None:
+                return False
+            if head is not None and (x.node is None or x.node.op != head[0]
+                                     or x.index != head[1]):
+                return False
+        return True
+
+    return fit(ins) or (swaps and fit((ins[1], ins[0])))
+
+
 # ---------------------------------------------------------------------------------------------
 # finding matches
 

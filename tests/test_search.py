@@ -10,6 +10,7 @@ from handwritten_rules import ASSOC, MERGE_CONV, PROVED
 import superopt
 from superopt.core.costing import NodeCount, OpTableCost
 from superopt.core.ir import Graph, Node, Value
+from superopt.core.ops import get_op
 from superopt.core.rules import Rule
 from superopt.core.types import FLOAT, TensorType
 from superopt.cost_model.analytic import AnalyticCost
@@ -305,11 +306,35 @@ def test_stop_reasons_are_typed():
     assert r.stop_reason is StopReason.TIME_LIMIT and r.best is g and r.iterations == []
 
 
-@pytest.mark.parametrize("model", ["squeezenet", "nasnet_a", "bert"])
+def operands_swapped_graph() -> Graph:
+    """A conv and a linear layer whose Mul and Add take the constant first (`Mul(c, conv)`,
+    `Add(b, matmul)`), as some exporters write them: rules match them in the other order."""
+    rng = np.random.default_rng(SEED)
+
+    def const(*shape):
+        return Value.const(rng.standard_normal(shape).astype(np.float32))
+
+    x = Value.input("x", TensorType(FLOAT, (1, 3, 8, 8)))
+    conv = Node.make("Conv", get_op("Conv").canonical_attrs({"pads": (1, 1, 1, 1)}),
+                     [x, const(4, 3, 3, 3), const(4)]).outputs[0]
+    scaled = Node.make("Mul", {}, [const(4, 1, 1), conv]).outputs[0]
+    shifted = Node.make("Add", {}, [const(4, 1, 1), scaled]).outputs[0]
+    y = Value.input("y", TensorType(FLOAT, (2, 16)))
+    mm = Node.make("MatMul", {}, [y, const(16, 16)]).outputs[0]
+    lin = Node.make("Add", {}, [const(16), mm]).outputs[0]
+    lin2 = Node.make("Add", {}, [const(16), Node.make("MatMul", {}, [lin, const(16, 16)])
+                                 .outputs[0]]).outputs[0]
+    return Graph([x, y], [("conv", Node.make("Relu", {}, [shifted]).outputs[0]),
+                          ("lin", lin2)])
+
+
+@pytest.mark.parametrize("model", ["squeezenet", "nasnet_a", "bert", "operands_swapped"])
 def test_incremental_matches_are_the_full_matches_in_the_same_order(model, zoo_model_path):
     """A child graph's matches found from its parent's (kept where their nodes survived, plus
-    those rooted at new nodes) are exactly what matching the child from scratch finds, in the
-    same order: for every shipped rule that occurs, over several children and a grandchild."""
+    those rooted at new nodes), and a graph's own from the nodes whose operands fit each
+    rule one level down, are exactly what matching every node from scratch finds, in the
+    same order: for every shipped rule that occurs, in the graph, several children and a
+    grandchild. One graph writes its Mul/Add constants first, so rules meet them swapped."""
     from superopt.core.rules import load_rules
     from superopt.search.backtrack import _Matches
     from superopt.search.match import Refused, RuleIndex, apply_match, find_matches
@@ -336,10 +361,12 @@ def test_incremental_matches_are_the_full_matches_in_the_same_order(model, zoo_m
             assert got == want, rule.id
         return len(rules)
 
-    top = _Matches(superopt.load(zoo_model_path(model)), None, 200)
+    graph = (operands_swapped_graph() if model == "operands_swapped"
+             else superopt.load(zoo_model_path(model)))
+    top = _Matches(graph, None, 200)
+    checked = same_as_full(top)
     kids = children(top, 6)
     assert kids
-    checked = 0
     for kid in kids:
         inc = _Matches(kid, top, 200)
         checked += same_as_full(inc)
