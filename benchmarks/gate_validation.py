@@ -14,6 +14,8 @@ into --out, and --write-doc turns whatever parts exist into the tables of docs/g
   default budget and at `--power-scale` times it.
 - ``nasrnn``: NasRNN's merged-MatMul candidate (the analytic search's rewrites, gate off)
   against the original at the default budget; its real ratio from a long interleaved run.
+- ``alone``: the same pair as a user runs them: one default (spinning) session alone at a
+  time, alternating between whole blocks of runs.
 
 Example (the commands behind docs/gate.md; seeds are printed and fixed):
     L=/tmp/superopt-timing.lock; V=benchmarks/gate_validation.py
@@ -94,9 +96,8 @@ def with_side_chain(model: onnx.ModelProto, k: int, elements: int = 4096) -> onn
 
 def long_ratio(slow: onnx.ModelProto, fast: onnx.ModelProto, rounds: int, seed: int) -> dict:
     """slow / fast from a long run of the gate's own loop without its test (`SessionRounds`:
-    3 slots, random build and round order, sessions that do not spin; 3 runs per round):
-    the median of per-round ratios. (`time_interleaved` spins, and its long-run ratios swung
-    1.016x-1.138x between two runs of one pair: docs/gate.md.)"""
+    3 slots, random build and round order, sessions whose threads spin within a run and stop
+    when it returns, as the gate's; 3 runs per round): the median of per-round ratios."""
     from superopt.runtime import SessionRounds
 
     timer = SessionRounds([slow.SerializeToString(), fast.SerializeToString()], "cpu",
@@ -215,6 +216,38 @@ def _gate_trials(original, merged, args, label: str, detail=lambda rec: "") -> l
     return recs
 
 
+def part_alone(args) -> dict:
+    """NasRNN's candidate and the original as a user runs them: one session with ONNX
+    Runtime's default threads (spinning during and after runs), alone in the process (the
+    other model's session is gone, and its threads have stopped), the two alternating in a
+    random order between whole blocks of runs; `args.trials` rounds of 20 warm-up and 200 timed
+    runs per model, the median of each block. What the gate's "in-run" sessions stand for."""
+    import gc
+
+    from superopt.runtime import Runner, make_session, random_feeds
+
+    original, merged, rewrites = nasrnn_candidate()
+    feeds = random_feeds(original, args.seed)
+    rng = np.random.default_rng(args.seed)
+    times: list[list[float]] = [[], []]
+    for r in range(args.trials):
+        for m in rng.permutation(2):
+            runner = Runner(make_session((original, merged)[m], "cpu", spinning="on"), feeds)
+            runner.times(20)
+            times[m].append(float(np.median(runner.times(200))))
+            del runner
+            gc.collect()
+            time.sleep(0.2)  # the default threads spin some 35 ms after a run
+        print(f"  alone round {r + 1}/{args.trials}: original {times[0][-1] * 1e6:.0f} µs, "
+              f"candidate {times[1][-1] * 1e6:.0f} µs, ratio {times[0][-1] / times[1][-1]:.3f}",
+              flush=True)
+    ratios = np.asarray(times[0]) / np.asarray(times[1])
+    return {"rewrites": rewrites, "rounds": args.trials, "ratio": float(np.median(ratios)),
+            "p10": float(np.percentile(ratios, 10)), "p90": float(np.percentile(ratios, 90)),
+            "original_s": float(np.median(times[0])), "candidate_s": float(np.median(times[1])),
+            "load": load_1min()}
+
+
 def part_nasrnn(args) -> dict:
 
     original, merged, rewrites = nasrnn_candidate()
@@ -248,7 +281,7 @@ def render(parts: dict) -> str:
                      f"read at the end of each trial): median {np.median(loads):.2f}, "
                      f"10th-90th percentile {np.percentile(loads, 10):.2f}-"
                      f"{np.percentile(loads, 90):.2f}, max {max(loads):.2f}")
-    for part in ("null", "power", "nasrnn", "nasrnn-long"):
+    for part in ("null", "power", "nasrnn", "alone", "nasrnn-long"):
         if part in parts:
             lines.append(f"- `{part}`: `{parts[part].get('command', '')}`")
     lines.append("")
@@ -305,6 +338,14 @@ def render(parts: dict) -> str:
                   f"{nas['check']['ratio']:.3f}x. Per run: ratio measured by the gate "
                   f"(median {np.median([t['ratio'] for t in trials]):.3f}x), gain needed "
                   f"(median {np.median([t['needs'] for t in trials]):.3f}x).", ""]
+    if "alone" in parts:
+        alone = parts["alone"]
+        lines += [f"As a user runs it (one default, spinning session alone, the two models "
+                  f"alternating between whole blocks of runs, {alone['rounds']} rounds): "
+                  f"original {alone['original_s'] * 1e3:.2f} ms, candidate "
+                  f"{alone['candidate_s'] * 1e3:.2f} ms, ratio {alone['ratio']:.3f}x "
+                  f"(10th-90th percentile of rounds {alone['p10']:.3f}-{alone['p90']:.3f}x).",
+                  ""]
     if "nasrnn-long" in parts:
         long = parts["nasrnn-long"]
         lines += [f"The same candidate through the gate's own loop at a {long['budget_s']:g} s "
@@ -329,7 +370,7 @@ def write_doc(out: Path, section: str = "") -> None:
     begin, end = (BEGIN, END) if not section else (
         f"<!-- gate-validation:{section}:begin -->", f"<!-- gate-validation:{section}:end -->")
     parts = {}
-    for name in ("meta", "null", "power", "nasrnn", "nasrnn-long"):
+    for name in ("meta", "null", "power", "nasrnn", "alone", "nasrnn-long"):
         path = out / f"{name}.json"
         if path.exists():
             parts[name] = json.loads(path.read_text())
@@ -346,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     from superopt.pipeline.gate import DEFAULT_BUDGET_S
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", nargs="?", choices=("null", "power", "nasrnn", "nasrnn-long"))
+    p.add_argument("part", nargs="?", choices=("null", "power", "nasrnn", "alone",
+                                               "nasrnn-long"))
     p.add_argument("--trials", type=int, default=20, help="trials (null: in all; power: per "
                    "gain at the default budget; nasrnn: runs)")
     p.add_argument("--trials-scaled", type=int, default=10,
@@ -369,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         started = time.time()
         data = {"null": part_null, "power": part_power, "nasrnn": part_nasrnn,
-                "nasrnn-long": part_nasrnn_long}[args.part](args)
+                "alone": part_alone, "nasrnn-long": part_nasrnn_long}[args.part](args)
         data["command"] = "benchmarks/gate_validation.py " + " ".join(
             a for a in (argv if argv is not None else sys.argv[1:]))
         data["wall_s"] = time.time() - started

@@ -320,15 +320,29 @@ def custom_op_libraries() -> tuple[str, ...]:
     return tuple(_custom_op_libraries)
 
 
+# How a session's idle intra-op threads behave (`make_session(spinning=...)`):
+# "on"      ONNX Runtime's default: they spin between a run's ops and for some 35 ms after a run
+#           (measured on the 2-core machine), so back-to-back runs find them awake;
+# "in-run"  they spin between a run's ops as with "on", and stop the moment the run returns
+#           (`session.force_spinning_stop`): what a user's session does within a run, without
+#           taking a core from the next session to run. Timing that interleaves many sessions
+#           uses it (the gate, the bench);
+# "off"     they sleep at once (`session.intra_op.allow_spinning` 0): each parallel op pays a
+#           wake-up, which a user's default session does not (NasRNN's MatMul merge read 1.27x
+#           this way and 1.10x in a default session alone; docs/gate.md).
+SPINNING = ("on", "in-run", "off")
+
+
 def make_session(
     model: ModelLike, device: str, level: str = "all", threads: int | None = None,
-    *, spinning: bool = True,
+    *, spinning: str = "on",
 ) -> ort.InferenceSession:
     """Create an ONNX Runtime session for `model` on `device` at optimization `level`.
 
     `level` is one of "disable", "basic", "extended", "all" (ORT's GraphOptimizationLevel);
     `threads` sets the intra-op thread count (None: ORT's default, one per core); `spinning`
-    False makes idle intra-op threads sleep at once (ORT's default spins). On the CPU
+    is one of `SPINNING` ("on": ORT's default; "in-run": no spinning once a run returns;
+    "off": idle threads sleep at once). On the CPU
     only the CPUExecutionProvider is used; on CUDA the CPU provider backs the ops CUDA lacks.
     Every custom op library registered with `register_custom_op_library` is registered in the
     session. A model ORT cannot load raises `ModelError` (for an op ORT has no kernel for, the
@@ -340,6 +354,8 @@ def make_session(
     """
     if level not in LEVELS:
         raise ValueError(f"unknown optimization level {level!r}: choose one of {', '.join(LEVELS)}")
+    if spinning not in SPINNING:
+        raise ValueError(f"unknown spinning {spinning!r}: choose one of {', '.join(SPINNING)}")
     resolved = resolve_device(device)
     options = ort.SessionOptions()
     options.graph_optimization_level = LEVELS[level]
@@ -347,10 +363,12 @@ def make_session(
     options.log_severity_level = 3
     if threads is not None:
         options.intra_op_num_threads = threads
-    if not spinning:
-        # Idle intra-op threads sleep instead of spinning: with many sessions alive (the gate),
-        # one session's spinning threads would take a core from the next one's run.
+    if spinning == "off":
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    elif spinning == "in-run":
+        # With many sessions alive, the threads of the session that ran last would otherwise
+        # spin on and take a core from the next one's run.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     for library in _custom_op_libraries:
         options.register_custom_ops_library(library)
     providers = [PROVIDERS["cpu"]] if resolved == "cpu" else [PROVIDERS["cuda"], PROVIDERS["cpu"]]
@@ -1342,6 +1360,7 @@ def time_interleaved(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     keep_going: bool = False,
+    spinning: str = "in-run",
 ) -> InterleavedResult:
     """Time `models` against each other on `device`, interleaved: the one measuring loop of the
     end-to-end A/B gate and of the benchmarks.
@@ -1359,6 +1378,9 @@ def time_interleaved(
       position. `runs_per_round` None fits it from a few timed runs so that warm-up and rounds
       take about `budget_s` seconds (building the sessions comes on top; at least one run per
       round: very slow models overrun it). The garbage collector is off while timing;
+    - intra-op threads spin within a run and stop when it returns (`spinning`, default
+      "in-run"; see `SPINNING`): as in a user's session during a run, but no session's
+      threads spin on into the next session's run;
     - a model's `Timing` holds its per-round values: their median and spread (p90 - p10) /
       median.
 
@@ -1394,7 +1416,8 @@ def time_interleaved(
     for i, (model, model_level) in enumerate(zip(models, levels)):
         try:
             built = [
-                Runner(make_session(model, resolved, level=model_level, threads=threads), feeds)
+                Runner(make_session(model, resolved, level=model_level, threads=threads,
+                                    spinning=spinning), feeds)
                 for _ in range(n_sessions)
             ]
             for runner in built:
@@ -1530,9 +1553,12 @@ class SessionRounds:
       `fit_runs_per_round(block_s)` picks it so that one model's block takes about `block_s`;
     - within a round the models go in a random order (from `seed`): no model sits in a fixed
       position relative to another;
-    - idle intra-op threads sleep instead of spinning (`spinning` False, the default here):
-      with 9-24 sessions alive, spinning threads of the session that ran last took a core from
-      the next one and turned a 16% slower model into a 4% faster one (docs/gate.md).
+    - intra-op threads spin within a run and stop when it returns (`spinning` "in-run", the
+      default here): a user's default session spins, and a session that sleeps between ops
+      pays wake-ups a user's does not (NasRNN's merge: 1.27x sleeping, 1.10x in a default
+      session alone, 1.08x here); with ORT's default spinning after a run, the session that
+      ran last took a core from the next one and turned a 16% slower model into a 4% faster
+      one with 9-24 sessions alive (docs/gate.md).
 
     `times[m]` is model m's list of per-round best runs (seconds), `slots` the slot of each
     round. `progress(done_rounds, planned)` may be called by the caller's loop.
@@ -1555,7 +1581,7 @@ class SessionRounds:
         threads: int | None = None,
         warmup_s: float | None = None,
         seed: int = 0,
-        spinning: bool = False,
+        spinning: str = "in-run",
     ) -> None:
         if not models:
             raise ValueError("SessionRounds needs at least one model")

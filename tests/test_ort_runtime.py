@@ -287,3 +287,28 @@ def test_nothing_here_imports_z3():
         "assert 'z3' not in sys.modules, 'z3 was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _config(session, key: str) -> str | None:
+    try:
+        return session.get_session_options().get_session_config_entry(key)
+    except Exception:  # noqa: BLE001 - ORT raises when the entry was never set
+        return None
+
+
+def test_spinning_modes_set_the_session_options():
+    """"on" leaves ORT's default (spin during and after a run); "in-run" stops spinning when a
+    run returns (the gate's and the bench's sessions: no session spins into another's run);
+    "off" makes idle threads sleep at once. Anything else is refused."""
+    model = relu_model()
+    stop, allow = "session.force_spinning_stop", "session.intra_op.allow_spinning"
+    on = rt.make_session(model, "cpu", spinning="on")
+    assert (_config(on, stop), _config(on, allow)) == (None, None)
+    in_run = rt.make_session(model, "cpu", spinning="in-run")
+    assert (_config(in_run, stop), _config(in_run, allow)) == ("1", None)
+    off = rt.make_session(model, "cpu", spinning="off")
+    assert (_config(off, stop), _config(off, allow)) == (None, "0")
+    with pytest.raises(ValueError, match="spinning"):
+        rt.make_session(model, "cpu", spinning="sometimes")
+    rounds = rt.SessionRounds([model], "cpu", sessions=1)
+    assert _config(rounds.runners[0][0].session, stop) == "1"
