@@ -95,21 +95,43 @@ class ModelBench:
     runs_per_round: int | None = None
     sessions: int | None = None
 
+    def round_ratios(self, reference: str, variant: str = "superopt") -> list[float] | None:
+        """reference / variant within each round (the two timed in the same round), or None
+        when the two have no rounds in common."""
+        ref, var = self.timings.get(reference), self.timings.get(variant)
+        if (ref is None or var is None or not ref.samples
+                or len(ref.samples) != len(var.samples)):
+            return None
+        pairs = [r / v for r, v in zip(ref.samples, var.samples) if v > 0]
+        return pairs or None
+
     def ratio(self, reference: str, variant: str = "superopt") -> float | None:
-        """reference median / variant median (above 1: `variant` is faster), or None."""
+        """The median over rounds of reference / variant in the same round (above 1: `variant`
+        is faster), or None. Paired within the round, so a change of the machine's speed
+        between rounds, which moves every variant alike, cancels (on the 2-core VM a whole
+        run can shift by 35% for minutes). Without common rounds: the ratio of the medians."""
+        pairs = self.round_ratios(reference, variant)
+        if pairs is not None:
+            return float(np.median(pairs))
         ref, var = self.timings.get(reference), self.timings.get(variant)
         if ref is None or var is None or var.median_s <= 0:
             return None
         return ref.median_s / var.median_s
 
     def significant(self, reference: str, variant: str = "superopt") -> bool | None:
-        """Whether `ratio(reference, variant)` differs from 1 beyond the noise, by the A/B
-        gate's rule (|ratio - 1| > max(1%, hypot of the two spreads)); None without timings."""
+        """Whether `ratio(reference, variant)` differs from 1 beyond the noise: by more than
+        1%, and with 1 outside the 10th-90th percentile range of the per-round ratios (from
+        three rounds up; else by the gate's rule for unpaired timings, |ratio - 1| >
+        max(1%, hypot of the two spreads)); None without timings."""
         from superopt.pipeline.gate import noise_margin
 
         ratio = self.ratio(reference, variant)
         if ratio is None:
             return None
+        pairs = self.round_ratios(reference, variant)
+        if pairs is not None and len(pairs) >= 3:
+            low, high = np.percentile(pairs, [10, 90])
+            return abs(ratio - 1.0) > NOISE_FLOOR and not low <= 1.0 <= high
         margin = noise_margin(self.timings[reference], self.timings[variant], NOISE_FLOOR)
         return abs(ratio - 1.0) > margin
 
@@ -719,9 +741,10 @@ def render_markdown(report: BenchReport) -> str:
         "intra-op threads spinning within a run as in a default session and stopped when it "
         "returns, so that no session's threads spin on into another's run. "
         "Times are the median over rounds ± the spread (p90 − p10) / median; speedups are "
-        "reference median / variant median (above 1: faster); *n.s.* marks a ratio within the "
-        "noise by the end-to-end gate's rule (|ratio − 1| ≤ max(1%, the two spreads combined in "
-        "quadrature)). Optimize time is superopt's whole "
+        "the median over rounds of reference / variant timed in the same round (above 1: "
+        "faster; paired, so a shift of the machine's speed between rounds cancels); *n.s.* "
+        "marks a speedup within 1% of 1, or whose per-round ratios have 1 within their "
+        "10th–90th percentile range. Optimize time is superopt's whole "
         "pipeline (cost measurement, search, end-to-end gate, numerical check) with the state of "
         "the measured-cost cache it started from. The geomean is over the models with a value.",
     ]
