@@ -52,7 +52,6 @@ from superopt.search.match import (
     apply_match,
     find_matches,
     nodes_by_op,
-    operand_heads,
     operands_fit,
 )
 
@@ -301,12 +300,11 @@ class _Matches:
         would fail at once, and hundreds of rules rooted at Add each trying every Add was most
         of a transformer's search. The lists are shared by the rules that ask alike."""
         assert isinstance(p, PNode)
-        key = (id(by_op), p.op, operand_heads(p), p.swaps)
+        key = (id(by_op), p.op, p.operand_heads)  # the op decides whether operands swap
         hit = self._fits.get(key)
         if hit is None:
-            heads = key[2]
             hit = self._fits[key] = {p.op: [n for n in by_op.get(p.op, ())
-                                            if operands_fit(heads, p.swaps, n)]}
+                                            if operands_fit(p, n)]}
         return hit
 
     def done(self) -> None:

@@ -38,7 +38,6 @@ from superopt.core.pattern import (
     Pattern,
     PatternError,
     PNode,
-    PVar,
     build,
     commuted_forms,
     each_match,
@@ -132,17 +131,11 @@ def nodes_by_op(graph: Graph, keep: Callable[[Node], bool] | None = None
     return out
 
 
-def operand_heads(p: PNode) -> tuple[tuple[str, int] | None, ...]:
-    """What each operand of p must be produced by, one level down: (op, output index) for an
-    operator operand, None for a variable (any value)."""
-    return tuple((a.op, a.out) if isinstance(a, PNode) else None for a in p.args)
-
-
-def operands_fit(heads: Sequence[tuple[str, int] | None], swaps: bool, node: Node) -> bool:
-    """Whether node's inputs can match operands with these `operand_heads`, in the written
-    order or, where the pattern `swaps` (Add, Mul), the other: a node that fails this fails
+def operands_fit(p: PNode, node: Node) -> bool:
+    """Whether node's inputs can match p's operands one level down (`PNode.operand_heads`), in
+    the written order or, where p `swaps` (Add, Mul), the other: a node that fails this fails
     `match` at its operands."""
-    ins = node.inputs
+    ins, heads = node.inputs, p.operand_heads
     if len(ins) != len(heads):
         return False
 
@@ -155,7 +148,7 @@ def operands_fit(heads: Sequence[tuple[str, int] | None], swaps: bool, node: Nod
                 return False
         return True
 
-    return fit(ins) or (swaps and fit((ins[1], ins[0])))
+    return fit(ins) or (p.swaps and fit((ins[1], ins[0])))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,21 +259,20 @@ def _candidate_values(graph: Graph, p: PNode, by_op: dict[str, list[Node]],
     users that are Adds. Those are listed in `by_op`'s order, the order of trying every node
     of p's op, so the matches and their order are the same, without trying every Add.
     """
-    for arg in p.args:
-        if isinstance(arg, PVar) and arg.name in b.tensors:
-            for node, _ in graph.users.get(b.tensors[arg.name], ()):
+    nodes = by_op.get(p.op, ())
+    for name, path in p.var_paths:  # operands first, then deeper, each in operand order
+        v = b.tensors.get(name)
+        if v is None:
+            continue
+        if len(path) == 1:
+            for node, _ in graph.users.get(v, ()):
                 if node.op == p.op and p.out < len(node.outputs):
                     yield node.outputs[p.out]
-            return
-    nodes = by_op.get(p.op, ())
-    for name, path in p.var_paths:
-        v = b.tensors.get(name)
-        if v is None or len(path) == 1:
-            continue
-        reached = _reached_up(graph, v, path)
-        for node in nodes:
-            if p.out < len(node.outputs) and node.outputs[p.out] in reached:
-                yield node.outputs[p.out]
+        else:
+            reached = _reached_up(graph, v, path)
+            for node in nodes:
+                if p.out < len(node.outputs) and node.outputs[p.out] in reached:
+                    yield node.outputs[p.out]
         return
     for node in nodes:
         if p.out < len(node.outputs):

@@ -329,7 +329,7 @@ def custom_op_libraries() -> tuple[str, ...]:
 #           uses it (the gate, the bench);
 # "off"     they sleep at once (`session.intra_op.allow_spinning` 0): each parallel op pays a
 #           wake-up, which a user's default session does not (NasRNN's MatMul merge read 1.27x
-#           this way and 1.10x in a default session alone; docs/gate.md).
+#           this way and 1.04-1.11x in a default session alone; docs/gate.md).
 SPINNING = ("on", "in-run", "off")
 
 
@@ -1555,10 +1555,10 @@ class SessionRounds:
       position relative to another;
     - intra-op threads spin within a run and stop when it returns (`spinning` "in-run", the
       default here): a user's default session spins, and a session that sleeps between ops
-      pays wake-ups a user's does not (NasRNN's merge: 1.27x sleeping, 1.10x in a default
-      session alone, 1.08x here); with ORT's default spinning after a run, the session that
-      ran last took a core from the next one and turned a 16% slower model into a 4% faster
-      one with 9-24 sessions alive (docs/gate.md).
+      pays wake-ups a user's does not (NasRNN's merge: 1.27x sleeping, 1.04-1.11x in a
+      default session alone, 1.05-1.12x here); with ORT's default spinning after a run, the
+      session that ran last took a core from the next one and turned a 16% slower model into
+      a 4% faster one with 9-24 sessions alive (docs/gate.md).
 
     `times[m]` is model m's list of per-round best runs (seconds), `slots` the slot of each
     round. `progress(done_rounds, planned)` may be called by the caller's loop.

@@ -112,6 +112,12 @@ class PNode:
         return any(a.commutes for a in self.args)
 
     @cached_property
+    def operand_heads(self) -> tuple[tuple[str, int] | None, ...]:
+        """What each operand must be produced by, one level down: (op, output index) for an
+        operator operand, None for a variable (any value)."""
+        return tuple((a.op, a.out) if isinstance(a, PNode) else None for a in self.args)
+
+    @cached_property
     def var_paths(self) -> tuple[tuple[str, tuple[tuple[PNode, int], ...]], ...]:
         """Each occurrence of a tensor variable below this node with the path down to it, as
         (node, operand index) steps from this node: shortest first, then in operand order.
