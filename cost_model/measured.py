@@ -86,6 +86,10 @@ class MeasuredCost(CostModel):
         self._fixed: float | None = None
         self._rng = np.random.default_rng(seed)
         self._memo: dict[tuple[Node, tuple[bool, ...]], float] = {}
+        # the same cost by what the signature is made of: a rewrite rebuilds every node
+        # downstream of it (new Node objects of unchanged op, attributes and input types), and
+        # building the signature's JSON for each of them was a quarter of a search's costing
+        self._by_form: dict[tuple, float] = {}
 
     # -- the interface -------------------------------------------------------------------------
 
@@ -136,6 +140,14 @@ class MeasuredCost(CostModel):
     def _cost(self, node: Node, mask: tuple[bool, ...]) -> float:
         if node.is_opaque or not all(v is None or v.type.is_static for v in node.inputs):
             return self.analytic.node_cost(node)
+        form = (node.op, node.attrs, tuple(None if v is None else v.type for v in node.inputs),
+                mask)
+        hit = self._by_form.get(form)
+        if hit is None:
+            hit = self._by_form[form] = self._cost_of_form(node, mask)
+        return hit
+
+    def _cost_of_form(self, node: Node, mask: tuple[bool, ...]) -> float:
         key = self.signature(node, mask)
         cached = self.cache.get(key)
         if cached is not None:

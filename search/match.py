@@ -476,7 +476,7 @@ def explain(graph: Graph, rule: Rule, *, max_sites: int = 50) -> list[str]:
 
     Example:
         >>> explain(graph, rule)                                       # doctest: +SKIP
-        ['node mm1: fires', 'node mm2: ?a must be a constant weight',
+        ['node mm1: fires', 'node mm2: ?a must be a weight (constants only)',
          'node mm3: ?x has rank 3, the rule was proved for rank 2']
     """
     lines: list[str] = []

@@ -64,7 +64,7 @@ def test_weight_kind_refuses_runtime_tensor_and_explain_says_why():
     g = Graph([x, a], [("y", m2)])
     assert find_matches(g, ASSOC) == []
     lines = explain(g, ASSOC)
-    assert "node mm2: ?a must be a constant weight" in lines
+    assert "node mm2: ?a must be a weight (constants only)" in lines
     assert any(line.startswith("node mm1: source pattern") for line in lines)
     assert explain(Graph([x], [("x", x)]), ASSOC)[0].startswith("no MatMul node")
 
@@ -323,7 +323,7 @@ def test_classes_are_checked_on_each_operand_order():
     add2 = Node.make("Add", {}, [y, x], name="add").outputs[0]
     graph2 = Graph([x, y], [("y", Node.make("Relu", {}, [add2], name="relu").outputs[0])])
     assert find_matches(graph2, scalar) == []
-    assert explain(graph2, scalar) == ["node relu: ?c must be a constant weight"]
+    assert explain(graph2, scalar) == ["node relu: ?c must be a weight (constants only)"]
 
 
 def test_a_site_both_orders_match_is_one_match_with_the_nodes_it_covers():
@@ -452,3 +452,49 @@ def test_pruned_matching_reaches_a_root_through_either_operand(monkeypatch):
     assert _matches_equal_naive_matching(g, monkeypatch) > 0
     merge3 = [r for r in load_rules().proved() if r.name == "linear-bias-merge-3"]
     assert merge3 and any(len(find_matches(g, r)) == 1 for r in merge3)
+
+
+def test_is_weight_is_known_before_the_run():
+    x = Value.input("x", TensorType(FLOAT, (4, 4)))
+    c = w((4, 4), "C")
+    folded = Node.make("Relu", {}, [c]).outputs[0]  # a constant subexpression
+    both = Node.make("Add", {}, [folded, c]).outputs[0]
+    runtime = Node.make("MatMul", {}, [x, c]).outputs[0]
+    after = Node.make("Add", {}, [runtime, c]).outputs[0]
+    assert c.is_weight and folded.is_weight and both.is_weight
+    assert not x.is_weight and not runtime.is_weight and not after.is_weight
+    assert not folded.is_const  # a literal only after export folds it
+
+
+def test_a_kernel_one_rewrite_made_is_a_weight_to_the_next():
+    """LLaMA's MLP: the RMSNorm scale is folded into the gate and the up projection's weights
+    one consumer at a time (norm-scale-fold, shipped), and the two MatMuls, now on the unscaled
+    activation with weights ScaleAxis0(W, g), merge into one: the merge's ?a and ?b bind to
+    the scaled kernels. Before weights computed by a rewrite counted as weights, the merge was
+    refused ("?a must be a constant weight") and the search kept two MatMuls."""
+    from superopt.core.onnx_io import to_onnx
+    from superopt.core.rules import load_rules
+
+    fold = next(r for r in load_rules().proved()
+                if r.name == "norm-scale-fold" and r.ranks.get("n") == 3)
+    x = Value.input("x", TensorType(FLOAT, (1, 4, 8)))
+    scaled = Node.make("Mul", {}, [w((8,), "g"), x], name="norm").outputs[0]
+    gate = Node.make("MatMul", {}, [scaled, w((8, 6), "Wg", 1)], name="gate").outputs[0]
+    up = Node.make("MatMul", {}, [scaled, w((8, 5), "Wu", 2)], name="up").outputs[0]
+    graph = Graph([x], [("gate", gate), ("up", up)])
+    assert find_matches(graph, PAIR)  # the plain merge: the weights are initializers
+    g = graph
+    for _ in range(2):
+        g = apply_match(g, find_matches(g, fold)[0]).graph
+    assert {n.op for n in g.nodes} == {"MatMul", "ScaleAxis0"}  # the Mul is gone
+    kernels = [n.inputs[1] for n in g.nodes if n.op == "MatMul"]
+    assert all(k.is_weight and not k.is_const for k in kernels)
+    [m] = find_matches(g, PAIR)
+    merged = apply_match(g, m).graph
+    assert sum(n.op == "MatMul" for n in merged.nodes) == 1
+    feeds = {"x": np.random.default_rng(7).standard_normal((1, 4, 8)).astype(np.float32)}
+    for got, want in zip(run_numpy(merged, feeds), run_numpy(graph, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # the export folds the scaled, concatenated kernel into one initializer
+    ops = [n.op_type for n in to_onnx(merged).graph.node]
+    assert ops.count("MatMul") == 1 and "Concat" not in ops and "ScaleAxis0" not in ops

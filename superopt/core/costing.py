@@ -26,29 +26,20 @@ Progress = Callable[[str, int, "int | None"], None]
 
 def constant_values(graph: Graph) -> set[Value]:
     """Values computed from constants only (folded at export): constants and the outputs of
-    registry nodes whose inputs are all such values."""
+    registry nodes whose inputs are all such values (`Value.is_weight`)."""
     const: set[Value] = set()
     for node in graph.nodes:
-        for v in node.inputs:
-            if v is not None and v.is_const:
-                const.add(v)
-        if node.is_opaque:
-            continue
-        if all(v is None or v in const for v in node.inputs):
+        const.update(v for v in node.inputs if v is not None and v.is_weight)
+        if node.outputs and node.outputs[0].is_weight:
             const.update(node.outputs)
     return const
 
 
 def runtime_nodes(graph: Graph) -> list[Node]:
     """The nodes that run in the exported model (constant-only and weight-only ones fold)."""
-    const = constant_values(graph)
-    out = []
-    for node in graph.nodes:
-        if not node.is_opaque and (all(v is None or v in const for v in node.inputs)
-                                   or get_op(node.op).has(WEIGHT_ONLY)):
-            continue
-        out.append(node)
-    return out
+    return [node for node in graph.nodes
+            if node.is_opaque or not ((node.outputs and node.outputs[0].is_weight)
+                                      or get_op(node.op).has(WEIGHT_ONLY))]
 
 
 class CostModel(ABC):

@@ -44,6 +44,7 @@ class Value:
     __slots__ = (
         "__weakref__",
         "_hash",
+        "_weight",
         "array",
         "digest",
         "index",
@@ -75,6 +76,7 @@ class Value:
         for k in _VALUE_FIELDS:
             object.__setattr__(v, k, fields.get(k))
         object.__setattr__(v, "_hash", hash(key))
+        object.__setattr__(v, "_weight", fields.get("kind") == "const")
         if key is not None:
             cls._cache[key] = v
         return v
@@ -99,7 +101,17 @@ class Value:
 
     @property
     def is_const(self) -> bool:
+        """A constant literal (an initializer or a folded array)."""
         return self.kind == "const"
+
+    @property
+    def is_weight(self) -> bool:
+        """Known before the model runs: a constant, or an output of a registry node whose
+        inputs are all weights (a concatenated or scaled kernel a rewrite made, a constant
+        subexpression of the model). The exporter folds these; a rule's "weight" variable
+        binds to any of them, so rewrites compose (a kernel scaled by one rule is merged by
+        the next). Decided once, when the value is made."""
+        return self._weight
 
     @property
     def shape(self) -> Shape | None:
@@ -180,9 +192,12 @@ class Node:
     def make(cls, op: str, attrs: Mapping[str, Any] | Iterable[tuple[str, Any]],
              inputs: Sequence[Value | None], *, name: str | None = None,
              output_names: Sequence[str] | None = None,
-             output_types: Sequence[TensorType] | None = None) -> Node:
+             output_types: Sequence[TensorType] | None = None,
+             inferred_types: Sequence[TensorType] | None = None) -> Node:
         """Build (or find) the node. Output types come from the registry's shape inference
-        unless given (opaque nodes carry theirs)."""
+        unless given (opaque nodes carry theirs). `inferred_types` are the types inference
+        would give, known to the caller (a node rebuilt on inputs of unchanged types): they
+        spare the inference and, unlike `output_types`, are not part of the node's identity."""
         attrs_t = tuple(sorted((k, _freeze(v)) for k, v in dict(attrs).items()))
         inputs_t = tuple(inputs)
         if name is None:
@@ -194,7 +209,9 @@ class Node:
         hit = cls._cache.get(key)
         if hit is not None:
             return hit
-        if output_types is None:
+        if output_types is None and inferred_types is not None:
+            output_types = inferred_types
+        elif output_types is None:
             output_types = get_op(op).infer(dict(attrs_t), [v.type if v else None
                                                             for v in inputs_t])
         if output_names is None:
@@ -210,12 +227,13 @@ class Node:
         object.__setattr__(n, "name", name)
         object.__setattr__(n, "_hash", hash(key))
         object.__setattr__(n, "_attr_map", dict(attrs_t))
+        weight = op != "Opaque" and all(v is None or v._weight for v in inputs_t)
         outs = []
         for i, (oname, oty) in enumerate(zip(output_names, output_types)):
             v = object.__new__(Value)
             for k, val in (("kind", "output"), ("name", oname), ("type", oty), ("node", n),
                            ("index", i), ("array", None), ("digest", None),
-                           ("_hash", hash((n._hash, i)))):
+                           ("_hash", hash((n._hash, i))), ("_weight", weight)):
                 object.__setattr__(v, k, val)
             outs.append(v)
         object.__setattr__(n, "outputs", tuple(outs))
@@ -386,10 +404,16 @@ class Graph:
             ins = tuple(None if v is None else memo.get(v, v) for v in node.inputs)
             if ins == node.inputs:
                 return node
-            out_types = [o.type for o in node.outputs] if node.is_opaque else None
+            if node.is_opaque:
+                return Node.make(node.op, node.attrs, ins, name=node.name,
+                                 output_names=[o.name for o in node.outputs],
+                                 output_types=[o.type for o in node.outputs])
+            # inputs of unchanged types give unchanged output types: no inference needed
+            same = all(a is b or a.type == b.type for a, b in zip(ins, node.inputs)
+                       if a is not None and b is not None)
             return Node.make(node.op, node.attrs, ins, name=node.name,
                              output_names=[o.name for o in node.outputs],
-                             output_types=out_types)
+                             inferred_types=[o.type for o in node.outputs] if same else None)
 
         for node in self.nodes:
             if all(o in mapping for o in node.outputs):

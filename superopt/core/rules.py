@@ -23,7 +23,8 @@ A rule file:
                   ...}}, ...]}
 
 - `vars`: every tensor variable of the patterns, with its `kind` (`tensor` matches any tensor,
-  runtime or constant; `weight` only a constant) and its exact `rank` (the matcher refuses a
+  runtime or constant; `weight` only a value known before the run, `Value.is_weight`: a
+  constant, or computed from constants only) and its exact `rank` (the matcher refuses a
   value of another rank: `?c has rank 3, the rule was proved for rank 0`, or with an empty dim:
   the proof assumes every dim >= 1). A variable without a
   `rank` would match any rank, but the verifier proves only at exact ranks, so such a rule is
@@ -295,8 +296,8 @@ class Rule:
         """None if value v is in tensor variable ?name's class (kind, rank, dims >= 1), else
         why not. It depends on v alone, so a matcher may ask it as it binds (`holds` asks it
         of every bound variable)."""
-        if self.vars.get(name) == "weight" and not v.is_const:
-            return f"?{name} must be a constant weight"
+        if self.vars.get(name) == "weight" and not v.is_weight:
+            return f"?{name} must be a weight (constants only)"
         shape = v.shape
         want = self.ranks.get(name)
         if want is not None:

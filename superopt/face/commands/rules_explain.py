@@ -537,8 +537,8 @@ def _differences(head: PNode, node: Node, rule: Rule) -> tuple[int, list[Miss]]:
                 got += s
                 missed += m
             # ties go to the order whose variables got values of their kind (a weight a
-            # constant), as the matcher's class check would
-            fits = sum(rule.vars.get(k) != "weight" or v.is_const
+            # value known before the run), as the matcher's class check would
+            fits = sum(rule.vars.get(k) != "weight" or v.is_weight
                        for k, v in bound.items() if k not in start[0])
             rank = (got, -len(missed), fits)
             if best is None or rank > best[0]:
