@@ -374,3 +374,44 @@ def test_incremental_matches_are_the_full_matches_in_the_same_order(model, zoo_m
     for grandkid in grandkids:
         checked += same_as_full(_Matches(grandkid, inc, 200))
     assert checked > 0
+
+
+class _SquaredMatMuls(NodeCount):
+    """Cost = (running MatMuls)²: not a sum over nodes, so a rewrite's cost change in a child
+    differs from the one it made in the parent (8 -> 7 MatMuls: -15; 7 -> 6: -13)."""
+
+    def graph_cost(self, graph: Graph) -> float:
+        from superopt.core.costing import runtime_nodes
+
+        return float(sum(n.op == "MatMul" for n in runtime_nodes(graph)) ** 2)
+
+
+@pytest.mark.parametrize("cost_model", [NodeCount(), _SquaredMatMuls()],
+                         ids=["additive", "not-additive"])
+def test_rewrites_the_parent_made_are_deferred_and_costed_exactly_when_built(cost_model):
+    """Four independent (x·A)·B chains: the first expansion builds the four folds; every later
+    expansion meets the other folds again and queues them on the parent's cost change instead
+    of building them. The search still folds all four, and every graph it reports was costed
+    by the model, estimates never stand in for costs."""
+    rng = np.random.default_rng(SEED)
+    print("seed", SEED)
+    x = Value.input("x", TensorType(FLOAT, (4, 8)))
+    outs = []
+    for i in range(4):
+        a, b = Value.const(rand(rng, 8, 8), f"A{i}"), Value.const(rand(rng, 8, 8), f"B{i}")
+        inner = Node.make("MatMul", {}, [x, a], name=f"mm{i}a").outputs[0]
+        outs.append((f"y{i}", Node.make("MatMul", {}, [inner, b], name=f"mm{i}b").outputs[0]))
+    g = Graph([x], outs)
+    r = search(g, [ASSOC], cost_model)
+    # the greedy path meets the other folds again at depths 1, 2, 3: 3 + 2 + 1 deferred, each
+    # built once popped (4 + 3 + 2 + 1 graphs in all)
+    assert r.stats.deferred == 6 and r.stats.generated == 10
+    assert exported_ops(r.best).count("MatMul") == 4 and len(r.steps) == 4
+    assert r.best_cost == cost_model.graph_cost(r.best)
+    for c in r.candidates:
+        assert c.cost == cost_model.graph_cost(c.graph)
+        assert [s.cost_after for s in c.steps] == [cost_model.graph_cost(s.after)
+                                                   for s in c.steps]
+    assert sum(it.generated for it in r.iterations) == r.stats.generated
+    assert sum(it.enqueued for it in r.iterations) == r.stats.enqueued
+    assert_same_function(g, r.best, rng)
