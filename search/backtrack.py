@@ -179,8 +179,9 @@ class Iteration:
     `index` counts expansions from 0 over the whole search (a region search numbers on across
     its windows); `generated` and `enqueued` are the new graphs built since the previous record
     and those of them queued: this expansion's, and the deferred rewrites built as they were
-    popped before it (the last record also counts those built after it); `queue_size` is the queue's length after it; `best_cost` the best cost so far;
-    `elapsed_s` seconds since the search started.
+    popped before it (the last record also counts those built after it); `queue_size` is the
+    queue's length after it; `best_cost` the best cost so far; `elapsed_s` seconds since the
+    search started.
     """
 
     index: int
