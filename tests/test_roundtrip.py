@@ -100,6 +100,44 @@ def test_export_keeps_the_models_own_constant_nodes(zoo_model_path):
     assert len(fold_constants(graph).nodes) == len(graph.nodes)
 
 
+def test_a_rewrite_on_the_models_own_computed_weight_exports_folded():
+    """The model computes its kernel from constants (Mul(W/2, 2): a user's node, kept by
+    export). The BN fold binds that computed kernel as its ?w, and its weight-only helpers have
+    no ONNX form: export computes the kept node's value for them (the node itself stays for
+    its other reader) instead of failing with "computes on runtime tensors"."""
+    from superopt.core.rules import load_rules
+    from superopt.search.match import apply_match, find_matches
+
+    rng = np.random.default_rng(SEED)
+    half = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) / 2,
+                                   "half")
+    two = numpy_helper.from_array(np.array(2, np.float32), "two")
+    bn = [numpy_helper.from_array((rng.uniform(0.5, 1.5, 4)).astype(np.float32), n)
+          for n in ("scale", "bias", "mean", "var")]
+    nodes = [helper.make_node("Mul", ["half", "two"], ["w"], name="scale_w"),
+             helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"],
+                              ["y"], name="bn"),
+             helper.make_node("ReduceSum", ["w"], ["wsum"], keepdims=0, name="wsum")]
+    graph = helper.make_graph(
+        nodes, "computed_kernel",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6]),
+         helper.make_tensor_value_info("wsum", TensorProto.FLOAT, [])],
+        [half, two, *bn])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    g = superopt.load(model)
+    fold = next(r for r in load_rules().proved()
+                if r.name == "conv-bn-fold" and find_matches(g, r))
+    rewritten = apply_match(g, find_matches(g, fold)[0]).graph
+    exported = superopt.to_onnx(rewritten)
+    ops = [n.op_type for n in exported.graph.node]
+    assert "BatchNormalization" not in ops and ops.count("Mul") == 1  # the user's Mul stays
+    feeds = {"x": rng.standard_normal((1, 3, 6, 6)).astype(np.float32)}
+    for got, want in zip(run_ort(exported, feeds), run_ort(model, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "filename,shapes",
     SHARED,

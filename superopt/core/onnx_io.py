@@ -845,24 +845,37 @@ def fold_constants(graph: Graph) -> Graph:
 
     Nodes the imported model already had are kept (see `ModelMeta.source_nodes`); those made by
     rewrites, and weight-only helpers, are folded, so the written model never computes on
-    weights that superopt introduced.
-    """
+    weights that superopt introduced. A folded node reading a kept node's output gets that
+    value computed for it (the kept node stays for its own readers)."""
     mapping: dict[Value, Value] = {}
+    # the arrays of kept source nodes' outputs, computed only where a folded node reads one
+    # (a rule bound a computed weight, say the model's own Mul of two initializers)
+    computed: dict[Value, np.ndarray] = {}
+
+    def outputs_of(node: Node, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        outs = get_op(node.op).compute(node.attr_dict, arrays)
+        return [np.asarray(a).astype(o.type.numpy_dtype, copy=False) if o.type.elem_type
+                else np.asarray(a) for o, a in zip(node.outputs, outs)]
+
+    def array_of(v: Value) -> np.ndarray:
+        v = mapping.get(v, v)
+        if v.is_const:
+            return v.array
+        if v not in computed:
+            node = v.node
+            assert node is not None and v.is_weight
+            arrays = [array_of(u) for u in node.inputs if u is not None]
+            computed.update(zip(node.outputs, outputs_of(node, arrays)))
+        return computed[v]
+
     keep = graph.meta.source_nodes
     for node in graph.nodes:
-        if node.is_opaque:
+        if node.is_opaque or not node.outputs[0].is_weight:
             continue
-        op = get_op(node.op)
-        if node.name in keep and not op.has(WEIGHT_ONLY):
+        if node.name in keep and not get_op(node.op).has(WEIGHT_ONLY):
             continue
-        ins = [None if v is None else mapping.get(v, v) for v in node.inputs]
-        if not all(v is None or v.is_const for v in ins):
-            continue
-        arrays = [v.array for v in ins if v is not None]
-        outs = op.compute(node.attr_dict, arrays)
-        for o, arr in zip(node.outputs, outs):
-            arr = np.asarray(arr).astype(o.type.numpy_dtype, copy=False) if o.type.elem_type \
-                else np.asarray(arr)
+        arrays = [array_of(v) for v in node.inputs if v is not None]
+        for o, arr in zip(node.outputs, outputs_of(node, arrays)):
             mapping[o] = Value.const(arr, name=o.name)
     return graph.replace_values(mapping) if mapping else graph
 

@@ -14,7 +14,8 @@ its example's shapes or at mutated ones (another rank, a per-channel or vector w
 symbolic batch; each Add and Mul in either operand order), bound to values already in the graph
 where shapes allow. It covers ranks 0-4, broadcasting one way and both ways, values read by
 several nodes, graph outputs taken from intermediate values, weights as initializers, as graph
-inputs and as initializers also declared as inputs (their defaults are used), int64 islands,
+inputs, as initializers also declared as inputs (their defaults are used) and computed from
+initializers by a node of the model (a rule instance's weight as `Mul(W/2, 2)`), int64 islands,
 float16 models and a symbolic batch dim (a `dim_param` whose run-time size the fuzzer picks).
 Each input's domain (any real, positive, away from zero) is recorded in the model's metadata, so
 feeds are always valid; every model is checked (`onnx.checker`, full) and run before it is used.
@@ -1055,6 +1056,17 @@ def _instantiate(rule: Any, shapes: dict[str, tuple], dtype: int, b: _Builder) -
         new = onnx.TensorProto()
         new.CopyFrom(t)
         new.name = rename[t.name] = b._name("w")
+        if t.data_type != INT64 and b.ch.flag(0.2):
+            # a weight computed from constants (half of it, times 2: exact in binary), as a
+            # kernel an earlier rewrite scaled or concatenated is: rules bind it as a weight
+            half = numpy_helper.to_array(t) / 2
+            new = numpy_helper.from_array(half, b._name("w"))
+            two = numpy_helper.from_array(np.array(2, half.dtype), b._name("w"))
+            b.inits += [new, two]
+            b.nodes.append(helper.make_node("Mul", [new.name, two.name], [rename[t.name]],
+                                            name=b._name("Mul_")))
+            b.features.add("computed-weight")
+            continue
         b.inits.append(new)
     for node in model.graph.node:
         n = onnx.NodeProto()
