@@ -11,6 +11,7 @@ from superopt.core.rules import Rule, save_rules
 from superopt.face.cli import main
 from superopt.face.commands.rules_reach import (
     ReachModel,
+    ReachRow,
     markdown,
     reach,
     zoo_models,
@@ -50,6 +51,26 @@ def test_rows_rewrites_families_and_numerics(small_zoo):
     for needed in ("- date: ", "- machine: ", "- versions: superopt ", "onnxruntime",
                    "- command: `superopt rules reach", "time limit 120 s", "## What this means"):
         assert needed in text
+    # the estimate column: best cost over the original's, as the search computed them
+    assert 0 < nasrnn.estimate < 0.99
+    assert f"| {nasrnn.nodes_after} | {nasrnn.estimate:.3f} | ok (" in table[2]
+    assert "models get at least one rewrite that lowers the estimate by more than 1%" in text
+
+
+def test_a_gain_within_one_percent_of_the_estimate_does_not_count_as_reach():
+    """mnasnet0_5's measured search merges a residual Add of two Convs for a 0.05% lower
+    estimate (the shortcut's Conv stays for its other reader): noise, not reach."""
+    rows = [ReachRow("m", "shared", "measured", nodes_before=99, nodes_after=99, rewrites=1,
+                     estimate=0.9995, families={"Conv merge (concatenated)": 1},
+                     numerics="ok", passed=True, stop="budget"),
+            ReachRow("n", "shared", "analytic", nodes_before=50, nodes_after=40, rewrites=3,
+                     estimate=0.8, families={"MatMul merge (shared input)": 3},
+                     numerics="ok", passed=True, stop="queue empty")]
+    text = markdown(rows, command="c", rules_label="r", time_limit=1, budget=1, check_n=1)
+    assert "1 of 2 models get at least one rewrite that lowers the estimate by more than 1%" \
+        in text and "of the 2 real exports, 1 (n)" in text
+    assert "Not counted above" in text and "m (measured, 0.9995)" in text
+    assert "| 99 | 1.000 | ok |" in text and "| 40 | 0.800 | ok |" in text
 
 
 def test_measured_column(small_zoo):
