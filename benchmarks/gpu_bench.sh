@@ -14,7 +14,7 @@
 #               of GATE_MODELS put through the end-to-end gate on the device (`optimize --cost
 #               analytic`): whether the rewrites reach.md's analytic column counts make the real
 #               model faster (issue 14: ResNet-50/ResNeXt-50's conv-add-merge, SqueezeNet's and
-#               Inception's merges, BERT's Q/K/V merge)
+#               Inception's merges, BERT's Q/K/V merge, NasRNN's merged kernels merged again)
 #
 # Dry run on a CPU machine (same code path, CPU provider):
 #   SUPEROPT_BENCH_DEVICE=cpu OUT=/tmp/x bash benchmarks/gpu_bench.sh
@@ -23,7 +23,7 @@
 # SUPEROPT_BENCH_SEARCH_S (10 s of search per model), SUPEROPT_BENCH_MAX_TOTAL_S (start no
 # model later; default: what SUPEROPT_TOTAL_S leaves, less 90 s), SUPEROPT_BENCH_TIMEOUT_S
 # (hard stop; default: what SUPEROPT_TOTAL_S (540) leaves), SUPEROPT_GATE_MODELS (resnet50
-# resnext50 squeezenet inception_v3 bert), SUPEROPT_GATE_BUDGET_S (15 s of gate timing per
+# resnext50 nasrnn squeezenet inception_v3 bert), SUPEROPT_GATE_BUDGET_S (15 s of gate timing per
 # model), SUPEROPT_GATE_TOTAL_S (180: start no gate model later), PYTHON (python3).
 set -uo pipefail
 
@@ -34,7 +34,7 @@ ROUNDS=${SUPEROPT_BENCH_ROUNDS:-9}
 TIMING_S=${SUPEROPT_BENCH_TIMING_S:-8}
 SEARCH_S=${SUPEROPT_BENCH_SEARCH_S:-10}
 TOTAL_S=${SUPEROPT_TOTAL_S:-540}  # the whole script, under the device's 10-minute command limit
-GATE_MODELS=${SUPEROPT_GATE_MODELS:-resnet50 resnext50 squeezenet inception_v3 bert}
+GATE_MODELS=${SUPEROPT_GATE_MODELS:-resnet50 resnext50 nasrnn squeezenet inception_v3 bert}
 GATE_BUDGET_S=${SUPEROPT_GATE_BUDGET_S:-15}
 GATE_TOTAL_S=${SUPEROPT_GATE_TOTAL_S:-180}
 PY=${PYTHON:-python3}
