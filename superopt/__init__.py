@@ -52,7 +52,7 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
              save_as_external_data: bool | None = None,
              progress: PipelineProgress | None = None, include_unproved: bool = False,
              gate: bool = True, gate_budget_s: float = 6.0, cost_model: Any = None,
-             write: bool = True) -> OptimizeResult:
+             write: bool = True, roofline_candidate: bool = True) -> OptimizeResult:
     """Optimize an ONNX model with proved rewrites; write it only if it is faster end to end
     and numerically equal to the original.
 
@@ -109,7 +109,8 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLi
         skip_rules=skip_rules, check=check,
         check_n=check_n, rtol=rtol, atol=atol, save_as_external_data=save_as_external_data,
         progress=progress, include_unproved=include_unproved, gate=gate,
-        gate_budget_s=gate_budget_s, cost_model=cost_model, write=write)
+        gate_budget_s=gate_budget_s, cost_model=cost_model, write=write,
+        roofline_candidate=roofline_candidate)
 
 
 def register_custom_op_library(path: str | os.PathLike) -> str:

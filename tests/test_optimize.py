@@ -248,3 +248,60 @@ def test_optimize_runs_its_phases_over_the_options(tmp_path, rules_file):
         "queue empty")
     assert r.search.steps == r.steps == r.candidate_steps
     assert len(r.search.iterations) == r.search_stats["expansions"]
+
+
+def _flat_measured():
+    """A measured cost model that finds every graph as costly as the original (one-node
+    timings that see no gain), without timing anything."""
+    from superopt.cost_model.measured import MeasuredCost
+
+    class Flat(MeasuredCost):
+        def __init__(self) -> None:  # no cache, no ORT
+            pass
+
+        def node_cost(self, node, const_mask=None) -> float:
+            return 1.0
+
+        def graph_cost(self, graph) -> float:
+            return 1.0
+
+        def describe(self) -> dict:
+            return {"name": "measured", "target": "cpu"}
+
+    return Flat()
+
+
+@pytest.mark.parametrize("roofline", [True, False])
+def test_the_roofline_candidate_is_timed_when_measured_costs_see_no_gain(
+        tmp_path, rules_file, monkeypatch, roofline):
+    """nasrnn on the 2-core CPU: measured one-node costs found nothing cheaper, the analytic
+    roofline's best graph was written 1.065x faster. Here the measured model sees no gain in
+    anything; the roofline's search folds (x·A)·B into x·(AB), and that candidate is chosen
+    (gate off: the cheapest candidate), with its steps and rules in the report."""
+    import superopt.cost_model as cost_models
+
+    monkeypatch.setattr(cost_models, "make_cost_model", lambda *a, **k: _flat_measured())
+    src = matmul_model(tmp_path / "mm.onnx", k=32)
+    r = superopt.optimize(src, rules=rules_file, device="cpu", gate=False, write=False,
+                          roofline_candidate=roofline)
+    assert r.search.steps == []  # the measured search: nothing cheaper
+    doc = r.to_json()
+    if not roofline:
+        assert not r.kept and r.kept_reason.startswith("the search found no graph cheaper")
+        assert doc["search"]["roofline"] is None
+        return
+    assert r.kept and [s.rule_name for s in r.steps] == ["matmul-assoc"]
+    assert r.op_counts_after == {"MatMul": 1} and r.rules[ASSOC.id]["name"] == "matmul-assoc"
+    roof = doc["search"]["roofline"]
+    assert set(roof) == {"rewrites", "cost_ratio", "elapsed_s", "stop_reason", "timed",
+                         "chosen"}  # as docs/report-schema.md lists them
+    assert roof["rewrites"] == 1 and roof["timed"] and roof["chosen"]
+    assert 0 < roof["cost_ratio"] < 1 and roof["stop_reason"] == "queue empty"
+    assert doc["steps"][0]["rule_name"] == "matmul-assoc"
+
+
+def test_no_roofline_candidate_with_analytic_costs(tmp_path, rules_file):
+    src = matmul_model(tmp_path / "mm.onnx", k=16)
+    r = superopt.optimize(src, rules=rules_file, device="cpu", cost="analytic", gate=False,
+                          write=False)
+    assert r.roofline is None and r.to_json()["search"]["roofline"] is None

@@ -294,14 +294,21 @@ def _check_errors(check: dict, fmt: str) -> str:
 
 def _search_section(doc: dict) -> str:
     stats = doc["search"]["stats"]
-    keys = ("expansions", "generated", "enqueued", "duplicates", "pruned_cost", "pruned_growth",
-            "refused", "regions")
+    keys = ("expansions", "generated", "deferred", "enqueued", "duplicates", "pruned_cost",
+            "pruned_growth", "refused", "regions")
     cells = "".join(f"<tr><th>{_e(k.replace('_', ' '))}</th><td class='n'>{_e(stats.get(k))}"
                     "</td></tr>" for k in keys if k in stats)
     costs = (f"<tr><th>cost</th><td class='n'>{_us(stats.get('initial_cost'))} → "
              f"{_us(stats.get('best_cost'))}</td></tr>"
              f"<tr><th>search time</th><td class='n'>{stats.get('elapsed_s', 0):.2f} s</td></tr>"
              f"<tr><th>stop reason</th><td class='n'>{_e(doc['search']['stop_reason'])}</td></tr>")
+    roof = doc["search"].get("roofline")
+    if roof:
+        what = ("chosen" if roof.get("chosen") else "timed by the gate" if roof.get("timed")
+                else "not timed (no rewrite, or a graph the measured search had)")
+        costs += (f"<tr><th>roofline candidate</th><td class='n'>{_e(roof.get('rewrites'))} "
+                  f"rewrites, cost ×{roof.get('cost_ratio', 1):.3f}, "
+                  f"{roof.get('elapsed_s', 0):.2f} s; {_e(what)}</td></tr>")
     fires = stats.get("rule_fires", {})
     rules = doc.get("rules", {})
     fire_rows = "".join(

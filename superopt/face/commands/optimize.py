@@ -81,6 +81,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "6; docs/gate.md)")
     p.add_argument("--skip-rules", nargs="+", default=[], metavar="ID",
                    help="rules not to use (ids, id prefixes or names)")
+    p.add_argument("--no-roofline-candidate", action="store_true",
+                   help="with measured costs, do not also search with the device's analytic "
+                        "roofline (a third of --time-limit more) for a second candidate the "
+                        "gate times")
     p.add_argument("--no-check", action="store_true",
                    help="skip the numerical check of the result against the original")
     p.add_argument("--check-n", type=int, default=3, metavar="N",
@@ -202,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
                 rtol=args.rtol, atol=args.atol,
                 save_as_external_data=args.save_as_external_data,
                 **({} if args.gate_budget is None else {"gate_budget_s": args.gate_budget}),
+                roofline_candidate=not args.no_roofline_candidate,
                 progress=_checking_interrupts(progress.update))
         if args.json:
             from superopt.face.report import write_json
