@@ -678,7 +678,51 @@ def _infer_types(model: ModelProto, where: str,
     g = inf.graph
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         types[vi.name] = _type_of(vi.type, vi.name)
+    if any(_unrelated(t) for t in types.values()):
+        types.update(_symbolic_types(model, types))
     return types, _non_tensor_names(inf)
+
+
+def _unrelated(t: TensorType) -> bool:
+    """Whether ONNX's inference gave t a dim it could not relate to the inputs' (`unk__3`,
+    or no name at all): a Reshape to a shape computed at run time, as the torchscript exporter
+    writes every attention head split."""
+    return t.shape is not None and any(
+        isinstance(d, str) and (d.startswith(("unk__", "?"))) for d in t.shape)
+
+
+def _symbolic_types(model: ModelProto, types: dict[str, TensorType]) -> dict[str, TensorType]:
+    """Better types where ONNX's inference left unrelated dims: ONNX Runtime's symbolic shape
+    inference follows Shape -> Gather -> Concat -> Reshape with the symbols themselves, so
+    torchscript RoBERTa's FFN input is (batch, seq, 512), not (unk__5, unk__6, 512), and
+    costs size it right. Only a type of the same element type and rank, with no unrelated dim
+    left, replaces one that had such a dim; nothing when that inference fails."""
+    if model.ByteSize() > TWO_GB:
+        return {}
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        # `SymbolicShapeInference.infer_shapes`'s own loop, without its last step: where some
+        # shape stays unknown it saves the model as sym_shape_infer_temp.onnx (and its
+        # weights) into the working directory and raises. What it did infer is all we take.
+        sym = SymbolicShapeInference(2**31 - 1, True, False, 0)  # int_max, auto_merge, ...
+        sym._preprocess(model)
+        while sym.run_:
+            sym._infer_impl()
+        sym._update_output_from_vi()
+        inf = sym.out_mp_
+    except Exception:  # noqa: BLE001 - an optional refinement: keep ONNX's types
+        return {}
+    better: dict[str, TensorType] = {}
+    for vi in list(inf.graph.value_info) + list(inf.graph.output):
+        old = types.get(vi.name)
+        if old is None or not _unrelated(old):
+            continue
+        new = _type_of(vi.type, vi.name)
+        if new.elem_type == old.elem_type and new.shape is not None and \
+                len(new.shape) == len(old.shape) and not _unrelated(new):
+            better[vi.name] = new
+    return better
 
 
 def _infer_without_weights(model: ModelProto) -> ModelProto:
