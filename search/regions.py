@@ -6,7 +6,9 @@ backtracking search runs with every node outside the window frozen: a match is a
 each node it covers is in the window or was created by a rewrite in this region. The best graph
 of a region is kept and the next window starts from it, so improvements accumulate. Each region
 gets an equal share of the remaining time and expansion budget, and regions with no site of any
-rule are skipped at no cost. Rewrites across a window border are found by the overlap.
+rule are skipped at no cost. Rewrites across a window border are found by the overlap. The
+result's stop reason is the limit that cut a window short ("time limit", else "budget"), and
+"queue empty" only when every window emptied its queue.
 
 A window's search runs on the whole graph (only its matches are restricted), so its steps'
 graphs before and after are whole graphs, and the windows' paths join into one path from the
@@ -77,6 +79,7 @@ def search_regions(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: 
     iterations: list[Iteration] = []
     stop = StopReason.EXHAUSTED
     budget_left = limits.budget
+    cut: set[StopReason] = set()  # why each window's search stopped
     for i, region in enumerate(regions):
         remaining = limits.time_limit_s - (time.perf_counter() - start)
         if remaining <= 0 or budget_left <= 0:
@@ -97,6 +100,7 @@ def search_regions(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: 
                       budget=max(1, budget_left // share), keep_candidates=1)
         offset = time.perf_counter() - start
         result = search(current, index, cost_model, sub, match_filter=inside, region=i)
+        cut.add(result.stop_reason)
         stats.merge(result.stats)
         budget_left -= result.stats.expansions
         steps.extend(_continuing(current, result.steps))
@@ -106,6 +110,13 @@ def search_regions(graph: Graph, rules: Iterable[Rule] | RuleIndex, cost_model: 
         current = result.best
         if progress is not None:
             progress(i + 1, len(regions), result.best_cost)
+    if stop is StopReason.EXHAUSTED:
+        # every window was searched, but one cut short by its share of the time or budget
+        # did not empty its queue: the search as a whole stopped on that limit
+        for reason in (StopReason.TIME_LIMIT, StopReason.BUDGET):
+            if reason in cut:
+                stop = reason
+                break
     stats.best_cost = cost_model.graph_cost(current)
     stats.elapsed_s = time.perf_counter() - start
     return SearchResult(current, steps, stats, stop, [Candidate(stats.best_cost, current, steps)],

@@ -227,6 +227,16 @@ def test_region_search_finds_the_rewrites_of_a_long_chain():
     assert {it.region for it in r.iterations} <= set(range(6))
     assert sum(it.generated for it in r.iterations) == r.stats.generated
     assert all(a.elapsed_s <= b.elapsed_s for a, b in zip(r.iterations, r.iterations[1:]))
+    # A window's 50 expansions (300 over 6) do not cover every order of its folds, though its
+    # best path has them all: the search says it stopped on the budget (it said "queue
+    # empty", as the last window emptied its queue); with 3,000 every window's queue empties.
+    assert r.stop_reason is StopReason.BUDGET and r.stats.expansions < 300
+    ample = search_regions(g, [ASSOC], AnalyticCost.for_device("cpu"),
+                           SearchLimits(time_limit_s=60, budget=3000), window=30, overlap=10)
+    assert ample.stop_reason is StopReason.EXHAUSTED and len(ample.steps) == 40
+    short = search_regions(g, [ASSOC], AnalyticCost.for_device("cpu"),
+                           SearchLimits(time_limit_s=60, budget=6), window=30, overlap=10)
+    assert short.stop_reason is StopReason.BUDGET and len(short.steps) < 40
 
 
 # ---------------------------------------------------------------------------------------------
