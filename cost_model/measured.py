@@ -43,7 +43,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from superopt.core.costing import CostModel, Progress, constant_values, runtime_nodes
+from superopt.core.costing import CostModel, Progress, runtime_nodes
 from superopt.core.ir import Graph, Node, Value
 from superopt.core.ops import get_op
 from superopt.cost_model.analytic import AnalyticCost
@@ -109,14 +109,13 @@ class MeasuredCost(CostModel):
         (`ort_fusions`), nodes absorbed into a group charged nothing, duplicate computations
         once (`common_subexpressions`)."""
         graph = common_subexpressions(graph)
-        const = constant_values(graph)
-        fusions = ort_fusions(graph, self.device, const)
+        fusions = ort_fusions(graph, self.device)
         total = 0.0
         for node in runtime_nodes(graph):
             charged = fusions.charged(node)
             if charged is None:
                 continue
-            total += self.node_cost(charged, [v is not None and (v.is_const or v in const)
+            total += self.node_cost(charged, [v is not None and v.is_weight
                                               for v in charged.inputs])
         return total
 

@@ -61,7 +61,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from superopt.core.costing import constant_values
 from superopt.core.ir import Graph, Node, Value
 from superopt.core.ops import ELEMENTWISE, get_op
 
@@ -82,11 +81,10 @@ class Fusions:
 
 
 class _Ctx:
-    def __init__(self, graph: Graph, const: set[Value] | None = None) -> None:
+    def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.users = graph.users
         self.outputs = set(graph.output_values)
-        self.const = constant_values(graph) if const is None else const
         self.f = Fusions()
         self.fold_root: dict[Node, Node] = {}  # BN / Mul / Add folded into a Conv -> the Conv
 
@@ -98,7 +96,7 @@ class _Ctx:
         return us[0][0] if len(us) == 1 and not us[0][0].is_opaque else None
 
     def is_const(self, v: Value | None) -> bool:
-        return v is not None and (v.is_const or v in self.const)
+        return v is not None and v.is_weight  # known before the run: ORT folds it
 
     def free(self, node: Node) -> bool:
         return node not in self.f.absorbed
@@ -141,11 +139,9 @@ def _operands(node: Node, ctx: _Ctx) -> tuple[int, Value, Value] | None:
     return None
 
 
-def ort_fusions(graph: Graph, device: str = "cpu", const: set[Value] | None = None
-                ) -> Fusions:
-    """The groups ORT fuses in `graph` at ORT_ENABLE_ALL on `device` (see the module doc);
-    `const` is `constant_values(graph)` when the caller has it already."""
-    ctx = _Ctx(graph, const)
+def ort_fusions(graph: Graph, device: str = "cpu") -> Fusions:
+    """The groups ORT fuses in `graph` at ORT_ENABLE_ALL on `device` (see the module doc)."""
+    ctx = _Ctx(graph)
     if device == "cpu":
         _noops(ctx)
         _transpose_pairs(ctx)

@@ -70,7 +70,6 @@ def _hashable(v: Any) -> Any:
 def model_configs(paths: Sequence[str | Path]) -> tuple[list[OpConfig], dict[str, Any]]:
     """The registry op configurations of the models (each once, in first-seen order) and the
     facts the universe needs about their constants: kernel shapes, biases, scalars."""
-    from superopt.core.costing import constant_values
     from superopt.core.onnx_io import load
 
     configs: dict[OpConfig, None] = {}
@@ -78,7 +77,6 @@ def model_configs(paths: Sequence[str | Path]) -> tuple[list[OpConfig], dict[str
                              "vector": False, "add4": False, "self_concat": False}
     for path in paths:
         graph = load(path)
-        const = constant_values(graph)
         for node in graph.nodes:
             if node.is_opaque:
                 continue
@@ -88,7 +86,7 @@ def model_configs(paths: Sequence[str | Path]) -> tuple[list[OpConfig], dict[str
             attrs = tuple(sorted((k, _hashable(v)) for k, v in node.attr_dict.items()
                                  if k not in op.defaults or op.defaults[k] != v))
             ins = [v for v in node.inputs if v is not None]
-            ranks = tuple(None if v in const else v.type.rank for v in ins)
+            ranks = tuple(None if v.is_weight else v.type.rank for v in ins)
             if any(r is not None and r > 4 for r in ranks):
                 continue
             kernel = None

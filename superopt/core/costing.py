@@ -17,22 +17,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-from superopt.core.ir import Graph, Node, Value
+from superopt.core.ir import Graph, Node
 from superopt.core.ops import WEIGHT_ONLY, get_op
 
 # progress(label, done, total): called while a cost model measures (total None: unknown).
 Progress = Callable[[str, int, "int | None"], None]
-
-
-def constant_values(graph: Graph) -> set[Value]:
-    """Values computed from constants only (folded at export): constants and the outputs of
-    registry nodes whose inputs are all such values (`Value.is_weight`)."""
-    const: set[Value] = set()
-    for node in graph.nodes:
-        const.update(v for v in node.inputs if v is not None and v.is_weight)
-        if node.outputs and node.outputs[0].is_weight:
-            const.update(node.outputs)
-    return const
 
 
 def runtime_nodes(graph: Graph) -> list[Node]:
