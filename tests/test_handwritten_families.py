@@ -14,6 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from superopt import load as superopt_load
 from superopt.core.rules import Rule, load_rules, rule_key
 from superopt.face.commands.rules_reach import ReachModel, reach, zoo_models
 from superopt.verifier.prove import prove_rule
@@ -46,7 +47,10 @@ def test_the_file_is_what_the_tool_writes_and_is_shipped():
     names = Counter(d["name"] for d in stored)
     # one rule per rank and variant; Add/Mul in one operand order (the matcher tries both)
     assert names["linear-bias-merge"] == 3 and names["linear-bias-merge-3"] == 3
-    assert names["conv-bias-merge"] == 3 and names["conv-bias-enlarge-merge"] == 4
+    assert names["conv-bias-merge"] == 3 and names["conv-bias-enlarge-merge"] == 10
+    # the same Conv families for bias-free Convs (dynamo exports drop an all-zero bias)
+    assert names["conv-merge"] == 3 and names["conv-merge-3"] == 1
+    assert names["conv-enlarge-merge"] == 10 and names["conv-add-merge-no-bias"] == 1
     assert names["conv-channel-scale-fold"] == 2 and names["norm-scale-fold"] == 3
     assert names["transpose-cancellation"] == 1 + 5 + 23
     assert names["conv-add-merge"] == 1
@@ -192,15 +196,18 @@ def test_transpose_pairs_cancel(p, q):
     assert row.nodes_after == 1 and row.passed is True, row.numerics
 
 
-def _two_conv_add_model(y_size: int) -> onnx.ModelProto:
-    """Two 1x1 Convs with bias on x (1x3x6x6) and y (1x4xSxS), added, then Relu: a projection
-    shortcut when S == 6; with S == 1 the Add broadcasts one map over the other."""
+def _two_conv_add_model(y_size: int, bias: bool = True) -> onnx.ModelProto:
+    """Two 1x1 Convs (with bias, or neither) on x (1x3x6x6) and y (1x4xSxS), added, then
+    Relu: a projection shortcut when S == 6; with S == 1 the Add broadcasts one map over the
+    other."""
     rng = np.random.default_rng(SEED)
     arrays = {"w1": rng.standard_normal((5, 3, 1, 1)), "b1": rng.standard_normal(5),
               "w2": rng.standard_normal((5, 4, 1, 1)), "b2": rng.standard_normal(5)}
-    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()]
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"]),
-             helper.make_node("Conv", ["y", "w2", "b2"], ["c2"]),
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()
+             if bias or n.startswith("w")]
+    b = (lambda n: [n]) if bias else (lambda n: [])
+    nodes = [helper.make_node("Conv", ["x", "w1", *b("b1")], ["c1"]),
+             helper.make_node("Conv", ["y", "w2", *b("b2")], ["c2"]),
              helper.make_node("Add", ["c1", "c2"], ["s"]),
              helper.make_node("Relu", ["s"], ["out"])]
     graph = helper.make_graph(
@@ -211,10 +218,11 @@ def _two_conv_add_model(y_size: int) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_conv_add_merge_joins_a_projection_shortcut():
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_add_merge_joins_a_projection_shortcut(bias):
     print(f"seed {SEED}")
-    [row] = reach([ReachModel("conv_add", "zoo", _two_conv_add_model(6))], load_rules().proved(),
-                  costs=["analytic"], time_limit=10)
+    [row] = reach([ReachModel("conv_add", "zoo", _two_conv_add_model(6, bias))],
+                  load_rules().proved(), costs=["analytic"], time_limit=10)
     assert row.families == {"Conv merge (concatenated)": 1}, row.families
     assert row.nodes_before == 4 and row.nodes_after == 3  # Concat + Conv + Relu
     assert row.passed is True, row.numerics
@@ -287,3 +295,80 @@ def test_a_layer_scale_that_is_not_per_channel_is_left_alone():
     [row] = reach([ReachModel("convnext_scalar", "zoo", _convnext_block((1, 1, 1)))],
                   load_rules().proved(), costs=["analytic"], time_limit=10)
     assert row.passed is not False, row.numerics
+
+
+def _two_kernel_model(pair: str, joined: bool, bias: bool = True) -> onnx.ModelProto:
+    """Two biased Convs of different kernel sizes, both padded "same", reading x at stride 2:
+    `pair` "1x1/3x3" (a ResNet-18 stage opener: its 3x3 and its downsample 1x1) or "1x3/3x1"
+    (Inception-v3's last blocks); `joined`: each with a Relu, then a channel Concat of the
+    two, else the 3x3 (or 3x1) output goes through a Relu and both are outputs."""
+    rng = np.random.default_rng(SEED)
+    (ka, pa), (kb, pb) = {"1x1/3x3": (((1, 1), 0), ((3, 3), 1)),
+                          "1x3/3x1": (((1, 3), (0, 1)), ((3, 1), (1, 0)))}[pair]
+    arrays = {"wa": rng.standard_normal((5, 4, *ka)), "ba": rng.standard_normal(5),
+              "wb": rng.standard_normal((6, 4, *kb)), "bb": rng.standard_normal(6)}
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()]
+    pads = [list(p) * 2 if isinstance(p, tuple) else [p] * 4 for p in (pa, pb)]
+    if not bias:
+        inits = [i for i in inits if i.name.startswith("w")]
+    b = (lambda n: [n]) if bias else (lambda n: [])
+    nodes = [helper.make_node("Conv", ["x", "wa", *b("ba")], ["a"], pads=pads[0], strides=[2, 2]),
+             helper.make_node("Conv", ["x", "wb", *b("bb")], ["b"], pads=pads[1], strides=[2, 2])]
+    if joined:
+        nodes += [helper.make_node("Relu", ["a"], ["ra"]), helper.make_node("Relu", ["b"], ["rb"]),
+                  helper.make_node("Concat", ["ra", "rb"], ["out"], axis=1)]
+        outs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 11, 5, 5])]
+    else:
+        nodes.append(helper.make_node("Relu", ["b"], ["rb"]))
+        outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, c, 5, 5])
+                for n, c in (("a", 5), ("rb", 6))]
+    graph = helper.make_graph(
+        nodes, "two_kernels", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 9, 9])],
+        outs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("pair", ["1x1/3x3", "1x3/3x1"])
+@pytest.mark.parametrize("joined", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_enlarge_merge_of_two_kernel_sizes_is_one_conv(pair, joined, bias):
+    """The enlarge + merge family on both kernel pairs, joined by a Concat (the merged Conv
+    writes it) or apart (split back, the seed's example): one Conv, equal in ONNX Runtime.
+    Applied at the match, as the roofline may not find it cheaper at these sizes."""
+    import onnxruntime as ort
+
+    from superopt.core.onnx_io import to_onnx
+    from superopt.search.match import apply_match, find_matches
+
+    print(f"seed {SEED}")
+    model = _two_kernel_model(pair, joined, bias)
+    g = superopt_load(model)
+    family = "conv-bias-enlarge-merge" if bias else "conv-enlarge-merge"
+    rules = [r for r in load_rules().proved() if r.name == family]
+    hits = [(r, m) for r in rules for m in find_matches(g, r)]
+    # joined, the Concat form and the split form both match (the search weighs both); apart,
+    # only the split form
+    assert sorted(len(r.src) for r, _ in hits) == ([1, 2] if joined else [2])
+    [(_, m)] = [(r, m) for r, m in hits if len(r.src) == (1 if joined else 2)]
+    rewritten = to_onnx(apply_match(g, m).graph)
+    ops = Counter(n.op_type for n in rewritten.graph.node)
+    assert ops["Conv"] == 1 and ops["Concat"] == 0 and ops["Split"] == (0 if joined else 1)
+    x = {"x": np.random.default_rng(SEED).standard_normal((1, 4, 9, 9)).astype(np.float32)}
+    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+           .run(None, x) for m in (model, rewritten)]
+    for want, got in zip(*run):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_enlarge_merge_needs_equal_strides():
+    """The 1x1 at stride 1 and the 3x3 at stride 2 produce maps of different sizes: no match
+    (and a bias-free rule does not match biased Convs)."""
+    model = _two_kernel_model("1x1/3x3", False)
+    strides = next(a for a in model.graph.node[0].attribute if a.name == "strides")
+    strides.ints[:] = [1, 1]  # the 1x1's
+    model.graph.output[0].type.tensor_type.shape.dim[2].dim_value = 9
+    model.graph.output[0].type.tensor_type.shape.dim[3].dim_value = 9
+    g = superopt_load(model)
+    from superopt.search.match import find_matches
+    assert not [m for r in load_rules().proved() if r.name.endswith("enlarge-merge")
+                for m in find_matches(g, r)]

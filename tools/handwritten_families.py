@@ -101,74 +101,119 @@ def three_way_merges() -> list[Rule]:
 
 
 CONV = "Conv[dilations=?d, pads=?p, strides=?s]"
-CONV_VARS = {"x": T(4), "w1": W(4), "w2": W(4), "b1": W(1), "b2": W(1)}
-CONV_EX = {"x": (2, 4, 6, 6), "w1": (3, 4, 3, 3), "w2": (5, 4, 3, 3), "b1": (3,), "b2": (5,)}
 
 
-def conv_merges() -> list[Rule]:
-    """Two Convs with bias, same kernel size, dilation, pads and strides (group 1), reading one
-    tensor ->
-    one Conv over the concatenated kernels and biases: split back into two outputs, or, when a
-    Concat along channels already joins them (with or without a Relu on each), that Concat."""
-    merged = f"({CONV} ?x (Concat[axis=0] ?w1 ?w2) (Concat[axis=0] ?b1 ?b2))"
+def _bias(bias: bool, *names: str) -> tuple[str, dict, str]:
+    """The bias parts of a Conv family's templates: the trailing Conv argument of each named
+    bias (" ?b1"), their variables, and the name prefix ("conv-bias-" or "conv-"). Exports
+    write both forms: torch.onnx's folded BatchNorm gives a bias; the dynamo exporter drops
+    an all-zero one (freshly initialized BatchNorm) and bias=False Convs have none."""
+    args = {n: f" ?{n}" if bias else "" for n in names}
+    return args, ({n: W(1) for n in names} if bias else {}), ("conv-bias-" if bias else "conv-")
+
+
+def conv_merges(bias: bool = True) -> list[Rule]:
+    """Two Convs (with bias, or both without), same kernel size, dilation, pads and strides
+    (group 1), reading one tensor -> one Conv over the concatenated kernels (and biases): split
+    back into two outputs, or, when a Concat along channels already joins them (with or
+    without a Relu on each), that Concat."""
+    b, bvars, prefix = _bias(bias, "b1", "b2", "b3")
+    cat2 = " (Concat[axis=0] ?b1 ?b2)" if bias else ""
+    cat3 = " (Concat[axis=0] ?b1 ?b2 ?b3)" if bias else ""
+    vars = {"x": T(4), "w1": W(4), "w2": W(4), **{k: bvars[k] for k in bvars if k != "b3"}}
+    ex = {"x": (2, 4, 6, 6), "w1": (3, 4, 3, 3), "w2": (5, 4, 3, 3),
+          **({"b1": (3,), "b2": (5,)} if bias else {})}
+    merged = f"({CONV} ?x (Concat[axis=0] ?w1 ?w2){cat2})"
     split = "axis=1, split=(dim(?w1,0), dim(?w2,0))"
     same_kernel = ("shape(?w1)[1:] == shape(?w2)[1:]",)
-    one = f"({CONV} ?x ?w1 ?b1)"
-    two = f"({CONV} ?x ?w2 ?b2)"
-    merged3 = f"({CONV} ?x (Concat[axis=0] ?w1 ?w2 ?w3) (Concat[axis=0] ?b1 ?b2 ?b3))"
+    one = f"({CONV} ?x ?w1{b['b1']})"
+    two = f"({CONV} ?x ?w2{b['b2']})"
+    merged3 = f"({CONV} ?x (Concat[axis=0] ?w1 ?w2 ?w3){cat3})"
     split3 = "axis=1, split=(dim(?w1,0), dim(?w2,0), dim(?w3,0))"
     return [
         rule([one, two], [f"(Split[{split}] {merged})", f"(Split.1[{split}] {merged})"],
-             CONV_VARS, CONV_EX, "conv-bias-merge", same_kernel),
-        rule([one, two, f"({CONV} ?x ?w3 ?b3)"],
+             vars, ex, f"{prefix}merge", same_kernel),
+        rule([one, two, f"({CONV} ?x ?w3{b['b3']})"],
              [f"(Split{'.' + str(k) if k else ''}[{split3}] {merged3})" for k in range(3)],
-             {**CONV_VARS, "w3": W(4), "b3": W(1)}, {**CONV_EX, "w3": (2, 4, 3, 3), "b3": (2,)},
-             "conv-bias-merge-3", same_kernel + ("shape(?w1)[1:] == shape(?w3)[1:]",)),
-        rule([f"(Concat[axis=1] {one} {two})"], [merged], CONV_VARS, CONV_EX,
-             "conv-bias-merge", same_kernel),
+             {**vars, "w3": W(4), **({"b3": W(1)} if bias else {})},
+             {**ex, "w3": (2, 4, 3, 3), **({"b3": (2,)} if bias else {})},
+             f"{prefix}merge-3", same_kernel + ("shape(?w1)[1:] == shape(?w3)[1:]",)),
+        rule([f"(Concat[axis=1] {one} {two})"], [merged], vars, ex,
+             f"{prefix}merge", same_kernel),
         rule([f"(Concat[axis=1] (Relu {one}) (Relu {two}))"], [f"(Relu {merged})"],
-             CONV_VARS, CONV_EX, "conv-bias-merge", same_kernel),
+             vars, ex, f"{prefix}merge", same_kernel),
     ]
 
 
-def conv_add_merges() -> list[Rule]:
-    """Two Convs with bias whose outputs are added, with the same kernel size, dilation, pads
-    and strides (group 1), reading inputs of equal batch and spatial size (a ResNet projection
-    shortcut: the block's last 1x1 Conv plus the downsample Conv of the block's input) -> one
-    Conv over the inputs concatenated along channels, with the kernels side by side along input
-    channels and the biases summed. Both Convs and the Add become one Conv; the Concat it adds
-    copies the two (smaller) inputs instead of adding the two (larger) outputs."""
-    vars = {"x": T(4), "y": T(4), "w1": W(4), "w2": W(4), "b1": W(1), "b2": W(1)}
+def conv_add_merges(bias: bool = True) -> list[Rule]:
+    """Two Convs (with bias, or both without) whose outputs are added, with the same kernel
+    size, dilation, pads and strides (group 1), reading inputs of equal batch and spatial size
+    (a ResNet projection shortcut: the block's last 1x1 Conv plus the downsample Conv of the
+    block's input) -> one Conv over the inputs concatenated along channels, with the kernels
+    side by side along input channels and the biases summed. Both Convs and the Add become one
+    Conv; the Concat it adds copies the two (smaller) inputs instead of adding the two (larger)
+    outputs."""
+    b, bvars, _ = _bias(bias, "b1", "b2")
+    vars = {"x": T(4), "y": T(4), "w1": W(4), "w2": W(4), **bvars}
     ex = {"x": (2, 3, 6, 6), "y": (2, 4, 6, 6), "w1": (5, 3, 3, 3), "w2": (5, 4, 3, 3),
-          "b1": (5,), "b2": (5,)}
+          **({"b1": (5,), "b2": (5,)} if bias else {})}
     conds = ("shape(?x)[0] == shape(?y)[0]", "shape(?x)[2:] == shape(?y)[2:]",
              "shape(?w1)[0] == shape(?w2)[0]", "shape(?w1)[2:] == shape(?w2)[2:]")
-    return [rule([f"(Add ({CONV} ?x ?w1 ?b1) ({CONV} ?y ?w2 ?b2))"],
-                 [f"({CONV} (Concat[axis=1] ?x ?y) (Concat[axis=1] ?w1 ?w2) (Add ?b1 ?b2))"],
-                 vars, ex, "conv-add-merge", conds)]
+    summed = " (Add ?b1 ?b2)" if bias else ""
+    return [rule([f"(Add ({CONV} ?x ?w1{b['b1']}) ({CONV} ?y ?w2{b['b2']}))"],
+                 [f"({CONV} (Concat[axis=1] ?x ?y) (Concat[axis=1] ?w1 ?w2){summed})"],
+                 vars, ex, "conv-add-merge" if bias else "conv-add-merge-no-bias", conds)]
 
 
-def enlarge_merges() -> list[Rule]:
-    """A 1x1 and a 3x3 Conv (pads 1) with bias and the same strides, reading one tensor and
-    joined by a Concat along channels (SqueezeNet's Fire module, with or without the Relus):
-    the 1x1 kernel enlarged to 3x3 with zeros, then one Conv (TASO's enlarge + merge)."""
-    c11 = "Conv[strides=?s]"
-    c33 = "Conv[pads=(1, 1, 1, 1), strides=?s]"
-    conds = ("shape(?w1)[2:] == (1, 1)", "shape(?w3)[2:] == (3, 3)")
-    vars = {"x": T(4), "w1": W(4), "w3": W(4), "b1": W(1), "b3": W(1)}
-    ex = {"x": (2, 4, 6, 6), "w1": (3, 4, 1, 1), "w3": (5, 4, 3, 3), "b1": (3,), "b3": (5,)}
+def enlarge_merges(bias: bool = True) -> list[Rule]:
+    """Two Convs (with bias, or both without) with different kernel sizes, each padded "same",
+    with the same strides, reading one tensor: the smaller kernels zero-padded (centered) to
+    3x3, one Conv (TASO's enlarge + merge). Two pairs occur in real models: a 1x1 and a 3x3
+    (SqueezeNet's Fire module; a ResNet-18/34 block that opens a stage, whose 3x3 and
+    downsample 1x1 read the block input at stride 2) and a 1x3 and a 3x1 (Inception-v3's last
+    blocks). Joined by a Concat along channels (with or without the Relus) the merged Conv
+    writes the Concat itself; apart, it is split back, the seed's own example. EnlargeKernel
+    pads a kernel to the size of a reference kernel; the 1x3 and the 3x1 have no 3x3 beside
+    them, so their reference is the other kernel repeated three times along its length-1 axis
+    (`Concat[axis=3] ?w31 ?w31 ?w31` is 3x3), a weight-only expression of which only the shape
+    is used; it folds at export."""
+    big = "Conv[pads=(1, 1, 1, 1), strides=?s]"
+    pairs = [  # (small conv, its kernel, its enlarged kernel, other conv, other kernel, ...)
+        ("Conv[strides=?s]", "w1", "(EnlargeKernel ?w1 ?w3)", big, "w3", "?w3",
+         ("shape(?w1)[2:] == (1, 1)", "shape(?w3)[2:] == (3, 3)"),
+         {"w1": (3, 4, 1, 1), "w3": (5, 4, 3, 3)}),
+        ("Conv[pads=(0, 1, 0, 1), strides=?s]", "w13",
+         "(EnlargeKernel ?w13 (Concat[axis=3] ?w31 ?w31 ?w31))",
+         "Conv[pads=(1, 0, 1, 0), strides=?s]", "w31",
+         "(EnlargeKernel ?w31 (Concat[axis=2] ?w13 ?w13 ?w13))",
+         ("shape(?w13)[2:] == (1, 3)", "shape(?w31)[2:] == (3, 1)"),
+         {"w13": (3, 4, 1, 3), "w31": (5, 4, 3, 1)}),
+    ]
     out = []
-    for relu in (False, True):
-        def act(t: str, relu: bool = relu) -> str:
-            return f"(Relu {t})" if relu else t
-        one, three = f"({c11} ?x ?w1 ?b1)", f"({c33} ?x ?w3 ?b3)"
-        big = "(EnlargeKernel ?w1 ?w3)"
-        out.append(rule([f"(Concat[axis=1] {act(one)} {act(three)})"],
-                        [act(f"({c33} ?x (Concat[axis=0] {big} ?w3) (Concat[axis=0] ?b1 ?b3))")],
-                        vars, ex, "conv-bias-enlarge-merge", conds))
-        out.append(rule([f"(Concat[axis=1] {act(three)} {act(one)})"],
-                        [act(f"({c33} ?x (Concat[axis=0] ?w3 {big}) (Concat[axis=0] ?b3 ?b1))")],
-                        vars, ex, "conv-bias-enlarge-merge", conds))
+    for conv_a, a, big_a, conv_b, b, big_b, conds, kernels in pairs:
+        ba, bb = "b" + a[1:], "b" + b[1:]
+        arg, bvars, prefix = _bias(bias, ba, bb)
+        vars = {"x": T(4), a: W(4), b: W(4), **bvars}
+        ex = {"x": (2, 4, 6, 6), **kernels,
+              **({ba: (kernels[a][0],), bb: (kernels[b][0],)} if bias else {})}
+        one, two = f"({conv_a} ?x ?{a}{arg[ba]})", f"({conv_b} ?x ?{b}{arg[bb]})"
+        cat_ab = f" (Concat[axis=0] ?{ba} ?{bb})" if bias else ""
+        cat_ba = f" (Concat[axis=0] ?{bb} ?{ba})" if bias else ""
+        for relu in (False, True):
+            def act(t: str, relu: bool = relu) -> str:
+                return f"(Relu {t})" if relu else t
+            out.append(rule(
+                [f"(Concat[axis=1] {act(one)} {act(two)})"],
+                [act(f"({big} ?x (Concat[axis=0] {big_a} {big_b}){cat_ab})")],
+                vars, ex, f"{prefix}enlarge-merge", conds))
+            out.append(rule(
+                [f"(Concat[axis=1] {act(two)} {act(one)})"],
+                [act(f"({big} ?x (Concat[axis=0] {big_b} {big_a}){cat_ba})")],
+                vars, ex, f"{prefix}enlarge-merge", conds))
+        merged = f"({big} ?x (Concat[axis=0] {big_a} {big_b}){cat_ab})"
+        split = f"axis=1, split=(dim(?{a},0), dim(?{b},0))"
+        out.append(rule([one, two], [f"(Split[{split}] {merged})", f"(Split.1[{split}] {merged})"],
+                        vars, ex, f"{prefix}enlarge-merge", conds))
     return out
 
 
@@ -264,8 +309,10 @@ def _perm(p: tuple[int, ...]) -> str:
 
 
 def families() -> list[Rule]:
-    return (bn_folds() + linear_merges() + three_way_merges() + conv_merges()
-            + conv_add_merges() + enlarge_merges() + duplicate_merges() + scale_folds()
+    return (bn_folds() + linear_merges() + three_way_merges()
+            + [r for bias in (True, False) for r in conv_merges(bias) + conv_add_merges(bias)
+               + enlarge_merges(bias)]
+            + duplicate_merges() + scale_folds()
             + linear_channel_scale_folds() + transpose_cancellations())
 
 
