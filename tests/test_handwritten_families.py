@@ -51,7 +51,9 @@ def test_the_file_is_what_the_tool_writes_and_is_shipped():
     # the same Conv families for bias-free Convs (dynamo exports drop an all-zero bias)
     assert names["conv-merge"] == 3 and names["conv-merge-3"] == 1
     assert names["conv-enlarge-merge"] == 10 and names["conv-add-merge-no-bias"] == 1
-    assert names["conv-channel-scale-fold"] == 2 and names["norm-scale-fold"] == 3
+    # (C, 1, 1) with and without bias, and (1, C, 1, 1) through ChannelVector
+    assert names["conv-channel-scale-fold"] == 4 and names["norm-scale-fold"] == 3
+    assert names["conv-channel-shift-fold"] == 4  # (C, 1, 1) / (1, C, 1, 1), with / without bias
     assert names["transpose-cancellation"] == 1 + 5 + 23
     assert names["conv-add-merge"] == 1
     assert names["linear-channel-scale-fold"] == 3 * 2 + 1
@@ -78,6 +80,10 @@ def test_the_file_is_what_the_tool_writes_and_is_shipped():
      "?w) ?g))", "(ScaleAxis0 ?w ?g)"),
     # the weight scaled but the bias left as it was
     ("linear-channel-scale-fold", "(Mul ?b ?g)", "?b"),
+    # a per-channel constant added after the Conv subtracted from its bias
+    ("conv-channel-shift-fold", "(Add ?b (ChannelVector ?c))", "(Sub ?b (ChannelVector ?c))"),
+    # a (1, C, 1, 1) scale applied to the kernel but not to the bias
+    ("conv-channel-scale-fold", "(ScaleAxis0 ?b (ChannelVector ?c))", "?b"),
 ])
 def test_broken_variants_are_not_proved(name, old, new):
     for d in _by_name(name):
@@ -372,3 +378,60 @@ def test_enlarge_merge_needs_equal_strides():
     from superopt.search.match import find_matches
     assert not [m for r in load_rules().proved() if r.name.endswith("enlarge-merge")
                 for m in find_matches(g, r)]
+
+
+def _frozen_bn_model(bias: bool, shape: tuple[int, ...]) -> onnx.ModelProto:
+    """A Conv (group 2, stride 2; with or without bias), then x * scale + shift with per-channel
+    constants of `shape` ((1, C, 1, 1) as torchvision's FrozenBatchNorm2d writes them, or
+    (C, 1, 1)), then Relu."""
+    rng = np.random.default_rng(SEED)
+    c = 8
+    arrays = {"w": rng.standard_normal((c, 2, 3, 3)), "b": rng.standard_normal(c),
+              "scale": rng.uniform(0.5, 2.0, shape), "shift": rng.standard_normal(shape)}
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()
+             if bias or n != "b"]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["y"], group=2,
+                              pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Mul", ["y", "scale"], ["m"]),
+             helper.make_node("Add", ["shift", "m"], ["a"]),
+             helper.make_node("Relu", ["a"], ["out"])]
+    graph = helper.make_graph(
+        nodes, "frozen_bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 9, 9])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, c, 5, 5])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(1, 8, 1, 1), (8, 1, 1)])
+def test_a_frozen_batchnorm_folds_into_the_conv(bias, shape):
+    """Conv, then Mul and Add by per-channel constants (FrozenBatchNorm2d): both fold, the
+    Conv alone is left, and the model computes what it did."""
+    print(f"seed {SEED}")
+    [row] = reach([ReachModel("frozen_bn", "zoo", _frozen_bn_model(bias, shape))],
+                  load_rules().proved(), costs=["analytic"], time_limit=10)
+    assert row.families == {"Mul folded into Conv": 1, "Add folded into Conv": 1}, row.families
+    assert row.nodes_before == 4 and row.nodes_after == 2  # Conv + Relu
+    assert row.passed is True, row.numerics
+
+
+def test_a_vector_added_after_a_conv_is_not_a_channel_shift():
+    """A (C,) vector broadcasts along the width, not the channels: no fold (the (C,) shift of
+    an 8x5x5 map needs width 8, so the Add here is by a (5,) vector of the map's width)."""
+    model = _frozen_bn_model(True, (1, 8, 1, 1))
+    shift = next(i for i in model.graph.initializer if i.name == "shift")
+    shift.CopyFrom(numpy_helper.from_array(np.arange(5, dtype=np.float32), "shift"))
+    [row] = reach([ReachModel("vector_shift", "zoo", model)], load_rules().proved(),
+                  costs=["analytic"], time_limit=10)
+    assert "Add folded into Conv" not in row.families and row.passed is not False
+
+
+def test_channel_vector_reads_only_per_channel_constants():
+    from superopt.core.ops import get_op
+
+    op = get_op("ChannelVector")
+    c = np.arange(3, dtype=np.float32)
+    for shape in ((3, 1, 1), (1, 3, 1, 1)):
+        np.testing.assert_array_equal(op.compute({}, [c.reshape(shape)])[0], c)
+    for shape in ((3,), (1, 3), (3, 1, 1, 1), (1, 3, 2, 1), (2, 3, 1, 1)):
+        with pytest.raises(ValueError, match="not one value per channel"):
+            op.compute({}, [np.zeros(shape, np.float32)])

@@ -254,6 +254,41 @@ def scale_folds() -> list[Rule]:
     return out
 
 
+def channel_constant_folds() -> list[Rule]:
+    """A per-channel constant added to (or, written (1, C, 1, 1), multiplied with) a Conv's
+    output (any group, pads, strides, dilation; with or without bias), folded into its bias (or
+    kernel and bias): an affine channel transform after a Conv that no BatchNormalization op
+    carries, e.g. torchvision's FrozenBatchNorm2d (detection backbones: x * scale + shift, both
+    (1, C, 1, 1)), or a bias-free Conv with its bias added after it. `ChannelVector` (weight-only)
+    reads the constant's C values as the (C,) vector a Conv bias is; the (C, 1, 1) Mul is
+    `conv-channel-scale-fold` above. A constant of another shape (a (C,) vector broadcasts
+    along the width) does not match."""
+    conv = "Conv[dilations=?d, group=?g, pads=?p, strides=?s]"
+    shapes = {3: ("shape(?c)[0] == shape(?w)[0]", "shape(?c)[1:] == (1, 1)"),
+              4: ("shape(?c)[0] == 1", "shape(?c)[1] == shape(?w)[0]",
+                  "shape(?c)[2:] == (1, 1)")}
+    ex = {"x": (2, 4, 6, 6), "w": (4, 2, 3, 3), "b": (4,)}
+    cv = "(ChannelVector ?c)"
+    out = []
+    for r, conds in shapes.items():
+        c_ex = {"c": (4, 1, 1) if r == 3 else (1, 4, 1, 1)}
+        out.append(rule([f"(Add ({conv} ?x ?w ?b) ?c)"], [f"({conv} ?x ?w (Add ?b {cv}))"],
+                        {"x": T(4), "w": W(4), "b": W(1), "c": W(r)}, {**ex, **c_ex},
+                        "conv-channel-shift-fold", conds))
+        out.append(rule([f"(Add ({conv} ?x ?w) ?c)"], [f"({conv} ?x ?w {cv})"],
+                        {"x": T(4), "w": W(4), "c": W(r)},
+                        {"x": ex["x"], "w": ex["w"], **c_ex}, "conv-channel-shift-fold", conds))
+    conds, c_ex = shapes[4], {"c": (1, 4, 1, 1)}
+    out.append(rule([f"(Mul ({conv} ?x ?w ?b) ?c)"],
+                    [f"({conv} ?x (ScaleAxis0 ?w {cv}) (ScaleAxis0 ?b {cv}))"],
+                    {"x": T(4), "w": W(4), "b": W(1), "c": W(4)}, {**ex, **c_ex},
+                    "conv-channel-scale-fold", conds))
+    out.append(rule([f"(Mul ({conv} ?x ?w) ?c)"], [f"({conv} ?x (ScaleAxis0 ?w {cv}))"],
+                    {"x": T(4), "w": W(4), "c": W(4)}, {"x": ex["x"], "w": ex["w"], **c_ex},
+                    "conv-channel-scale-fold", conds))
+    return out
+
+
 def linear_channel_scale_folds() -> list[Rule]:
     """A per-feature scale after a linear layer (MatMul, with or without its bias Add) folded
     into the weight's columns and the bias: LayerScale, and ConvNeXt's layer scale, which
@@ -312,7 +347,7 @@ def families() -> list[Rule]:
     return (bn_folds() + linear_merges() + three_way_merges()
             + [r for bias in (True, False) for r in conv_merges(bias) + conv_add_merges(bias)
                + enlarge_merges(bias)]
-            + duplicate_merges() + scale_folds()
+            + duplicate_merges() + scale_folds() + channel_constant_folds()
             + linear_channel_scale_folds() + transpose_cancellations())
 
 

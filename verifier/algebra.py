@@ -126,6 +126,16 @@ def typing_scale_axis0(A, w, s) -> list:
             *_per_dim(A, s, lambda k: A.any(k == 0, A.dim(s, k) == 1))]
 
 
+def per_channel_nchw(A, c) -> Any:
+    """c broadcasts as one value per channel of an NCHW tensor: (C, 1, 1) or (1, C, 1, 1)."""
+    return A.any(A.all(A.rank(c) == 3, A.dim(c, 1) == 1, A.dim(c, 2) == 1),
+                 A.all(A.rank(c) == 4, A.dim(c, 0) == 1, A.dim(c, 2) == 1, A.dim(c, 3) == 1))
+
+
+def typing_channel_vector(A, c) -> list:
+    return [per_channel_nchw(A, c)]
+
+
 def typing_none(A, *args) -> list:
     return []
 
@@ -136,6 +146,7 @@ TYPING = {
     "transpose": typing_transpose, "enlarge": typing_enlarge, "like": typing_like,
     "bn": typing_bn, "fold_kernel": typing_none, "fold_bias": typing_none,
     "channel": typing_channel, "scale_axis0": typing_scale_axis0,
+    "channel_vector": typing_channel_vector,
 }
 
 
@@ -165,6 +176,7 @@ class Symbolic:
             "BatchNormFoldBias": (T, T, T, T, z3.RealSort(), T),
             "BiasNCHW": (T, T),
             "ScaleAxis0": (T, T, T),
+            "ChannelVector": (T, T),
         }
 
     # ---- building blocks
@@ -291,6 +303,11 @@ class Symbolic:
         """ScaleAxis0: w with each slice along axis 0 multiplied by its factor in s."""
         self.typed(*typing_scale_axis0(self, w, s))
         return self._prim("ScaleAxis0")(w, s)
+
+    def channel_vector(self, c):
+        """ChannelVector: a per-channel NCHW constant ((C, 1, 1) or (1, C, 1, 1)) as (C,)."""
+        self.typed(*typing_channel_vector(self, c))
+        return self._prim("ChannelVector")(c)
 
     def generic(self, key: str, args: Sequence[Any], n_out: int = 1) -> list:
         """An op with no axioms: one uninterpreted function per (op, attributes, output)."""
@@ -551,6 +568,10 @@ class Concrete:
     @_total
     def scale_axis0(self, w, s):
         return self._op("ScaleAxis0", {}, [w, s])[0]
+
+    @_total
+    def channel_vector(self, c):
+        return self._op("ChannelVector", {}, [c])[0]
 
     @_total
     def channel(self, c):

@@ -492,6 +492,28 @@ def _(A, t, i, s):
             _per_channel(A, c, A.dim(b, 0)))
 
 
+@axiom("Conv-ScaleAxis0-vector", ["Conv", "Mul", "ScaleAxis0"], "x w s", CP,
+       [I({"x": _X, "w": _W, "s": (2,)}, conv_ints(pt=1, pl=1, pb=1, pr=1)),
+        I({"x": (1, 2, 4, 3), "w": (4, 1, 1, 3), "s": (4,)}, conv_ints(sh=2, g=2))],
+       triggers="both")
+def _(A, t, i, s):
+    """The same with the factors as a (C,) vector broadcast as a bias (a per-channel constant
+    written (1, C, 1, 1), through ChannelVector). Triggered by the scaled kernel too: the
+    product it equals is then a term the ChannelVector axioms can rewrite."""
+    x, w, v, p = t["x"], t["w"], t["s"], conv_p(i)
+    return (A.binary("Mul", A.conv(x, w, p), A.channel(v)), A.conv(x, A.scale_axis0(w, v), p),
+            A.all(A.rank(v) == 1, A.dim(v, 0) == A.dim(w, 0)))
+
+
+@axiom("BiasNCHW-ScaleAxis0-vector", ["Conv", "Mul", "ScaleAxis0"], "b s", "",
+       [I({"b": (3,), "s": (3,)}), I({"b": (1,), "s": (1,)})], triggers="both")
+def _(A, t, i, s):
+    """... and its bias."""
+    b, v = t["b"], t["s"]
+    return (A.binary("Mul", A.channel(b), A.channel(v)), A.channel(A.scale_axis0(b, v)),
+            A.all(A.rank(b) == 1, A.rank(v) == 1, A.dim(b, 0) == A.dim(v, 0)))
+
+
 for _op in ("MaxPool", "AveragePool"):
     axiom(f"{_op}-Concat", [_op, "Concat"], "a b", PP + " ax",
           [I({"a": (1, 1, 4, 4), "b": (1, 2, 4, 4)},

@@ -1,5 +1,5 @@
 """Weight-only helpers: ops that only ever compute on constants and are folded away at export
-(EnlargeKernel, ScaleAxis0, IdentityKernelLike, IdentityMatrixLike, OnesLike; the
+(EnlargeKernel, ScaleAxis0, ChannelVector, IdentityKernelLike, IdentityMatrixLike, OnesLike; the
 BatchNormalization fold helpers are with BatchNormalization in `norm`). The generator uses them
 to state TASO's rules on weights; the axioms say what they mean."""
 
@@ -53,6 +53,26 @@ def _scale_axis0(a: Attrs, x: list[np.ndarray]) -> list[np.ndarray]:
         raise ValueError(f"ScaleAxis0: factors of shape {s.shape} do not fit {w.shape} "
                          "(one per slice along axis 0, the other dims 1)")
     return [w * s.reshape((-1,) + (1,) * (w.ndim - 1))]
+
+
+def _channel_vector(a: Attrs, x: list[np.ndarray]) -> list[np.ndarray]:
+    c = x[0]
+    if not _is_per_channel(c.shape):
+        raise ValueError(f"ChannelVector: {c.shape} is not one value per channel of an NCHW "
+                         "tensor ((C, 1, 1) or (1, C, 1, 1))")
+    return [c.reshape(-1)]
+
+
+def _is_per_channel(shape: tuple) -> bool:
+    return ((len(shape) == 3 and shape[1:] == (1, 1))
+            or (len(shape) == 4 and shape[0] == 1 and shape[2:] == (1, 1)))
+
+
+def _channel_vector_infer(a: Attrs, t: list[TensorType]) -> list[TensorType]:
+    shape = t[0].shape
+    if len(shape) not in (3, 4):
+        raise ValueError(f"ChannelVector of a rank-{len(shape)} tensor")
+    return [TensorType(t[0].elem_type, (shape[len(shape) - 3],))]
 
 
 def _lower_like(A, attrs, args, ranks, op):
@@ -138,6 +158,37 @@ for _op in LIKE:
                 [I({"x": (2, 3) if _op == "IdentityMatrixLike" else (2, 3, 1, 1)})],
                 lambda A, t, i, op=_op: A.like(op, t["x"]), lambda A, t, i: A.rank(t["x"]))
 
+
+
+def _per_channel_of(A, c, n):
+    """c holds one value per channel of an NCHW tensor of n channels: (n, 1, 1) or
+    (1, n, 1, 1)."""
+    return A.any(A.all(A.rank(c) == 3, A.dim(c, 0) == n, A.dim(c, 1) == 1, A.dim(c, 2) == 1),
+                 A.all(A.rank(c) == 4, A.dim(c, 0) == 1, A.dim(c, 1) == n, A.dim(c, 2) == 1,
+                       A.dim(c, 3) == 1))
+
+
+for _op in ("Add", "Mul"):
+    # A per-channel constant, as (C, 1, 1) or (1, C, 1, 1), acts on an NCHW tensor as the
+    # (C,) vector of its values broadcast the way a Conv adds its bias: what folding it into a
+    # Conv's bias or kernel needs. Stated from the ChannelVector side, which is the trigger:
+    # a trigger on any Add (Mul) would instantiate on its own right side without end.
+    axiom(f"{_op}-ChannelVector", [_op, "ChannelVector"], "t c", "",
+          [I({"t": (1, 3, 2, 2), "c": (3, 1, 1)}), I({"t": (2, 3, 2, 1), "c": (1, 3, 1, 1)}),
+           I({"t": (1, 1, 2, 2), "c": (1, 1, 1)})], about="ChannelVector")(
+        lambda A, t, i, s, op=_op: (
+            A.binary(op, t["t"], A.channel(A.channel_vector(t["c"]))),
+            A.binary(op, t["t"], t["c"]),
+            A.all(A.rank(t["t"]) == 4, _per_channel_of(A, t["c"], A.dim(t["t"], 1)))))
+shape_axiom("dim-ChannelVector", ["ChannelVector"], "c", "",
+            [I({"c": (3, 1, 1)}), I({"c": (1, 2, 1, 1)})],
+            lambda A, t, i: A.channel_vector(t["c"]),
+            lambda A, t, i, k: A.dim(t["c"], A.rank(t["c"]) - 3),
+            ranks=lambda x: 1, out_rank=lambda A, t, i: 1)
+_rank_axiom("rank-ChannelVector", ["ChannelVector"], "c", "",
+            [I({"c": (3, 1, 1)}), I({"c": (1, 2, 1, 1)})],
+            lambda A, t, i: A.channel_vector(t["c"]), lambda A, t, i: 1)
+
 # ---------------------------------------------------------------------------------------------
 # the ops
 
@@ -170,6 +221,14 @@ OPS = (
             "its kernel and bias, and a norm's scale into the next MatMul's weight rows",
         z3=Z3Semantics(on_terms(_scale_axis0), lambda A, at, a, r, op: [A.scale_axis0(*a)]),
         axioms=AXIOMS.of("ScaleAxis0")),
+    OpDef(
+        name="ChannelVector", arity=(1, 1), infer=_channel_vector_infer,
+        compute=_channel_vector, props=frozenset({WEIGHT_ONLY}),
+        doc="the values of a per-channel NCHW constant ((C, 1, 1) or (1, C, 1, 1)) as a (C,) "
+            "vector: a per-channel Add or Mul after a Conv folds into its bias or kernel",
+        z3=Z3Semantics(on_terms(_channel_vector),
+                       lambda A, at, a, r, op: [A.channel_vector(*a)]),
+        axioms=AXIOMS.of("ChannelVector")),
     _like("IdentityKernelLike", _identity_kernel, _identity_kernel_applies, ((4,),),
           "a kernel shaped like its input whose convolution is the identity (odd kernel sizes)"),
     _like("IdentityMatrixLike", _identity_matrix, _identity_matrix_applies, ((2,),),
