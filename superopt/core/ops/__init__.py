@@ -9,8 +9,8 @@ semantics, the axioms about it and the generator instances that apply it:
 - `elementwise`: Add, Sub, Mul, Div, Relu, Sigmoid, Tanh, Erf, Identity
 - `conv`: Conv, MaxPool, AveragePool, GlobalAveragePool (2-D, NCHW; other ranks stay opaque)
 - `movement`: Concat, Split, Transpose, Reshape, Flatten
-- `weights`: EnlargeKernel, ScaleAxis0, ChannelVector, IdentityKernelLike, IdentityMatrixLike, OnesLike
-  (weight-only)
+- `weights`: EnlargeKernel, ScaleAxis0, ChannelVector, IdentityKernelLike, IdentityMatrixLike,
+  OnesLike (weight-only)
 - `norm`: BatchNormalization, LayerNormalization, Softmax, BatchNormFoldKernel,
   BatchNormFoldBias
 - `activation`: Clip, HardSigmoid, HardSwish, Gelu, Neg, Reciprocal, Sqrt, Pow (constant
