@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import z3
 
+from superopt.core.ops.weights import per_channel_nchw
 from superopt.verifier.semantics import BoundedContext, bounded_apply
 
 MAX_RANK = 6  # typing facts are stated per dim up to this rank
@@ -124,12 +125,6 @@ def typing_scale_axis0(A, w, s) -> list:
     # s holds one factor per slice of w along axis 0: shape (dim(w, 0), 1, ..., 1)
     return [A.rank(w) >= 1, A.rank(s) >= 1, A.dim(s, 0) == A.dim(w, 0),
             *_per_dim(A, s, lambda k: A.any(k == 0, A.dim(s, k) == 1))]
-
-
-def per_channel_nchw(A, c) -> Any:
-    """c broadcasts as one value per channel of an NCHW tensor: (C, 1, 1) or (1, C, 1, 1)."""
-    return A.any(A.all(A.rank(c) == 3, A.dim(c, 1) == 1, A.dim(c, 2) == 1),
-                 A.all(A.rank(c) == 4, A.dim(c, 0) == 1, A.dim(c, 2) == 1, A.dim(c, 3) == 1))
 
 
 def typing_channel_vector(A, c) -> list:

@@ -419,30 +419,35 @@ def rules_phase(run: OptimizeRun) -> None:
 def search_phase(run: OptimizeRun) -> None:
     """Make the cost model (unless given) and search (`superopt.search.search_auto`)."""
     from superopt.cost_model import make_cost_model
+    from superopt.cost_model.measured import MeasuredCost
     from superopt.search import SearchLimits, search_auto
 
     o, say, graph = run.options, run.say, run.graph
+
+    def at_sizes(cost: Any) -> Any:
+        if run.sizes is None:
+            return cost
+        from superopt.cost_model.symbolic import AtSizes
+
+        # The graph keeps its symbols; the cost model sees it at the representative sizes.
+        return AtSizes(cost, run.sizes.sizes, run.sizes.known)
+
+    def search(cost: Any, time_limit: float, label: Callable[[float], str]) -> SearchResult:
+        limits = SearchLimits(alpha=o.alpha, budget=o.budget, time_limit_s=time_limit)
+        return search_auto(graph, run.rules, cost, limits, progress=lambda done, total, best:
+                           say("search", done, total, label(best)))
+
     run.cost_model = o.cost_model
     if run.cost_model is None:
         kwargs = {}
         if o.cost == "measured":
             kwargs["progress"] = lambda label, done, total: say("measure", done, total, label)
         run.cost_model = make_cost_model(o.cost, run.device, **kwargs)
-    if run.sizes is not None:
-        from superopt.cost_model.symbolic import AtSizes
-
-        # The graph keeps its symbols; the cost model sees it at the representative sizes.
-        run.cost_model = AtSizes(run.cost_model, run.sizes.sizes, run.sizes.known)
-    limits = SearchLimits(alpha=o.alpha, budget=o.budget, time_limit_s=o.time_limit)
-    say("search", 0, o.budget, f"{len(run.rules)} rules, {len(graph.nodes)} nodes")
-    run.search = search_auto(graph, run.rules, run.cost_model, limits,
-                             progress=lambda done, total, best: say(
-                                 "search", done, total, f"best {best * 1e3:.3f} ms"))
-    from superopt.cost_model.measured import MeasuredCost
-
     # by name, or a measured model the caller made (the bench shares one across models)
-    measured = (o.cost == "measured" and o.cost_model is None) or \
-        isinstance(o.cost_model, MeasuredCost)
+    measured = isinstance(run.cost_model, MeasuredCost)
+    run.cost_model = at_sizes(run.cost_model)
+    say("search", 0, o.budget, f"{len(run.rules)} rules, {len(graph.nodes)} nodes")
+    run.search = search(run.cost_model, o.time_limit, lambda best: f"best {best * 1e3:.3f} ms")
     if o.roofline_candidate and measured:
         # A second opinion for the gate. One-node timings miss what a whole session pays per
         # op, so they can rank a graph with far fewer ops as no cheaper: on the 2-core CPU,
@@ -451,17 +456,9 @@ def search_phase(run: OptimizeRun) -> None:
         # A third of the time limit: the roofline search needs no timing.
         from superopt.cost_model.analytic import AnalyticCost
 
-        roofline: Any = AnalyticCost.for_device(run.device)
-        if run.sizes is not None:
-            from superopt.cost_model.symbolic import AtSizes
-
-            roofline = AtSizes(roofline, run.sizes.sizes, run.sizes.known)
-        limits = SearchLimits(alpha=o.alpha, budget=o.budget,
-                              time_limit_s=max(1.0, o.time_limit / 3))
         say("search", 0, o.budget, "the analytic roofline's candidate")
-        run.roofline = search_auto(graph, run.rules, roofline, limits,
-                                   progress=lambda done, total, best: say(
-                                       "search", done, total, "the roofline's candidate"))
+        run.roofline = search(at_sizes(AnalyticCost.for_device(run.device)),
+                              max(1.0, o.time_limit / 3), lambda best: "the roofline's candidate")
 
 
 def export_phase(run: OptimizeRun) -> None:

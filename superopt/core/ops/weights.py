@@ -6,6 +6,7 @@ to state TASO's rules on weights; the axioms say what they mean."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -160,11 +161,14 @@ for _op in LIKE:
 
 
 
-def _per_channel_of(A, c, n):
-    """c holds one value per channel of an NCHW tensor of n channels: (n, 1, 1) or
-    (1, n, 1, 1)."""
-    return A.any(A.all(A.rank(c) == 3, A.dim(c, 0) == n, A.dim(c, 1) == 1, A.dim(c, 2) == 1),
-                 A.all(A.rank(c) == 4, A.dim(c, 0) == 1, A.dim(c, 1) == n, A.dim(c, 2) == 1,
+def per_channel_nchw(A, c, n: Any = None) -> Any:
+    """c holds one value per channel of an NCHW tensor (of n channels, when given): (n, 1, 1)
+    or (1, n, 1, 1). In any algebra: the axioms below state it, the verifier's typing of
+    ChannelVector requires it."""
+    def channels(k: int) -> list:
+        return [] if n is None else [A.dim(c, k) == n]
+    return A.any(A.all(A.rank(c) == 3, *channels(0), A.dim(c, 1) == 1, A.dim(c, 2) == 1),
+                 A.all(A.rank(c) == 4, A.dim(c, 0) == 1, *channels(1), A.dim(c, 2) == 1,
                        A.dim(c, 3) == 1))
 
 
@@ -179,7 +183,7 @@ for _op in ("Add", "Mul"):
         lambda A, t, i, s, op=_op: (
             A.binary(op, t["t"], A.channel(A.channel_vector(t["c"]))),
             A.binary(op, t["t"], t["c"]),
-            A.all(A.rank(t["t"]) == 4, _per_channel_of(A, t["c"], A.dim(t["t"], 1)))))
+            A.all(A.rank(t["t"]) == 4, per_channel_nchw(A, t["c"], A.dim(t["t"], 1)))))
 shape_axiom("dim-ChannelVector", ["ChannelVector"], "c", "",
             [I({"c": (3, 1, 1)}), I({"c": (1, 2, 1, 1)})],
             lambda A, t, i: A.channel_vector(t["c"]),
